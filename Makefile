@@ -1,0 +1,34 @@
+# smtpflow — the two commands in the README are `make demo` and `make test`.
+# Each does all of its own set-up on a bare Debian 12 machine (run as root):
+# system packages (apt), a virtualenv in .venv, and the package itself.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+OUT    ?= out
+
+.PHONY: demo test bench fuzz system-deps clean
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+$(STAMP): pyproject.toml | system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: system-deps $(STAMP)
+	$(VENV)/bin/smtpflow analyze captures/ || test $$? -le 3
+
+test: system-deps $(STAMP)
+	$(PY) -m pytest
+
+bench: system-deps $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info

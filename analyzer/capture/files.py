@@ -1,0 +1,275 @@
+"""Opening capture files: format and compression sniffing, directories, several files in time order."""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import heapq
+import lzma
+import os
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterable, Iterator
+
+from .errors import CaptureError, Damage
+from .pcap import PcapReader, Record, byte_order_of
+from .pcapng import PcapngReader, looks_like_pcapng
+
+GZIP_MAGIC = b"\x1f\x8b"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+#: File name patterns taken from a directory (rotated tcpdump/dumpcap files included).
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".gz", ".bz2", ".xz")
+
+
+@dataclass
+class CaptureFile:
+    """One opened capture: the record iterator plus what is known about the file."""
+
+    path: str
+    reader: PcapReader | PcapngReader
+    compression: str | None
+    raw: BinaryIO
+    size: int
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def format(self) -> str:
+        return self.reader.format
+
+    @property
+    def damage(self) -> Damage | None:
+        return self.reader.damage
+
+    @property
+    def linktypes(self) -> set[int]:
+        return self.reader.linktypes
+
+    def position(self) -> int:
+        """Bytes of the file on disk consumed so far (for progress bars)."""
+        try:
+            return self.raw.tell()
+        except (OSError, ValueError):
+            return self.size
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.reader)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self.raw.close()
+            except OSError:
+                pass
+
+
+def _decompressing(raw: BinaryIO, head: bytes, path: str) -> tuple[BinaryIO, str | None]:
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip"  # type: ignore[return-value]
+    if head.startswith(BZIP2_MAGIC):
+        return bz2.BZ2File(raw, mode="rb"), "bzip2"  # type: ignore[return-value]
+    if head.startswith(XZ_MAGIC):
+        return lzma.LZMAFile(raw, mode="rb"), "xz"  # type: ignore[return-value]
+    if head.startswith(ZSTD_MAGIC):
+        raise CaptureError(f"{path}: compressed with zstd, which smtpflow cannot read; run `zstd -d` on it first")
+    return raw, None
+
+
+def open_capture(path: str) -> CaptureFile:
+    """Open ``path`` as pcap or pcapng, gzip/bzip2/xz-compressed or not.
+
+    Raises CaptureError with a one-line reason when the file cannot be read as a capture.
+    """
+    if os.path.isdir(path):
+        raise CaptureError(f"{path}: is a directory (pass the directory to `analyze` to read all captures in it)")
+    try:
+        raw: BinaryIO = open(path, "rb")
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: no such file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CaptureError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    try:
+        size = os.fstat(raw.fileno()).st_size
+        head = raw.read(8)
+        raw.seek(0)
+        stream, compression = _decompressing(raw, head, path)
+        try:
+            inner = stream.read(12) if compression else raw.read(12)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise CaptureError(f"{path}: {compression} stream is unreadable: {exc}") from None
+        if not inner:
+            raise CaptureError(f"{path}: file is empty")
+        if looks_like_pcapng(inner):
+            reader: PcapReader | PcapngReader = PcapngReader(stream, path, head=inner)
+        elif byte_order_of(inner) is not None:
+            reader = PcapReader(stream, path, head=inner)
+        else:
+            what = _guess_content(inner)
+            raise CaptureError(f"{path}: not a pcap or pcapng capture{what}")
+    except CaptureError:
+        raw.close()
+        raise
+    return CaptureFile(path=path, reader=reader, compression=compression, raw=raw, size=size)
+
+
+def _guess_content(head: bytes) -> str:
+    if head[:1] in (b"{", b"["):
+        return " (looks like JSON)"
+    if head.startswith(b"%PDF"):
+        return " (looks like a PDF)"
+    if head.startswith(b"PK"):
+        return " (looks like a zip archive)"
+    if head.startswith(b"\x7fELF"):
+        return " (looks like a program)"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return " (looks like text)"
+    return ""
+
+
+def expand_inputs(paths: Iterable[str]) -> list[str]:
+    """Expand directories and glob patterns into a sorted list of capture file paths.
+
+    A directory contributes the capture files directly inside it (rotated ring-buffer
+    files included), ordered by name, which for tcpdump ``-C/-G`` and dumpcap ``-b``
+    naming is also time order; the reader merges by timestamp in any case.
+    """
+    result: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            names = sorted(
+                os.path.join(path, name)
+                for name in os.listdir(path)
+                if _looks_like_capture_name(name) and os.path.isfile(os.path.join(path, name))
+            )
+            if not names:
+                raise CaptureError(f"{path}: directory holds no capture files (*.pcap, *.pcapng, *.gz …)")
+            result.extend(names)
+        elif any(ch in path for ch in "*?[") and not os.path.exists(path):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise CaptureError(f"{path}: pattern matches no files")
+            result.extend(matches)
+        else:
+            result.append(path)
+    return result
+
+
+def _looks_like_capture_name(name: str) -> bool:
+    lower = name.lower()
+    if lower.startswith("."):
+        return False
+    if lower.endswith(CAPTURE_SUFFIXES):
+        return True
+    # tcpdump -C appends a number to the file name: trace.pcap1, trace.pcap2 …
+    stem = lower.rstrip("0123456789")
+    return stem != lower and stem.endswith((".pcap", ".pcapng", ".cap"))
+
+
+class CaptureSet:
+    """Several capture files read as one stream of records in timestamp order.
+
+    Files are opened lazily: a file is opened only once the merged stream reaches its
+    first timestamp, so a directory of a thousand rotated ring-buffer files keeps one or
+    two files open at a time, while captures that overlap in time (two interfaces) are
+    interleaved record by record. Sessions that cross file boundaries simply continue.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = list(paths)
+        self.errors: list[str] = []
+        self.damage: list[Damage] = []
+        self.formats: dict[str, str] = {}
+        self.linktypes: set[int] = set()
+        self.records = 0
+        self._pending: list[tuple[int, int, str]] = []  # (first_ts, order, path)
+        self._open: list[CaptureFile] = []
+        self._finished_bytes = 0
+        self.total_bytes = 0
+        for order, path in enumerate(self.paths):
+            try:
+                cap = open_capture(path)
+            except CaptureError as exc:
+                self.errors.append(str(exc))
+                continue
+            try:
+                first = next(iter(cap), None)
+            finally:
+                cap.close()
+            self.total_bytes += cap.size
+            self.formats[path] = cap.format + (f" ({cap.compression})" if cap.compression else "")
+            if first is None:
+                if cap.damage is not None:
+                    self.damage.append(cap.damage)
+                continue
+            self._pending.append((first[0], order, path))
+        self._pending.sort()
+
+    @property
+    def readable(self) -> int:
+        return len(self.formats)
+
+    def position(self) -> int:
+        return self._finished_bytes + sum(cap.position() for cap in self._open)
+
+    def _finish(self, cap: CaptureFile) -> None:
+        self._finished_bytes += cap.size
+        self.linktypes |= cap.linktypes
+        self.records += cap.reader.records
+        if cap.damage is not None:
+            self.damage.append(cap.damage)
+        cap.close()
+        if cap in self._open:
+            self._open.remove(cap)
+
+    def __iter__(self) -> Iterator[Record]:
+        pending = list(self._pending)
+        heap: list[tuple[int, int, Record, Iterator[Record], CaptureFile]] = []
+        push, pop = heapq.heappush, heapq.heappop
+
+        def open_next() -> None:
+            _ts, order, path = pending.pop(0)
+            try:
+                cap = open_capture(path)
+            except CaptureError as exc:  # changed or vanished since it was checked
+                self.errors.append(str(exc))
+                return
+            self._open.append(cap)
+            it = iter(cap)
+            rec = next(it, None)
+            if rec is None:
+                self._finish(cap)
+            else:
+                push(heap, (rec[0], order, rec, it, cap))
+
+        if len(pending) == 1:  # the common case: one file, no heap
+            _ts, _order, path = pending[0]
+            cap = open_capture(path)
+            self._open.append(cap)
+            try:
+                yield from cap
+            finally:
+                self._finish(cap)
+            return
+        try:
+            while heap or pending:
+                if not heap:
+                    open_next()
+                    continue
+                ts = heap[0][0]
+                while pending and pending[0][0] <= ts:
+                    open_next()
+                _ts, order, rec, it, cap = pop(heap)
+                yield rec
+                nxt = next(it, None)
+                if nxt is None:
+                    self._finish(cap)
+                else:
+                    push(heap, (nxt[0], order, nxt, it, cap))
+        finally:
+            for cap in list(self._open):
+                self._finish(cap)

@@ -1,0 +1,63 @@
+"""Link-layer header type numbers (tcpdump.org LINKTYPE_* values) and their names."""
+
+from __future__ import annotations
+
+LINKTYPE_NULL = 0  # BSD loopback, address family in the capturing host's byte order
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_BSD = 12  # some BSDs/old libpcap wrote DLT_RAW as 12
+LINKTYPE_RAW_OPENBSD = 14
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108  # OpenBSD loopback, address family in network byte order
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+#: Names as libpcap prints them, for error messages about unsupported captures.
+LINKTYPE_NAMES = {
+    0: "NULL (BSD loopback)",
+    1: "EN10MB (Ethernet)",
+    6: "IEEE802 (Token Ring)",
+    8: "SLIP",
+    9: "PPP",
+    10: "FDDI",
+    12: "RAW",
+    14: "RAW",
+    50: "PPP_HDLC",
+    51: "PPP_ETHER",
+    101: "RAW (raw IP)",
+    104: "C_HDLC (Cisco HDLC)",
+    105: "IEEE802_11 (Wi-Fi)",
+    108: "LOOP (OpenBSD loopback)",
+    113: "LINUX_SLL (Linux cooked v1)",
+    127: "IEEE802_11_RADIOTAP (Wi-Fi with radiotap)",
+    147: "USER0",
+    192: "PPI",
+    195: "IEEE802_15_4",
+    201: "BLUETOOTH_HCI_H4_WITH_PHDR",
+    220: "USB_LINUX_MMAPPED",
+    228: "IPV4 (raw IPv4)",
+    229: "IPV6 (raw IPv6)",
+    249: "NETLINK",
+    252: "WIRESHARK_UPPER_PDU",
+    276: "LINUX_SLL2 (Linux cooked v2)",
+}
+
+SUPPORTED_LINKTYPES = frozenset(
+    {
+        LINKTYPE_NULL,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_RAW_BSD,
+        LINKTYPE_RAW_OPENBSD,
+        LINKTYPE_RAW,
+        LINKTYPE_LOOP,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+        LINKTYPE_LINUX_SLL2,
+    }
+)
+
+
+def linktype_name(linktype: int) -> str:
+    return LINKTYPE_NAMES.get(linktype, "unknown")

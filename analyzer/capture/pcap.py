@@ -1,0 +1,139 @@
+"""Classic libpcap file format (tcpdump ``-w``): both byte orders, µs and ns resolution.
+
+Layouts (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcap-04.html)::
+
+    file header (24 bytes): magic u32, version_major u16, version_minor u16,
+                            thiszone i32, sigfigs u32, snaplen u32, linktype u32
+    record header (16 bytes): ts_sec u32, ts_frac u32, caplen u32, wirelen u32
+
+The "modified" pcap format written by some old Linux patches adds 8 bytes to each
+record header (ifindex u32, protocol u16, pkt_type u8, pad u8); it is read too.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO, Iterator
+
+from .errors import CaptureError, Damage
+
+MAGIC_MICROSECONDS = 0xA1B2C3D4
+MAGIC_NANOSECONDS = 0xA1B23C4D
+MAGIC_MODIFIED = 0xA1B2CD34  # Alexey Kuznetzov's patched libpcap
+
+FILE_HEADER = struct.Struct("IHHiIII")
+FILE_HEADER_LEN = 24
+RECORD_HEADER_LEN = 16
+MODIFIED_RECORD_HEADER_LEN = 24
+
+#: The link type field's low 28 bits are the type; the high bits may carry an FCS length.
+LINKTYPE_MASK = 0x0FFFFFFF
+
+#: A record longer than this is corruption, not a packet (Wireshark uses the same bound).
+MAX_RECORD_LENGTH = 262_144
+
+READ_CHUNK = 1 << 20
+FIRST_READ_CHUNK = 1 << 16
+
+#: One record as the capture layer hands it on: timestamp in integer nanoseconds, link
+#: type, the buffer holding the frame, the frame's start and end offsets in that buffer,
+#: and the original length on the wire. The frame is not copied out of the buffer: the
+#: decoder looks at header bytes in place and copies only what it keeps.
+Record = tuple[int, int, bytes, int, int, int]
+
+
+def byte_order_of(magic_bytes: bytes) -> tuple[str, int] | None:
+    """Return (struct byte-order prefix, magic) if ``magic_bytes`` opens a pcap file."""
+    if len(magic_bytes) < 4:
+        return None
+    for order in ("<", ">"):
+        (magic,) = struct.unpack(order + "I", magic_bytes[:4])
+        if magic in (MAGIC_MICROSECONDS, MAGIC_NANOSECONDS, MAGIC_MODIFIED):
+            return order, magic
+    return None
+
+
+class PcapReader:
+    """Streams records out of a classic pcap file object."""
+
+    format = "pcap"
+
+    def __init__(self, fileobj: BinaryIO, path: str, head: bytes = b"") -> None:
+        self.path = path
+        self._file = fileobj
+        header = head + fileobj.read(max(0, FILE_HEADER_LEN - len(head)))
+        found = byte_order_of(header)
+        if found is None:
+            raise CaptureError(f"{path}: not a pcap file")
+        if len(header) < FILE_HEADER_LEN:
+            raise CaptureError(f"{path}: pcap file header is truncated ({len(header)} of 24 bytes)")
+        self._order, magic = found
+        _, major, minor, _, _, snaplen, network = struct.unpack(self._order + "IHHiIII", header[:24])
+        self.version = (major, minor)
+        self.snaplen = snaplen
+        self.linktype = network & LINKTYPE_MASK
+        self.linktypes = {self.linktype}
+        self.nanosecond = magic == MAGIC_NANOSECONDS
+        self._record_header_len = MODIFIED_RECORD_HEADER_LEN if magic == MAGIC_MODIFIED else RECORD_HEADER_LEN
+        self._rest = header[FILE_HEADER_LEN:]
+        self.damage: Damage | None = None
+        self.records = 0
+        self.bytes_read = FILE_HEADER_LEN
+
+    def __iter__(self) -> Iterator[Record]:
+        read = self._file.read
+        unpack_from = struct.Struct(self._order + "IIII").unpack_from
+        hlen = self._record_header_len
+        scale = 1 if self.nanosecond else 1000
+        frac_limit = 1_000_000_000 if self.nanosecond else 1_000_000
+        linktype = self.linktype
+        max_len = max(MAX_RECORD_LENGTH, self.snaplen if self.snaplen < (1 << 26) else 0)
+        buf = self._rest
+        pos = 0
+        base = FILE_HEADER_LEN  # stream offset of buf[0]
+        count = 0
+        chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
+        try:
+            while True:
+                if len(buf) - pos < hlen:
+                    more = read(chunk)
+                    chunk = READ_CHUNK
+                    if not more:
+                        if len(buf) - pos:
+                            self._damaged(base + pos, count, "the last record header is cut short")
+                        return
+                    buf = buf[pos:] + more
+                    base += pos
+                    pos = 0
+                    continue
+                sec, frac, caplen, wirelen = unpack_from(buf, pos)
+                if caplen > max_len or frac >= frac_limit:
+                    reason = (
+                        f"record length {caplen} is impossible" if caplen > max_len
+                        else f"timestamp fraction {frac} is out of range"
+                    )
+                    self._damaged(base + pos, count, reason)
+                    return
+                start = pos + hlen
+                end = start + caplen
+                if end > len(buf):
+                    more = read(max(chunk, end - len(buf)))
+                    chunk = READ_CHUNK
+                    if not more:
+                        self._damaged(base + pos, count, f"the last packet is cut short ({len(buf) - start} of {caplen} bytes)")
+                        return
+                    buf = buf[pos:] + more
+                    base += pos
+                    pos = 0
+                    continue
+                count += 1
+                self.records = count
+                self.bytes_read = base + end
+                yield sec * 1_000_000_000 + frac * scale, linktype, buf, start, end, wirelen
+                pos = end
+        except (EOFError, OSError) as exc:  # truncated or corrupt compressed stream
+            self._damaged(base + pos, count, f"read error: {exc}")
+
+    def _damaged(self, offset: int, count: int, reason: str) -> None:
+        self.records = count
+        self.damage = Damage(self.path, offset, count, reason)

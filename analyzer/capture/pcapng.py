@@ -1,0 +1,229 @@
+"""pcapng file format (Wireshark/dumpcap default): sections, interfaces, packet blocks.
+
+Layouts (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html)::
+
+    generic block: block_type u32, block_total_length u32, body..., block_total_length u32
+    SHB  0x0A0D0D0A: byte_order_magic u32 (0x1A2B3C4D), major u16, minor u16, section_length i64, options
+    IDB  0x00000001: linktype u16, reserved u16, snaplen u32, options (if_tsresol=9, if_tsoffset=14)
+    EPB  0x00000006: interface_id u32, ts_high u32, ts_low u32, caplen u32, wirelen u32, data, options
+    SPB  0x00000003: wirelen u32, data (caplen = min(wirelen, snaplen, block room))
+    OPB  0x00000002: interface_id u16, drops u16, ts_high u32, ts_low u32, caplen u32, wirelen u32, data
+
+Every section carries its own byte order and its own interface list; every interface its
+own link type and timestamp resolution. Unknown block types are skipped.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO, Callable, Iterator
+
+from .errors import CaptureError, Damage
+from .pcap import FIRST_READ_CHUNK, READ_CHUNK, Record
+
+BT_SHB = 0x0A0D0D0A
+BT_IDB = 0x00000001
+BT_OPB = 0x00000002  # obsolete Packet Block
+BT_SPB = 0x00000003
+BT_EPB = 0x00000006
+BYTE_ORDER_MAGIC = 0x1A2B3C4D
+
+OPT_ENDOFOPT = 0
+OPT_IF_TSRESOL = 9
+OPT_IF_TSOFFSET = 14
+
+#: Blocks larger than this are corruption (pcapng readers commonly cap blocks at 16 MiB).
+MAX_BLOCK_LENGTH = 16 * 1024 * 1024
+MIN_BLOCK_LENGTH = 12
+
+
+def ts_converter(tsresol: int, tsoffset: int) -> Callable[[int], int]:
+    """Return a function turning raw 64-bit timestamp units into integer nanoseconds."""
+    offset_ns = tsoffset * 1_000_000_000
+    if tsresol & 0x80:  # power of two: units of 2^-n seconds
+        shift = tsresol & 0x7F
+        return lambda units: ((units * 1_000_000_000) >> shift) + offset_ns
+    exp = tsresol
+    if exp <= 9:
+        mult = 10 ** (9 - exp)
+        return lambda units: units * mult + offset_ns
+    div = 10 ** (exp - 9)
+    return lambda units: units // div + offset_ns
+
+
+class _Interface:
+    __slots__ = ("linktype", "snaplen", "to_ns")
+
+    def __init__(self, linktype: int, snaplen: int, to_ns: Callable[[int], int]) -> None:
+        self.linktype = linktype
+        self.snaplen = snaplen
+        self.to_ns = to_ns
+
+
+def looks_like_pcapng(head: bytes) -> bool:
+    return len(head) >= 4 and struct.unpack("<I", head[:4])[0] == BT_SHB
+
+
+class PcapngReader:
+    """Streams records out of a pcapng file object, section by section."""
+
+    format = "pcapng"
+
+    def __init__(self, fileobj: BinaryIO, path: str, head: bytes = b"") -> None:
+        self.path = path
+        self._file = fileobj
+        self._rest = head + fileobj.read(max(0, 12 - len(head)))
+        if not looks_like_pcapng(self._rest):
+            raise CaptureError(f"{path}: not a pcapng file")
+        if len(self._rest) < 12 or struct.unpack("<I", self._rest[8:12])[0] not in (
+            BYTE_ORDER_MAGIC,
+            0x4D3C2B1A,
+        ):
+            raise CaptureError(f"{path}: pcapng section header has no valid byte-order magic")
+        self.linktypes: set[int] = set()
+        self.interfaces_seen = 0
+        self.damage: Damage | None = None
+        self.records = 0
+        self.bytes_read = 0
+        self.skipped_blocks = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        read = self._file.read
+        buf = self._rest
+        pos = 0
+        base = 0
+        count = 0
+        chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
+        order = "<"
+        interfaces: list[_Interface] = []
+        u32 = struct.Struct("<I").unpack_from
+        epb = struct.Struct("<IIIII").unpack_from
+        try:
+            while True:
+                if len(buf) - pos < 12:
+                    more = read(chunk)
+                    chunk = READ_CHUNK
+                    if not more:
+                        if len(buf) - pos:
+                            self._damaged(base + pos, count, "the last block header is cut short")
+                        return
+                    buf = buf[pos:] + more
+                    base += pos
+                    pos = 0
+                    continue
+                (btype,) = struct.unpack_from("<I", buf, pos)
+                if btype == BT_SHB:
+                    # The byte-order magic decides how this section, this block included, is read.
+                    (bom,) = struct.unpack_from("<I", buf, pos + 8)
+                    if bom == BYTE_ORDER_MAGIC:
+                        order = "<"
+                    elif bom == 0x4D3C2B1A:
+                        order = ">"
+                    else:
+                        self._damaged(base + pos, count, "section header block with a bad byte-order magic")
+                        return
+                    u32 = struct.Struct(order + "I").unpack_from
+                    epb = struct.Struct(order + "IIIII").unpack_from
+                    interfaces = []
+                (btype, blen) = struct.unpack_from(order + "II", buf, pos)
+                if blen < MIN_BLOCK_LENGTH or blen % 4 or blen > MAX_BLOCK_LENGTH:
+                    self._damaged(base + pos, count, f"block length {blen} is impossible")
+                    return
+                end = pos + blen
+                if end > len(buf):
+                    more = read(max(chunk, end - len(buf)))
+                    chunk = READ_CHUNK
+                    if not more:
+                        self._damaged(base + pos, count, f"the last block is cut short ({len(buf) - pos} of {blen} bytes)")
+                        return
+                    buf = buf[pos:] + more
+                    base += pos
+                    pos = 0
+                    continue
+                if u32(buf, end - 4)[0] != blen:
+                    self._damaged(base + pos, count, "block trailer length does not match its header")
+                    return
+                if btype == BT_EPB:
+                    if blen < 32:
+                        self._damaged(base + pos, count, "enhanced packet block too short")
+                        return
+                    ifid, hi, lo, caplen, wirelen = epb(buf, pos + 8)
+                    start = pos + 28
+                    if ifid >= len(interfaces):
+                        self._damaged(base + pos, count, f"packet refers to interface {ifid}, which was never described")
+                        return
+                    if start + caplen > end - 4:
+                        self._damaged(base + pos, count, f"packet length {caplen} overruns its block")
+                        return
+                    iface = interfaces[ifid]
+                    count += 1
+                    self.records = count
+                    self.bytes_read = base + end
+                    yield iface.to_ns((hi << 32) | lo), iface.linktype, buf, start, start + caplen, wirelen
+                elif btype == BT_SPB:
+                    if not interfaces:
+                        self._damaged(base + pos, count, "simple packet block before any interface description")
+                        return
+                    (wirelen,) = u32(buf, pos + 8)
+                    iface = interfaces[0]
+                    room = blen - 16
+                    caplen = min(wirelen, room, iface.snaplen or room)
+                    count += 1
+                    self.records = count
+                    self.bytes_read = base + end
+                    # Simple packet blocks carry no timestamp.
+                    yield 0, iface.linktype, buf, pos + 12, pos + 12 + caplen, wirelen
+                elif btype == BT_OPB:
+                    ifid, _drops = struct.unpack_from(order + "HH", buf, pos + 8)
+                    hi, lo, caplen, wirelen = struct.unpack_from(order + "IIII", buf, pos + 12)
+                    start = pos + 28
+                    if ifid >= len(interfaces) or start + caplen > end - 4:
+                        self._damaged(base + pos, count, "packet block is inconsistent with its interface or length")
+                        return
+                    iface = interfaces[ifid]
+                    count += 1
+                    self.records = count
+                    self.bytes_read = base + end
+                    yield iface.to_ns((hi << 32) | lo), iface.linktype, buf, start, start + caplen, wirelen
+                elif btype == BT_IDB:
+                    iface = self._parse_idb(buf, pos, end, order)
+                    if iface is None:
+                        self._damaged(base + pos, count, "interface description block is malformed")
+                        return
+                    interfaces.append(iface)
+                    self.interfaces_seen += 1
+                    self.linktypes.add(iface.linktype)
+                elif btype != BT_SHB:
+                    self.skipped_blocks += 1
+                pos = end
+                self.bytes_read = base + pos
+        except (EOFError, OSError) as exc:
+            self._damaged(base + pos, count, f"read error: {exc}")
+
+    @staticmethod
+    def _parse_idb(buf: bytes, pos: int, end: int, order: str) -> _Interface | None:
+        if end - pos < 20:
+            return None
+        linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
+        tsresol, tsoffset = 6, 0
+        opt = pos + 16
+        limit = end - 4
+        while opt + 4 <= limit:
+            code, length = struct.unpack_from(order + "HH", buf, opt)
+            if code == OPT_ENDOFOPT:
+                break
+            value = opt + 4
+            if value + length > limit:
+                return None
+            if code == OPT_IF_TSRESOL and length >= 1:
+                tsresol = buf[value]
+            elif code == OPT_IF_TSOFFSET and length >= 8:
+                (tsoffset,) = struct.unpack_from(order + "q", buf, value)
+            opt = value + ((length + 3) & ~3)
+        if (tsresol & 0x7F) > 63 if tsresol & 0x80 else tsresol > 18:
+            return None
+        return _Interface(linktype, snaplen, ts_converter(tsresol, tsoffset))
+
+    def _damaged(self, offset: int, count: int, reason: str) -> None:
+        self.records = count
+        self.damage = Damage(self.path, offset, count, reason)

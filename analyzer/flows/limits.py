@@ -1,0 +1,35 @@
+"""Named limits of the flow layer. Every buffer driven by packet contents has one."""
+
+#: Out-of-order bytes buffered per direction before smtpflow gives up waiting for the hole
+#: to be filled and declares a content gap.
+MAX_OUT_OF_ORDER_BYTES = 256 * 1024
+#: Out-of-order segments buffered per direction (many tiny segments cost more than their bytes).
+MAX_OUT_OF_ORDER_SEGMENTS = 512
+#: A segment starting further than this beyond the expected sequence number is not buffered
+#: (it is garbage, or from a different connection); it is counted and dropped.
+MAX_SEQUENCE_JUMP = 16 * 1024 * 1024
+
+#: Notable events (SYN, RST, ICMP, TLS messages, SMTP commands and replies …) kept per session.
+MAX_EVENTS_PER_SESSION = 2000
+#: SYN transmissions remembered per attempt (timestamps for retry gaps).
+MAX_SYN_RECORDS = 64
+#: RSTs and ICMP errors remembered per session.
+MAX_RST_RECORDS = 16
+MAX_ICMP_RECORDS = 16
+
+#: Idle times (capture time, seconds) after which a connection is finalised and its state freed.
+#: An attempt with no answer: Linux gives up after ~127 s (6 retries), Windows after ~21 s.
+ATTEMPT_TIMEOUT_S = 180
+#: An open connection with no packets at all for this long is finalised as incomplete.
+IDLE_TIMEOUT_S = 900
+#: A connection that was closed (FIN both ways, or RST) keeps absorbing late packets this long.
+CLOSED_LINGER_S = 60
+#: How often (capture time, seconds) the table looks for expired connections.
+SWEEP_INTERVAL_S = 5
+
+#: A SYN seen less than this long before the capture ended may still have been answered
+#: after the capture stopped: such attempts are "incomplete", not "syn_unanswered".
+UNANSWERED_GRACE_S = 1.0
+
+#: Hosts remembered as "sends correct checksums" (the checksum-offload heuristic).
+MAX_CHECKSUM_HOSTS = 100_000

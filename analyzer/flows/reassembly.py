@@ -1,0 +1,153 @@
+"""Per-direction TCP stream reassembly: in-order bytes out, holes and overlaps accounted.
+
+Sequence numbers are mapped to 64-bit stream offsets (0 = first byte after the SYN), so
+wrap-around is handled once, here. Segments that arrive early are buffered up to named
+limits; retransmissions and overlaps deliver only bytes not yet delivered. A hole that the
+peer has acknowledged (the capture missed it) or that outgrows the buffer becomes a gap:
+the sink is told how many bytes are missing and delivery continues after it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .limits import MAX_OUT_OF_ORDER_BYTES, MAX_OUT_OF_ORDER_SEGMENTS, MAX_SEQUENCE_JUMP
+
+MASK32 = 0xFFFFFFFF
+
+DataSink = Callable[[bytes, int], None]
+GapSink = Callable[[int, int], None]
+
+
+def seq_delta(a: int, b: int) -> int:
+    """Signed distance a - b in 32-bit sequence space."""
+    return ((a - b + 0x80000000) & MASK32) - 0x80000000
+
+
+class Reassembler:
+    """Reassembles one direction of a TCP connection.
+
+    ``deliver(data, ts)`` receives contiguous stream bytes; ``gap(length, ts)`` is called
+    where bytes are known to be missing. Nothing is buffered beyond the named limits.
+    """
+
+    __slots__ = (
+        "base", "next_off", "pending", "pending_bytes", "deliver", "gap_sink",
+        "delivered", "missed", "gaps", "overlaps", "dropped", "fin_off", "ended",
+    )
+
+    def __init__(self, isn_plus_one: int, deliver: DataSink, gap: GapSink) -> None:
+        self.base = isn_plus_one & MASK32  # sequence number of stream offset 0
+        self.next_off = 0  # next stream offset to deliver
+        self.pending: dict[int, bytes] = {}  # stream offset -> bytes, out of order
+        self.pending_bytes = 0
+        self.deliver = deliver
+        self.gap_sink = gap
+        self.delivered = 0
+        self.missed = 0
+        self.gaps = 0
+        self.overlaps = 0
+        self.dropped = 0
+        self.fin_off: int | None = None
+        self.ended = False
+
+    def offset_of(self, seq: int) -> int:
+        """Stream offset of sequence number ``seq``, relative to what was delivered."""
+        return self.next_off + seq_delta(seq, (self.base + self.next_off) & MASK32)
+
+    def segment(self, seq: int, data: bytes, ts: int, length: int | None = None) -> None:
+        """Offer a segment's payload. ``length`` > len(data) means the capture cut it short."""
+        if length is None:
+            length = len(data)
+        off = self.offset_of(seq)
+        end = off + length
+        nxt = self.next_off
+        if end <= nxt:
+            return  # a pure retransmission: everything already delivered
+        if off > nxt:
+            if off - nxt > MAX_SEQUENCE_JUMP:
+                self.dropped += 1
+                return
+            self._buffer(off, data, length)
+            if self.pending_bytes > MAX_OUT_OF_ORDER_BYTES or len(self.pending) > MAX_OUT_OF_ORDER_SEGMENTS:
+                self._skip_to(min(self.pending), ts)
+                self._drain(ts)
+            return
+        if off < nxt:
+            self.overlaps += 1
+            cut = nxt - off
+            data = data[cut:]
+            length -= cut
+        self._take(data, length, ts)
+        if self.pending:
+            self._drain(ts)
+
+    def _take(self, data: bytes, length: int, ts: int) -> None:
+        # When the capture's snaplen cut the segment (length > len(data)), only the captured
+        # bytes move the stream on: the peer's ACK, or the end, reveals the rest as a gap.
+        if data:
+            self.deliver(data, ts)
+            self.delivered += len(data)
+            self.next_off += len(data)
+
+    def _buffer(self, off: int, data: bytes, length: int) -> None:
+        old = self.pending.get(off)
+        if old is not None and len(old) >= len(data):
+            return
+        self.pending[off] = data
+        self.pending_bytes += len(data) - (len(old) if old is not None else 0)
+
+    def _drain(self, ts: int) -> None:
+        pending = self.pending
+        while pending:
+            nxt = self.next_off
+            first = min(pending)
+            if first > nxt:
+                return
+            data = pending.pop(first)
+            self.pending_bytes -= len(data)
+            end = first + len(data)
+            if end <= nxt:
+                continue
+            if first < nxt:
+                self.overlaps += 1
+                data = data[nxt - first :]
+            self._take(data, len(data), ts)
+
+    def _missing(self, length: int, ts: int) -> None:
+        self.next_off += length
+        self.missed += length
+        self.gaps += 1
+        self.gap_sink(length, ts)
+
+    def _skip_to(self, off: int, ts: int) -> None:
+        if off > self.next_off:
+            self._missing(off - self.next_off, ts)
+
+    def acked(self, ack: int, ts: int) -> int:
+        """The peer acknowledged up to ``ack``: a hole below it was missed by the capture.
+
+        Returns the number of bytes declared missing (0 if none).
+        """
+        off = self.offset_of(ack)
+        if self.fin_off is not None and off > self.fin_off:
+            off = self.fin_off  # the FIN consumes a sequence number but carries no byte
+        if off <= self.next_off:
+            return 0
+        if off - self.next_off > MAX_SEQUENCE_JUMP:
+            return 0  # an ACK this far ahead is not believable
+        before = self.missed
+        while self.next_off < off:
+            if self.pending and min(self.pending) <= self.next_off:
+                self._drain(ts)
+                continue
+            target = min(min(self.pending), off) if self.pending else off
+            self._skip_to(target, ts)
+            self._drain(ts)
+        return self.missed - before
+
+    def flush(self, ts: int) -> None:
+        """At the end of the connection: deliver what is buffered, holes becoming gaps."""
+        while self.pending:
+            self._skip_to(min(self.pending), ts)
+            self._drain(ts)

@@ -1,0 +1,225 @@
+"""The connection table: TCP segments and ICMP errors in, finished connections out.
+
+Connections are keyed by the 4-tuple as the packet carries it; each connection is entered
+under both directions' keys, so one dictionary look-up finds it whichever way a packet
+flows. Idle connections are finalised and dropped as capture time passes, so memory is
+bounded by the number of connections active at once, not by the length of the capture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Callable
+
+from ..decode.packet import CHECKSUM_BAD, CHECKSUM_OK, IcmpError, TcpSegment
+from ..decode.icmp import icmp_name
+from ..decode.ip import address_text
+from ..decode.tcp import TH_ACK, TH_RST, TH_SYN
+from .limits import (
+    ATTEMPT_TIMEOUT_S,
+    CLOSED_LINGER_S,
+    IDLE_TIMEOUT_S,
+    MAX_CHECKSUM_HOSTS,
+    MAX_ICMP_RECORDS,
+    SWEEP_INTERVAL_S,
+)
+from .tcp import CLOSED, RESET, SYN_SENT, StreamAnalyzer, TcpConnection
+
+NS = 1_000_000_000
+
+#: Ports Zeek's heuristic treats as "likely server" when a connection starts mid-stream or
+#: with a SYN-ACK: the first packet's sender is then taken to be the responder.
+LIKELY_SERVER_PORTS = frozenset(
+    {20, 21, 22, 23, 25, 53, 80, 88, 110, 111, 135, 139, 143, 389, 443, 445, 465, 514, 587, 636,
+     993, 995, 1433, 1521, 2525, 3128, 3306, 3389, 5060, 5432, 8080, 8443}
+)
+
+AnalyzerFactory = Callable[[TcpConnection], StreamAnalyzer | None]
+FinishedSink = Callable[[TcpConnection, bool], None]
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def session_uid(ts: int, orig: bytes, oport: int, resp: bytes, rport: int) -> str:
+    """A Zeek-style connection id, but deterministic: the same capture always gives the same ids."""
+    digest = hashlib.blake2b(
+        ts.to_bytes(8, "big", signed=True) + orig + oport.to_bytes(2, "big") + resp + rport.to_bytes(2, "big"),
+        digest_size=8,
+    ).digest()
+    value = int.from_bytes(digest, "big")
+    chars = []
+    for _ in range(11):
+        value, rem = divmod(value, 62)
+        chars.append(_B62[rem])
+    return "C" + "".join(chars)
+
+
+class ConnectionTable:
+    """Bidirectional TCP connection tracking with expiry.
+
+    ``on_finished(conn, at_capture_end)`` is called once per connection when it is
+    finalised (closed and lingered, idle, replaced by a new attempt, or at the end).
+    ``checksums``: "auto" (drop segments with a wrong checksum from hosts known to send
+    correct ones — offloaded checksums on the capturing host are kept), "verify" (drop
+    every wrong one, as Zeek does) or "off".
+    """
+
+    def __init__(
+        self,
+        on_finished: FinishedSink,
+        analyzer_factory: AnalyzerFactory | None = None,
+        checksums: str = "auto",
+    ) -> None:
+        self.on_finished = on_finished
+        self.analyzer_factory = analyzer_factory
+        self.checksums = checksums
+        self.conns: dict[tuple, TcpConnection] = {}
+        self.active: OrderedDict[TcpConnection, None] = OrderedDict()  # least recently active first
+        self.next_sweep = 0
+        self.now = 0
+        self.good_checksum_hosts: set[bytes] = set()
+        self.orphan_icmp: list[dict] = []
+        self.created = 0
+        self.finalised = 0
+
+    # -- packets ------------------------------------------------------------------------
+    def tcp(self, seg: TcpSegment) -> None:
+        ts = seg.ts
+        if ts > self.now:
+            self.now = ts
+            if ts >= self.next_sweep:
+                self.sweep(ts)
+        key = (seg.src, seg.sport, seg.dst, seg.dport)
+        conn = self.conns.get(key)
+        checksum = seg.checksum
+        if checksum != CHECKSUM_OK and self.checksums != "off":
+            if checksum == CHECKSUM_BAD and (self.checksums == "verify" or seg.src in self.good_checksum_hosts):
+                if conn is None:
+                    conn = self._create(seg, key)
+                conn.bad_checksum(key == conn.key, ts)
+                return
+        elif checksum == CHECKSUM_OK and len(self.good_checksum_hosts) < MAX_CHECKSUM_HOSTS:
+            self.good_checksum_hosts.add(seg.src)
+        if conn is None:
+            conn = self._create(seg, key)
+        elif self._is_new_attempt(conn, seg, key):
+            self._finalise(conn, False)
+            conn = self._create(seg, key)
+        else:
+            self.active.move_to_end(conn)
+        conn.process(seg, key == conn.key)
+
+    def icmp(self, err: IcmpError) -> None:
+        """Tie an ICMP error to the connection whose packet it quotes."""
+        record = {
+            "ts": err.ts,
+            "type": err.type,
+            "code": err.code,
+            "name": icmp_name(err.version, err.type, err.code),
+            "from": address_text(err.src),
+            "ttl": err.ttl,
+            "ip_version": err.version,
+        }
+        key = (err.q_src, err.q_sport, err.q_dst, err.q_dport)
+        conn = self.conns.get(key) if err.q_proto == 6 else None
+        if conn is None:
+            record["quoted"] = f"{address_text(err.q_src)}:{err.q_sport} > {address_text(err.q_dst)}:{err.q_dport}"
+            record["proto"] = "tcp" if err.q_proto == 6 else "udp"
+            if len(self.orphan_icmp) < 10_000:
+                self.orphan_icmp.append(record)
+            return
+        if len(conn.icmp) < MAX_ICMP_RECORDS:
+            conn.icmp.append(record)
+        conn.last_ts = max(conn.last_ts, err.ts)
+        self.active.move_to_end(conn)
+        direction = "network" if err.src not in (conn.orig_addr, conn.resp_addr) else (
+            "server" if err.src == conn.resp_addr else "client"
+        )
+        conn.event(err.ts, direction, "icmp", f"{record['name']} from {record['from']}")
+
+    # -- connections --------------------------------------------------------------------
+    def _create(self, seg: TcpSegment, key: tuple) -> TcpConnection:
+        flags = seg.flags
+        flip = False
+        if not flags & TH_SYN or flags & TH_ACK:
+            # Mid-stream or SYN-ACK first: guess the real responder from the ports (Zeek's rule).
+            if seg.sport in LIKELY_SERVER_PORTS:
+                if seg.dport in LIKELY_SERVER_PORTS:
+                    flip = not flags & TH_SYN and seg.sport < seg.dport
+                else:
+                    flip = True
+        if flip:
+            orig, oport, resp, rport = seg.dst, seg.dport, seg.src, seg.sport
+        else:
+            orig, oport, resp, rport = seg.src, seg.sport, seg.dst, seg.dport
+        okey = (orig, oport, resp, rport)
+        uid = session_uid(seg.ts, orig, oport, resp, rport)
+        conn = TcpConnection(okey, uid, orig, oport, resp, rport, seg.ts, flip)
+        if self.analyzer_factory is not None:
+            conn.analyzer = self.analyzer_factory(conn)
+        self.conns[okey] = conn
+        self.conns[(resp, rport, orig, oport)] = conn
+        self.active[conn] = None
+        self.created += 1
+        return conn
+
+    @staticmethod
+    def _is_new_attempt(conn: TcpConnection, seg: TcpSegment, key: tuple) -> bool:
+        """Does this segment start a new connection on the same 4-tuple?
+
+        A SYN (without ACK) from the originator with a new initial sequence number is a new
+        attempt: a retransmitted SYN reuses its ISN, a new ``connect()`` picks a new one.
+        A SYN on a connection that is over (closed or reset) is one as well.
+        """
+        flags = seg.flags
+        if not flags & TH_SYN or flags & (TH_ACK | TH_RST):
+            return False
+        is_orig = key == conn.key
+        orig, resp = conn.orig, conn.resp
+        if is_orig:
+            if conn.isn is not None and seg.seq != conn.isn:
+                return True
+            if conn.isn is None and orig.seq_init and orig.state != SYN_SENT and seg.seq != orig.start_seq:
+                return True
+            return orig.state in (CLOSED, RESET) and resp.state in (CLOSED, RESET) and seg.seq != conn.isn
+        # A SYN from the responder's side after the connection ended: the roles are new.
+        return orig.state in (CLOSED, RESET) or resp.state in (CLOSED, RESET)
+
+    def _finalise(self, conn: TcpConnection, at_end: bool) -> None:
+        if conn.finished:
+            return
+        conn.finished = True
+        for key in (conn.key, (conn.resp_addr, conn.resp_port, conn.orig_addr, conn.orig_port)):
+            if self.conns.get(key) is conn:
+                del self.conns[key]
+        self.active.pop(conn, None)
+        conn.flush(conn.last_ts)
+        self.finalised += 1
+        self.on_finished(conn, at_end)
+
+    def sweep(self, now: int) -> None:
+        """Finalise connections idle past their timeout (least recently active first)."""
+        self.next_sweep = now + SWEEP_INTERVAL_S * NS
+        expired = []
+        for conn in self.active:
+            idle = now - conn.last_ts
+            if idle < CLOSED_LINGER_S * NS:
+                break  # everything after this one was active more recently
+            if conn.closed_ts is not None or (conn.orig.state == SYN_SENT and idle >= ATTEMPT_TIMEOUT_S * NS):
+                expired.append((conn, "closed" if conn.closed_ts is not None else "attempt_timeout"))
+            elif idle >= IDLE_TIMEOUT_S * NS:
+                expired.append((conn, "idle_timeout"))
+        for conn, reason in expired:
+            conn.end_reason = reason
+            self._finalise(conn, False)
+
+    def finish(self) -> None:
+        """End of capture: finalise everything still in the table."""
+        for conn in list(self.active):
+            if conn.end_reason is None:
+                conn.end_reason = "closed" if conn.closed_ts is not None else "capture_end"
+            self._finalise(conn, True)
+
+    def __len__(self) -> int:
+        return len(self.active)
