@@ -4,6 +4,83 @@ Layers, each a sub-package, dependencies pointing one way::
 
     capture  →  decode  →  flows  →  protocols  →  diagnosis  →  report
 
+Use :func:`analyze` from Python (notebooks included)::
+
+    import analyzer
+    a = analyzer.analyze("capture.pcap")
+    a.sessions            # one row per connection attempt
+    a.summary()           # the capture-level diagnosis
+    print(a.follow(0))    # the first session as a dialogue
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .report.analysis import Analysis
+
+
+def analyze(
+    paths: str | Iterable[str],
+    *,
+    ports: Iterable[int] | str | None = "default",
+    endpoints: Iterable[str] = (),
+    checksums: str = "auto",
+    reveal_username: bool = False,
+) -> "Analysis":
+    """Analyse one or more capture files (pcap, pcapng, gzip …; directories and globs too).
+
+    ``ports``: "default" (25, 465, 587, 2525 plus Microsoft's ranges), "all" (every TCP
+    connection), or an iterable of port numbers. ``endpoints``: extra endpoints to treat as
+    Microsoft/mail servers ("10.0.0.0/8", "mail.contoso.com", "*.contoso.com", "x=label").
+    ``checksums``: "auto" | "verify" | "off". ``reveal_username``: show AUTH user names.
+    """
+    from .diagnosis.microsoft import UserEndpoint
+    from .engine import Options, run
+    from .report.analysis import Analysis
+
+    if isinstance(paths, str):
+        path_list = [paths]
+    else:
+        path_list = [str(p) for p in paths]
+    options = Options(
+        ports=parse_ports(ports),
+        endpoints=tuple(UserEndpoint.parse(e) for e in endpoints),
+        checksums=checksums,
+        reveal_username=reveal_username,
+    )
+    return Analysis(run(path_list, options))
+
+
+def parse_ports(ports: Iterable[int] | str | None) -> frozenset[int] | None:
+    """"default" → the SMTP ports; "all"/None → every port; "25,587" or [25, 587] → those."""
+    from .decode import DEFAULT_SMTP_PORTS
+
+    if ports is None or ports == "all":
+        return None
+    if ports == "default":
+        return DEFAULT_SMTP_PORTS
+    if isinstance(ports, str):
+        items: list[Any] = [p for p in ports.replace(" ", "").split(",") if p]
+    else:
+        items = list(ports)
+    result = set()
+    for item in items:
+        port = int(item)
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range")
+        result.add(port)
+    if not result:
+        raise ValueError("no ports given")
+    return frozenset(result)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Analysis":
+        from .report.analysis import Analysis
+
+        return Analysis
+    raise AttributeError(name)

@@ -186,6 +186,7 @@ class CaptureSet:
         self.formats: dict[str, str] = {}
         self.linktypes: set[int] = set()
         self.records = 0
+        self.linktypes_by_file: dict[str, set[int]] = {}
         self._pending: list[tuple[int, int, str]] = []  # (first_ts, order, path)
         self._open: list[CaptureFile] = []
         self._finished_bytes = 0
@@ -202,6 +203,7 @@ class CaptureSet:
                 cap.close()
             self.total_bytes += cap.size
             self.formats[path] = cap.format + (f" ({cap.compression})" if cap.compression else "")
+            self.linktypes_by_file[path] = set(cap.linktypes)
             if first is None:
                 if cap.damage is not None:
                     self.damage.append(cap.damage)

@@ -70,7 +70,7 @@ class Endpoint:
         "hist_bits", "hist_last_syn", "hist_last_fin", "hist_last_rst",
         "rxmit", "rxmit_next", "gap_events", "gap_next", "zero_windows", "zero_next", "bad_sums", "bad_next",
         "fin_count", "rst_count", "fin_seq", "pkts", "ip_bytes", "ttl_min", "ttl_max", "window_scale",
-        "reassembler", "first_ts", "last_ts",
+        "reassembler", "first_ts", "last_ts", "close_ts",
     )
 
     def __init__(self, is_orig: bool) -> None:
@@ -104,6 +104,7 @@ class Endpoint:
         self.reassembler: Reassembler | None = None
         self.first_ts: int | None = None
         self.last_ts: int | None = None
+        self.close_ts: int | None = None  # first FIN or RST from this side
 
     def set_state(self, state: int) -> None:
         self.prev_state = self.state
@@ -281,6 +282,8 @@ class TcpConnection:
 
         if syn:
             self._on_syn(ep, seg, is_orig, ts, ttl)
+        if (fin or rst) and ep.close_ts is None:
+            ep.close_ts = ts
         if fin:
             ep.fin_count += 1
             ep.fin_seq = (seq + seg_len) & MASK32
@@ -502,6 +505,57 @@ class TcpConnection:
         if os_ == ESTABLISHED and rs == ESTABLISHED:
             return "S1"
         return "OTH"
+
+    def facts(self, at_capture_end: bool) -> dict:
+        """Everything the layers above need once the connection is gone, as plain data."""
+        orig, resp = self.orig, self.resp
+        return {
+            "uid": self.uid,
+            "ip_version": self.ip_version,
+            "orig_addr": self.orig_addr,
+            "orig_port": self.orig_port,
+            "resp_addr": self.resp_addr,
+            "resp_port": self.resp_port,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "conn_state": self.conn_state(),
+            "history": self.history_string(),
+            "flipped": self.flipped,
+            "orig_state": STATE_NAMES[orig.state],
+            "resp_state": STATE_NAMES[resp.state],
+            "orig_pkts": orig.pkts,
+            "resp_pkts": resp.pkts,
+            "orig_ip_bytes": orig.ip_bytes,
+            "resp_ip_bytes": resp.ip_bytes,
+            "orig_bytes": orig.size(resp.state),
+            "resp_bytes": resp.size(orig.state),
+            "missed_bytes": self.missed_bytes(),
+            "orig_ttl": (orig.ttl_min, orig.ttl_max),
+            "resp_ttl": (resp.ttl_min, resp.ttl_max),
+            "orig_fin": orig.fin_count > 0,
+            "resp_fin": resp.fin_count > 0,
+            "orig_close_ts": orig.close_ts,
+            "resp_close_ts": resp.close_ts,
+            "orig_rst": orig.rst_count > 0,
+            "resp_rst": resp.rst_count > 0,
+            "orig_zero_windows": orig.zero_windows,
+            "resp_zero_windows": resp.zero_windows,
+            "retransmissions": orig.rxmit + resp.rxmit,
+            "bad_checksums": orig.bad_sums + resp.bad_sums,
+            "syn_times": list(self.syn_times),
+            "synack_ts": self.synack_ts,
+            "synack_ttl": self.synack_ttl,
+            "handshake_rtt": self.handshake_rtt,
+            "ack_rtt": self.ack_rtt,
+            "rsts": list(self.rsts),
+            "icmp": list(self.icmp),
+            "closed_ts": self.closed_ts,
+            "end_reason": self.end_reason,
+            "at_capture_end": at_capture_end,
+            "weirds": dict(self.weirds),
+            "events": list(self.events),
+            "events_dropped": self.events_dropped,
+        }
 
     def history_string(self) -> str:
         return "".join(self.history)

@@ -1,0 +1,7 @@
+"""``python -m analyzer`` is the ``smtpflow`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

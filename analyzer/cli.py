@@ -1,0 +1,241 @@
+"""The ``smtpflow`` command.
+
+Exit codes (documented in the README):
+
+  0  analysed
+  1  internal error (a bug: short message, full traceback with --debug)
+  2  bad usage, or an input that is missing, unreadable or not a capture
+  3  analysed, but a capture was damaged (truncated or corrupt): results are partial
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Any, Sequence
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_DAMAGED = 3
+
+#: Files smaller than this finish before a progress bar is worth drawing.
+PROGRESS_MIN_BYTES = 32 * 1024 * 1024
+
+FORMATS = ("table", "jsonl", "csv", "parquet", "zeek")
+
+
+class UsageError(Exception):
+    """A mistake in how smtpflow was called: one line to stderr, exit 2."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ports", metavar="LIST", help="TCP ports to follow: comma-separated, or 'all' (default: 25,465,587,2525 plus Microsoft's ranges)")
+    parser.add_argument("--endpoint", action="append", default=[], metavar="NET|HOST[=LABEL]",
+                        help="treat this network or host name like a Microsoft endpoint (repeatable)")
+    parser.add_argument("--config", metavar="FILE", help="configuration file (TOML; see README)")
+    parser.add_argument("--checksums", choices=("auto", "verify", "off"), help="TCP checksum policy (default auto)")
+    parser.add_argument("--show-auth-user", action="store_true", default=None,
+                        help="show the user name of AUTH exchanges (passwords and tokens are never shown)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no banner")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks of internal errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="smtpflow",
+        description="Why does mail to Microsoft 365 get through or not? Answered from packet captures.",
+    )
+    parser.add_argument("--version", action="version", version=f"smtpflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    analyze = sub.add_parser("analyze", help="analyse capture files (pcap, pcapng, gzip; directories and globs)",
+                             description="Reconstruct every SMTP session in the captures and diagnose it.")
+    analyze.add_argument("files", nargs="+", metavar="FILE", help="capture files, directories or glob patterns")
+    analyze.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    analyze.add_argument("-o", "--output", metavar="PATH", help="write to this file (jsonl, csv) or directory (parquet, zeek, csv)")
+    analyze.add_argument("--failed", action="store_true", help="table: list only sessions with a problem")
+    _common(analyze)
+
+    follow = sub.add_parser("follow", help="show one session as a dialogue, like Wireshark's Follow TCP Stream",
+                            description="Print a session as a timestamped, direction-tagged dialogue.")
+    follow.add_argument("args", nargs="+", metavar="FILE... SESSION", help="capture file(s), then a session id, id prefix or number")
+    _common(follow)
+    return parser
+
+
+def _options(args: argparse.Namespace):
+    from . import parse_ports
+    from .config import ConfigError, load
+    from .diagnosis.microsoft import UserEndpoint
+    from .engine import Options
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    ports_spec: Any = args.ports if args.ports is not None else config.ports
+    if ports_spec is None:
+        ports_spec = "default"
+    try:
+        ports = parse_ports(ports_spec)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--ports: {exc} (give e.g. 25,587 or all)") from None
+    endpoints = []
+    for spec in list(config.endpoints) + list(args.endpoint):
+        try:
+            endpoints.append(UserEndpoint.parse(spec))
+        except ValueError as exc:
+            raise UsageError(f"--endpoint: {exc}") from None
+    show_user = args.show_auth_user if args.show_auth_user is not None else bool(config.show_auth_user)
+    return Options(
+        ports=ports,
+        endpoints=tuple(endpoints),
+        checksums=args.checksums or config.checksums or "auto",
+        reveal_username=show_user,
+    )
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _run(files: list[str], options: Any, quiet: bool):
+    from .capture import expand_inputs
+    from .engine import run
+    from .report.analysis import Analysis
+
+    progress = None
+    bar = None
+    try:
+        total = sum(os.path.getsize(p) for p in expand_inputs(files) if os.path.isfile(p))
+    except Exception:  # noqa: BLE001 - sizes are only for the progress bar; errors surface in run()
+        total = 0
+    if not quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        bar = Progress(TextColumn("reading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                       TextColumn("{task.fields[pps]}"), TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+        task = bar.add_task("read", total=total, pps="")
+        import time
+
+        started = time.perf_counter()
+
+        def progress(done: int, all_bytes: int, packets: int) -> None:
+            rate = packets / max(time.perf_counter() - started, 1e-6)
+            bar.update(task, completed=done, total=all_bytes, pps=f"{rate:,.0f} packets/s")
+
+        bar.start()
+    try:
+        return Analysis(run(files, options, progress))
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    options = _options(args)
+    analysis = _run(args.files, options, args.quiet)
+    fmt = args.format
+    if fmt == "table":
+        from .report.terminal import render_analysis
+
+        if args.output:
+            from rich.console import Console
+
+            with open(args.output, "w", encoding="utf-8") as fh:
+                render_analysis(Console(file=fh, width=160, no_color=True), analysis, only_failed=args.failed)
+        else:
+            render_analysis(_console(), analysis, only_failed=args.failed)
+    elif fmt == "jsonl":
+        if args.output:
+            analysis.to_jsonl(args.output)
+        else:
+            analysis.to_jsonl(sys.stdout)
+    else:
+        from .report import exports
+
+        exports.write(analysis, fmt, args.output)
+    _report_problems(analysis)
+    return analysis.exit_code
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    if len(args.args) < 2:
+        raise UsageError("follow needs a capture file and a session (id, id prefix or number)")
+    *files, session = args.args
+    analysis = _run(files, _options(args), True)
+    from .report.analysis import SessionNotFound
+
+    try:
+        text = analysis.follow(session)
+    except SessionNotFound as exc:
+        raise UsageError(str(exc.args[0]) + f" in {', '.join(files)} ({len(analysis.records)} sessions)") from None
+    from .report.safe import printable
+
+    sys.stdout.write("\n".join(printable(line) for line in text.splitlines()) + "\n")
+    _report_problems(analysis)
+    return analysis.exit_code
+
+
+def _report_problems(analysis: Any) -> None:
+    from .report.safe import printable
+
+    for message in analysis.damage:
+        print(f"smtpflow: warning: {printable(message)} — results are partial", file=sys.stderr)
+    for message in analysis.errors:
+        print(f"smtpflow: error: {printable(message)}", file=sys.stderr)
+
+
+COMMANDS = {"analyze": cmd_analyze, "follow": cmd_follow}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    debug = getattr(args, "debug", False)
+    from .capture import CaptureError
+
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"smtpflow: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CaptureError as exc:
+        from .report.safe import printable
+
+        print(f"smtpflow: {printable(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("smtpflow: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): not an error worth a message.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python from complaining at exit
+        except OSError:
+            pass
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if debug:
+            traceback.print_exc()
+        print(
+            f"smtpflow: internal error: {type(exc).__name__}: {exc}\n"
+            "smtpflow: this is a bug; please report it with the command line"
+            + ("" if debug else " and the output of the same command with --debug"),
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

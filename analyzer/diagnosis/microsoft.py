@@ -1,0 +1,197 @@
+"""Is this server Microsoft's? Published ranges, DNS answers, SNI, banner, EHLO, certificate.
+
+Every piece of evidence is recorded with where it came from, so a verdict can say *why*
+smtpflow believes a server is Exchange Online. Users add their own endpoints (CIDR or host
+name) on the command line or in a config file; those count as evidence too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .knowledge import load_facts
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class UserEndpoint:
+    """An endpoint the user declared: a network (``10.1.0.0/16``) or a host name.
+
+    A host name starting with ``*.`` or ``.`` matches any name ending with the rest.
+    """
+
+    network: Network | None = None
+    hostname: str | None = None
+    label: str = "user-configured endpoint"
+
+    @classmethod
+    def parse(cls, text: str) -> "UserEndpoint":
+        """Parse ``CIDR``, ``address``, ``host.name`` or any of them followed by ``=label``."""
+        spec, _, label = text.partition("=")
+        spec = spec.strip()
+        label = label.strip() or f"user-configured endpoint {spec}"
+        if not spec:
+            raise ValueError("empty endpoint")
+        try:
+            return cls(network=ipaddress.ip_network(spec, strict=False), label=label)
+        except ValueError:
+            pass
+        name = spec.lower().rstrip(".")
+        body = name[2:] if name.startswith("*.") else name.lstrip(".")
+        if not body or not all(part and all(ch.isalnum() or ch in "-_" for ch in part) for part in body.split(".")):
+            raise ValueError(f"{spec!r} is neither a network, an address nor a host name")
+        return cls(hostname=name, label=label)
+
+    def matches_name(self, name: str) -> bool:
+        if self.hostname is None:
+            return False
+        name = name.lower().rstrip(".")
+        if self.hostname.startswith("*."):
+            return name.endswith(self.hostname[1:])
+        if self.hostname.startswith("."):
+            return name.endswith(self.hostname) or name == self.hostname[1:]
+        return name == self.hostname
+
+
+class MicrosoftDirectory:
+    """Microsoft's published Exchange Online endpoints plus the user's own."""
+
+    def __init__(self, user_endpoints: Iterable[UserEndpoint] = (), use_published: bool = True) -> None:
+        facts = load_facts()
+        endpoints = facts.get("endpoints", {})
+        self.version = str(endpoints.get("version", "unknown"))
+        self.published = str(endpoints.get("published", "unknown"))
+        names = facts.get("names", {})
+        self.suffixes = tuple(s.lower() for s in names.get("microsoft_suffixes", ()))
+        self.submission_hosts = tuple(h.lower() for h in names.get("submission_hosts", ("smtp.office365.com",)))
+        self.services: list[tuple[Network, dict[str, Any]]] = []
+        if use_published:
+            for service in endpoints.get("service", []):
+                for cidr in list(service.get("ipv4", [])) + list(service.get("ipv6", [])):
+                    self.services.append((ipaddress.ip_network(cidr, strict=False), service))
+        self.user_endpoints = list(user_endpoints)
+
+    @property
+    def networks(self) -> list[Network]:
+        """Networks whose TCP traffic is worth decoding on any (non-web) port."""
+        nets = [net for net, service in self.services if service.get("role") in ("submission", "mx")]
+        nets += [ep.network for ep in self.user_endpoints if ep.network is not None]
+        return nets
+
+    # -- single tests -----------------------------------------------------------------------
+    def range_of(self, address: str) -> tuple[Network, dict[str, Any]] | None:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        best: tuple[Network, dict[str, Any]] | None = None
+        for net, service in self.services:
+            if ip.version == net.version and ip in net:
+                # Prefer mail roles, then the most specific network.
+                rank = (service.get("role") in ("submission", "mx"), net.prefixlen)
+                if best is None or rank > (best[1].get("role") in ("submission", "mx"), best[0].prefixlen):
+                    best = (net, service)
+        return best
+
+    def user_endpoint_for_address(self, address: str) -> UserEndpoint | None:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        for ep in self.user_endpoints:
+            if ep.network is not None and ip.version == ep.network.version and ip in ep.network:
+                return ep
+        return None
+
+    def user_endpoint_for_name(self, name: str) -> UserEndpoint | None:
+        for ep in self.user_endpoints:
+            if ep.matches_name(name):
+                return ep
+        return None
+
+    def is_microsoft_name(self, name: str | None) -> bool:
+        if not name:
+            return False
+        name = name.lower().rstrip(".")
+        return name in self.submission_hosts or any(
+            name.endswith(suffix) or name == suffix.lstrip(".") for suffix in self.suffixes
+        )
+
+    def is_interesting_name(self, name: str) -> bool:
+        """DNS names worth keeping in the DNS table: Microsoft's, the user's, and mail-ish ones."""
+        if self.is_microsoft_name(name) or self.user_endpoint_for_name(name) is not None:
+            return True
+        first = name.split(".", 1)[0]
+        return first.startswith(("smtp", "mail", "mx", "relay", "outbound", "submit"))
+
+    def role_of_name(self, name: str) -> str | None:
+        name = name.lower().rstrip(".")
+        if name in self.submission_hosts or name.endswith(".outlook.office365.com") or name.startswith("smtp."):
+            return "submission"
+        if name.endswith(".mail.protection.outlook.com") or name.endswith(".mx.microsoft"):
+            return "mx"
+        return None
+
+    # -- a session's evidence ---------------------------------------------------------------
+    def evidence(self, server: str, dns_names: list[dict], app: dict[str, Any]) -> tuple[list[dict[str, str]], str | None]:
+        """All evidence that ``server`` is a Microsoft endpoint, and its role (submission/mx).
+
+        ``dns_names``: what DNS in the capture said about the address (names and chains).
+        ``app``: the protocol layer's summary (banner, EHLO host, SNI, certificates).
+        """
+        evidence: list[dict[str, str]] = []
+        role: str | None = None
+        found = self.range_of(server)
+        if found is not None:
+            net, service = found
+            evidence.append(
+                {
+                    "source": "published_range",
+                    "detail": f"{server} is in {net}, Exchange Online endpoint ID {service.get('id')} "
+                    f"({', '.join(service.get('hosts', [])[:2])}; endpoint data version {self.version})",
+                }
+            )
+            if service.get("role") in ("submission", "mx"):
+                role = service.get("role")
+        user = self.user_endpoint_for_address(server)
+        if user is not None:
+            evidence.append({"source": "user_endpoint", "detail": f"{server} matches {user.network} ({user.label})"})
+        for entry in dns_names:
+            chain = entry.get("chain") or [entry.get("name", "")]
+            hit = next((name for name in chain if self.is_microsoft_name(name)), None)
+            user_hit = next((name for name in chain if self.user_endpoint_for_name(name)), None)
+            if hit or user_hit:
+                evidence.append({"source": "dns", "detail": f"DNS in this capture: {' → '.join(chain)} → {server}"})
+                role = role or self.role_of_name(chain[0]) or (self.role_of_name(hit) if hit else None)
+                break
+        tls = app.get("tls") or {}
+        sni = tls.get("sni")
+        if self.is_microsoft_name(sni):
+            evidence.append({"source": "sni", "detail": f"the client asked TLS for {sni} (SNI)"})
+            role = role or self.role_of_name(sni)
+        smtp = app.get("smtp") or {}
+        host = smtp.get("server_host")
+        banner = smtp.get("banner") or ""
+        if self.is_microsoft_name(host):
+            what = "banner" if banner and host and host in banner.lower() else "ehlo"
+            evidence.append({"source": what, "detail": f"the server calls itself {host}"})
+            role = role or self.role_of_name(host)
+        for cert in (tls.get("certificates") or [])[:1]:  # the server's own (leaf) certificate
+            hit = next((name for name in _certificate_names(cert) if self.is_microsoft_name(name)), None)
+            if hit:
+                evidence.append({"source": "certificate", "detail": f"the server's certificate names {hit}"})
+        return evidence, role
+
+
+def _certificate_names(cert: dict[str, Any]) -> list[str]:
+    """Host names in a certificate: the subject's CN and the subjectAltName DNS entries."""
+    names = []
+    for part in (cert.get("subject") or "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.upper() == "CN" and value:
+            names.append(value.strip().lstrip("*."))
+    names += [name.lstrip("*.") for name in cert.get("san") or []]
+    return names

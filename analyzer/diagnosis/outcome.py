@@ -1,0 +1,158 @@
+"""Each session's ``outcome``: exactly one value, decided in a fixed order.
+
+    connect result → TLS failure → any 4xx/5xx reply → early close → completed
+
+=====================  ====================================================================
+outcome                meaning
+=====================  ====================================================================
+syn_unanswered         only client SYNs, no answer of any kind
+rejected_rst           the SYN was answered by a RST from the server host itself
+rejected_icmp          the SYN was answered by an ICMP/ICMPv6 error
+reset_by_middlebox     a RST claiming to come from the server was forged on the path
+tls_failed             TLS attempted (ClientHello sent) and not established
+smtp_error             the decisive event was a 4xx/5xx SMTP reply (also as the greeting)
+closed_early           TCP came up, the session ended before the dialogue did, no error seen
+completed              no 4xx/5xx, TLS established if tried, ended normally
+incomplete             the capture ended (or went quiet) before the session did
+=====================  ====================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..flows.limits import UNANSWERED_GRACE_S
+from ..protocols.smtp.constants import KNOWN_VERBS
+
+OUTCOMES = (
+    "syn_unanswered",
+    "rejected_rst",
+    "rejected_icmp",
+    "reset_by_middlebox",
+    "tls_failed",
+    "smtp_error",
+    "closed_early",
+    "completed",
+    "incomplete",
+)
+
+#: Replies to these commands don't decide a session: a client can go on regardless.
+MINOR_COMMANDS = frozenset({"VRFY", "EXPN", "HELP", "NOOP", "RSET", "QUIT", "XCLIENT", "XFORWARD", "ETRN"})
+
+NS = 1_000_000_000
+
+
+def decisive_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The 4xx/5xx reply that decided the session, if any.
+
+    Errors to minor or unknown commands don't count, nor does a failed EHLO that the client
+    recovered from (a later HELO/EHLO that succeeded). The first remaining error decides:
+    later errors are usually consequences (a 530 after a refused AUTH).
+    """
+    later_hello_ok = set()
+    for index, reply in enumerate(replies):
+        if reply.get("command") in ("EHLO", "HELO", "LHLO") and reply["code"] // 100 == 2:
+            later_hello_ok.add(index)
+    for index, reply in enumerate(replies):
+        code = reply["code"]
+        if code // 100 not in (4, 5):
+            continue
+        command = reply.get("command")
+        if command is None:
+            return reply  # the greeting itself (421/554), or unsolicited (a 421 on timeout)
+        if command in MINOR_COMMANDS:
+            continue
+        if command not in KNOWN_VERBS and command not in (".", "**"):
+            continue  # an unknown command's 500/502: the client's own mistake, rarely decisive
+        if command in ("EHLO", "HELO", "LHLO") and any(i > index for i in later_hello_ok):
+            continue
+        return reply
+    return None
+
+
+def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | None, capture_end: int | None) -> tuple[str, str]:
+    """Return (outcome, outcome_reason) for one session."""
+    syn_times = facts.get("syn_times") or []
+    connected = facts.get("synack_ts") is not None or (
+        facts.get("resp_pkts", 0) > 0 and not _only_rst_from_server(facts)
+    )
+    icmp = [e for e in facts.get("icmp") or [] if e["type"] in (1, 3, 11) or (e["ip_version"] == 6 and e["type"] in (1, 3))]
+    smtp = app.get("smtp") or {}
+    tls = app.get("tls") or {}
+
+    # 1. The connect result.
+    if reset is not None and reset.get("rst_from") == "middlebox":
+        when = "in answer to the SYN" if not connected else "during the session"
+        return "reset_by_middlebox", f"a RST {when} was forged on the path: {reset['evidence']}"
+    if not connected:
+        if icmp:
+            first = icmp[0]
+            return "rejected_icmp", f"the SYN was answered by ICMP {first['name']} (type {first['type']}, code {first['code']}) from {first['from']}"
+        if reset is not None and reset.get("rst_from") == "server":
+            return "rejected_rst", f"the server answered the SYN with a RST ({reset['evidence']})"
+        if syn_times:
+            count = len(syn_times)
+            last = syn_times[-1]
+            if capture_end is not None and facts.get("at_capture_end") and capture_end - last < UNANSWERED_GRACE_S * NS:
+                return "incomplete", f"the capture ended {((capture_end - last) / NS):.2f} s after the last SYN: an answer may have come later"
+            if count == 1:
+                return "syn_unanswered", "one SYN was sent and nothing answered it"
+            return "syn_unanswered", f"{count} SYNs were sent (the first and {count - 1} retransmission(s)) and nothing answered"
+        if facts.get("orig_pkts", 0) == 0 and facts.get("resp_pkts", 0) == 0:
+            return "incomplete", "no usable packet of this connection was captured (bad checksums)"
+        # Mid-stream pickup with only one direction seen.
+
+    # 2. TLS failure.
+    if tls.get("attempted") and not tls.get("established"):
+        reason = tls.get("failure") or "the TLS handshake did not complete"
+        if "implicit_tls_on_starttls_port" in (app.get("notes") or []):
+            reason = "the client started TLS immediately but the server expected plain SMTP first (implicit TLS on a STARTTLS port)"
+        elif tls.get("alert"):
+            reason = f"TLS alert {tls['alert']} from the {tls.get('alert_from') or 'peer'}" + (f": {tls['failure']}" if tls.get("failure") else "")
+        return "tls_failed", reason
+
+    # 3. Any decisive 4xx/5xx reply.
+    reply = decisive_reply(smtp.get("replies") or [])
+    if reply is not None:
+        enhanced = f" {reply['enhanced']}" if reply.get("enhanced") else ""
+        to = "as its greeting" if reply.get("command") is None else f"to {reply['command'] if reply['command'] not in ('.', '**') else ('the message body' if reply['command'] == '.' else 'the AUTH exchange')}"
+        secret = " (inside TLS, decrypted)" if reply.get("encrypted") else ""
+        return "smtp_error", f"the server answered {reply['code']}{enhanced} {to}{secret}"
+
+    # 4./5. How it ended.
+    closed = facts.get("orig_close_ts") is not None or facts.get("resp_close_ts") is not None
+    quit_ok = bool(smtp.get("quit"))
+    if not closed:
+        if quit_ok:
+            return "completed", "QUIT was acknowledged; the capture did not show the connection close"
+        if facts.get("end_reason") == "idle_timeout":
+            return "incomplete", "no packets for a long time: the end of the session was not seen"
+        return "incomplete", "the capture ended while the session was still open"
+    if quit_ok:
+        return "completed", "the client said QUIT and the server acknowledged it"
+    who, how = _who_closed(facts)
+    if tls.get("established"):
+        if who == "server" and how == "RST":
+            return "closed_early", "TLS was established, then the server reset the connection"
+        return "completed", "TLS was established and the connection closed without a visible failure (the dialogue is encrypted)"
+    service = app.get("service")
+    if service == "smtp":
+        if smtp.get("banner") is None:
+            return "closed_early", f"the {who} closed the connection ({how}) before the server's greeting"
+        return "closed_early", f"the {who} closed the connection ({how}) before the SMTP dialogue ended (no QUIT)"
+    if service is None:
+        return "closed_early", f"TCP came up but no data was exchanged before the {who} closed it ({how})"
+    return "completed", f"the {who} closed the connection normally ({how})"
+
+
+def _only_rst_from_server(facts: dict[str, Any]) -> bool:
+    """The responder sent nothing but RSTs (a rejection, not a connection)."""
+    rsts_from_server = sum(1 for r in facts.get("rsts") or [] if not r[1])
+    return rsts_from_server >= facts.get("resp_pkts", 0)
+
+
+def _who_closed(facts: dict[str, Any]) -> tuple[str, str]:
+    orig, resp = facts.get("orig_close_ts"), facts.get("resp_close_ts")
+    if resp is not None and (orig is None or resp <= orig):
+        return "server", "RST" if facts.get("resp_rst") and not facts.get("resp_fin") else "FIN"
+    return "client", "RST" if facts.get("orig_rst") and not facts.get("orig_fin") else "FIN"

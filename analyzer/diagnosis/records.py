@@ -1,0 +1,161 @@
+"""The session record: one JSON object per TCP connection attempt — smtpflow's stable contract.
+
+Fields (``--format jsonl`` and the columns of ``Analysis.sessions``):
+
+=====================  ====================================================================
+session_id             deterministic Zeek-style id (same capture → same ids)
+client, client_port    the originator (the side that sent the SYN)
+server, server_port    the responder
+ip_version             4 or 6
+server_name            what the capture says the server is called (DNS, SNI, banner)
+first_seen, last_seen  epoch seconds (float; nanosecond timestamps are kept internally)
+duration               seconds
+conn_state, history    Zeek's codes and history letters
+syn_count              SYN transmissions of this attempt (1 = no retry)
+syn_retry_gaps         seconds between consecutive SYNs
+handshake_rtt          SYN → SYN-ACK, seconds (the round trip from the capture point)
+rst_from               "server", "client", "middlebox" or null (who sent the first RST)
+rst                    details of that RST (ttl, hops, evidence) or null
+icmp                   {type, code, name, from, admin_prohibited} of the first ICMP error, or null
+packets_client/server  packets each way; bytes_client/server payload bytes each way
+ip_bytes_client/server IP-level bytes each way (Zeek's orig_ip_bytes/resp_ip_bytes)
+missed_bytes           bytes the capture missed (content gaps)
+service                what the connection spoke: smtp, tls, text, or null (no data)
+microsoft              true when any evidence says the server is Exchange Online
+microsoft_evidence     [{source, detail}]: published_range, dns, sni, banner, ehlo, certificate, user_endpoint
+microsoft_service      "submission" (smtp.office365.com) / "mx" (tenant MX) / null
+tls                    {mode, attempted, established, version, client_max_version, sni, cipher, alert, alert_from, …}
+smtp                   {banner, ehlo, auth_mechanism, replies: [{code, enhanced, text, command, encrypted, ts}], …}
+outcome                see :mod:`analyzer.diagnosis.outcome`
+outcome_reason         one line saying why
+verdict                {title, explanation, remediation, severity, evidence, notes?}
+=====================  ====================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..decode.icmp import is_admin_prohibited
+from ..decode.ip import address_text
+from .microsoft import MicrosoftDirectory
+from .outcome import decide, decisive_reply
+from .resets import classify_reset, server_references
+from .verdicts import verdict
+
+NS = 1_000_000_000
+
+TLS_KEYS = ("mode", "attempted", "established", "version", "client_max_version", "sni", "cipher", "alert", "alert_from")
+
+
+def _seconds(ns: int | None, digits: int = 6) -> float | None:
+    return None if ns is None else round(ns / NS, digits)
+
+
+class RecordBuilder:
+    """Turns session facts into records, with capture-wide context (DNS, other sessions)."""
+
+    def __init__(self, directory: MicrosoftDirectory, dns: Any = None, capture_end: int | None = None) -> None:
+        self.directory = directory
+        self.dns = dns
+        self.capture_end = capture_end
+
+    def build_all(self, all_facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        refs = server_references(all_facts)
+        records = [self.build(facts, refs) for facts in all_facts]
+        records.sort(key=lambda r: (r["first_seen"], r["session_id"]))
+        return records
+
+    def build(self, facts: dict[str, Any], refs: dict[bytes, list[int]]) -> dict[str, Any]:
+        app = facts.get("app") or {}
+        server = address_text(facts["resp_addr"])
+        dns_names = self.dns.names_for(facts["resp_addr"], facts["first_ts"] + NS) if self.dns is not None else []
+        evidence, role = self.directory.evidence(server, dns_names, app)
+        microsoft = bool(evidence)
+        reset = classify_reset(facts, refs, microsoft)
+        syn_times = facts.get("syn_times") or []
+        gaps = [round((b - a) / NS, 3) for a, b in zip(syn_times, syn_times[1:])]
+        icmp = None
+        if facts.get("icmp"):
+            first = facts["icmp"][0]
+            icmp = {
+                "type": first["type"],
+                "code": first["code"],
+                "name": first["name"],
+                "from": first["from"],
+                "admin_prohibited": is_admin_prohibited(first["ip_version"], first["type"], first["code"]),
+                "ts": _seconds(first["ts"]),
+            }
+        tls_summary = app.get("tls") or {}
+        tls = {key: tls_summary.get(key) for key in TLS_KEYS}
+        tls["attempted"] = bool(tls.get("attempted"))
+        tls["established"] = bool(tls.get("established"))
+        for key, value in tls_summary.items():
+            if key not in tls and key != "started_ts":
+                tls[key] = value
+        smtp_facts = app.get("smtp")
+        smtp = None
+        if smtp_facts is not None:
+            smtp = dict(smtp_facts)
+            smtp["replies"] = [dict(r, ts=_seconds(r["ts"])) for r in smtp_facts.get("replies", [])]
+            smtp["transactions"] = [dict(t, ts=_seconds(t.get("ts"))) for t in smtp_facts.get("transactions", [])]
+        server_name = None
+        if dns_names:
+            server_name = dns_names[0].get("name")
+        elif tls.get("sni"):
+            server_name = tls["sni"]
+        elif smtp and smtp.get("server_host"):
+            server_name = smtp["server_host"]
+        record: dict[str, Any] = {
+            "session_id": facts["uid"],
+            "client": address_text(facts["orig_addr"]),
+            "client_port": facts["orig_port"],
+            "server": server,
+            "server_port": facts["resp_port"],
+            "ip_version": facts["ip_version"],
+            "server_name": server_name,
+            "first_seen": _seconds(facts["first_ts"]),
+            "last_seen": _seconds(facts["last_ts"]),
+            "duration": round((facts["last_ts"] - facts["first_ts"]) / NS, 6),
+            "conn_state": facts["conn_state"],
+            "history": facts["history"],
+            "syn_count": len(syn_times),
+            "syn_retry_gaps": gaps,
+            "handshake_rtt": _seconds(facts.get("handshake_rtt")),
+            "rst_from": reset.get("rst_from") if reset else None,
+            "rst": _rst_record(reset),
+            "icmp": icmp,
+            "packets_client": facts.get("orig_pkts", 0),
+            "packets_server": facts.get("resp_pkts", 0),
+            "bytes_client": facts.get("orig_bytes", 0),
+            "bytes_server": facts.get("resp_bytes", 0),
+            "ip_bytes_client": facts.get("orig_ip_bytes", 0),
+            "ip_bytes_server": facts.get("resp_ip_bytes", 0),
+            "missed_bytes": facts.get("missed_bytes", 0),
+            "service": app.get("service"),
+            "microsoft": microsoft,
+            "microsoft_evidence": evidence,
+            "microsoft_service": role,
+            "tls": tls,
+            "smtp": smtp,
+        }
+        outcome, reason = decide(facts, app, reset, self.capture_end)
+        record["outcome"] = outcome
+        record["outcome_reason"] = reason
+        if smtp is not None:
+            record["decisive_reply"] = decisive_reply(smtp.get("replies") or [])
+        else:
+            record["decisive_reply"] = None
+        record["verdict"] = verdict(record, facts, app, reset)
+        record["notes"] = list(app.get("notes") or [])
+        record["weirds"] = dict(facts.get("weirds") or {}) | ((smtp or {}).get("weirds") or {})
+        record["end_reason"] = facts.get("end_reason")
+        return record
+
+
+def _rst_record(reset: dict[str, Any] | None) -> dict[str, Any] | None:
+    if reset is None:
+        return None
+    out = {key: reset.get(key) for key in ("ttl", "hops", "initial_ttl", "server_ttl", "server_hops", "evidence")}
+    out["ts"] = _seconds(reset.get("ts"))
+    return out

@@ -1,0 +1,105 @@
+"""Who sent the RST: the server itself, or something on the path pretending to be it?
+
+A RST carries the server's address, but the IP TTL (hop limit) it arrives with tells how far
+away its sender really is. Stacks start at 64, 128 or 255; each router takes one off. The
+server's own packets (its SYN-ACK, its data) show its distance. A RST whose initial TTL or
+distance differs was made by another device — a firewall, an IPS, an ISP's port-25 filter.
+Where the session has no packet of the server's own, other sessions to the same server in
+the capture are the reference; failing that, Exchange Online servers are known to be many
+hops away, so a RST from a device one or two hops off cannot be theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..decode.ip import hop_distance, likely_initial_ttl
+
+#: Hop distances differing by at least this much mean two different senders.
+HOP_MISMATCH = 2
+#: A RST from this few hops away cannot come from Exchange Online (always far away on the Internet).
+NEAR_HOPS = 2
+
+
+def server_references(all_facts: list[dict[str, Any]]) -> dict[bytes, list[int]]:
+    """TTLs of packets servers sent themselves (not RSTs), per server address."""
+    refs: dict[bytes, list[int]] = {}
+    for facts in all_facts:
+        ttl = facts.get("synack_ttl")
+        if ttl is None:
+            lo, hi = facts.get("resp_ttl") or (None, None)
+            ttl = hi
+        if ttl is not None:
+            refs.setdefault(facts["resp_addr"], []).append(ttl)
+    return refs
+
+
+def _after_clean_close(facts: dict[str, Any], ts: int) -> bool:
+    """A RST after both sides sent FIN ends nothing: the connection was already closed."""
+    if not (facts.get("orig_fin") and facts.get("resp_fin")):
+        return False
+    orig_close, resp_close = facts.get("orig_close_ts"), facts.get("resp_close_ts")
+    return orig_close is not None and resp_close is not None and ts > max(orig_close, resp_close)
+
+
+def classify_reset(facts: dict[str, Any], refs: dict[bytes, list[int]], microsoft: bool) -> dict[str, Any] | None:
+    """Describe the first RST of a session: who sent it, with the TTL evidence.
+
+    Returns None when the session had no RST, else a dict with ``rst_from``
+    (server/client/middlebox), ``ts``, ``ttl``, ``hops`` and a readable ``evidence`` line.
+    """
+    rsts = [r for r in facts.get("rsts") or [] if not _after_clean_close(facts, r[0])]
+    if not rsts:
+        return None
+    server_rsts = [r for r in rsts if not r[1]]
+    if not server_rsts:
+        ts, _from_orig, ttl, _seq = rsts[0]
+        return {"rst_from": "client", "ts": ts, "ttl": ttl, "hops": hop_distance(ttl), "evidence": f"the client sent the RST (TTL {ttl})"}
+    ts, _from_orig, ttl, _seq = server_rsts[0]
+    rst_initial = likely_initial_ttl(ttl)
+    rst_hops = rst_initial - ttl
+    own = facts.get("synack_ttl")
+    if own is None:
+        own = (facts.get("resp_ttl") or (None, None))[1]
+    reference = own
+    reference_source = "this session's packets from the server"
+    if reference is None:
+        others = refs.get(facts["resp_addr"]) or []
+        if others:
+            # The most common TTL among other sessions to this server.
+            reference = max(set(others), key=others.count)
+            reference_source = f"{len(others)} other session(s) to this server"
+    result = {"ts": ts, "ttl": ttl, "hops": rst_hops, "initial_ttl": rst_initial}
+    if reference is not None:
+        ref_initial = likely_initial_ttl(reference)
+        ref_hops = ref_initial - reference
+        result["server_ttl"] = reference
+        result["server_hops"] = ref_hops
+        if rst_initial != ref_initial or abs(rst_hops - ref_hops) >= HOP_MISMATCH:
+            result["rst_from"] = "middlebox"
+            result["evidence"] = (
+                f"the RST arrived with TTL {ttl} ({rst_hops} hop(s) away, initial TTL {rst_initial}) "
+                f"but the server's own packets arrive with TTL {reference} ({ref_hops} hop(s) away, initial TTL {ref_initial}; "
+                f"from {reference_source}): a different device sent the RST"
+            )
+        else:
+            result["rst_from"] = "server"
+            result["evidence"] = (
+                f"the RST arrived with TTL {ttl}, like the server's own packets (TTL {reference}, from {reference_source})"
+            )
+        return result
+    if microsoft and rst_hops <= NEAR_HOPS:
+        result["rst_from"] = "middlebox"
+        result["evidence"] = (
+            f"the RST arrived with TTL {ttl}, i.e. from {rst_hops} hop(s) away (initial TTL {rst_initial}); "
+            f"Exchange Online servers are many hops away on the Internet, so a nearby device sent it "
+            f"(no packet of the server's own was seen to compare with)"
+        )
+        return result
+    result["rst_from"] = "server"
+    result["evidence"] = (
+        f"the RST arrived with TTL {ttl} ({rst_hops} hop(s) away); no packet of the server's own was seen to compare "
+        f"with, so it is taken to be the server's"
+    )
+    result["unverified"] = True
+    return result

@@ -1,0 +1,212 @@
+"""The pipeline: capture → decode → flows → protocols → diagnosis, as one synchronous loop.
+
+:class:`Engine` owns one instance of each layer. ``feed`` runs the hot loop over capture
+records; finished connections are turned into plain *session facts* at once (their
+reassembly buffers and parsers are freed), and ``result`` builds the session records with
+capture-wide context (DNS answers, other sessions to the same server) at the end.
+Nothing here is asynchronous: the engine runs the same in a script, a test or a notebook.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .capture import CaptureError, CaptureSet, expand_inputs, linktype_name
+from .capture.linktypes import SUPPORTED_LINKTYPES
+from .decode import DEFAULT_SMTP_PORTS, Decoder, IcmpError, Selector, TcpSegment, UdpDatagram
+from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
+from .diagnosis.records import RecordBuilder
+from .diagnosis.summary import summarize
+from .flows import ConnectionTable, TcpConnection
+from .protocols.dns import DnsTracker
+from .protocols.session import MailSession
+
+DNS_PORT = 53
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to analyse and how.
+
+    ``ports``: TCP ports to follow (None = every TCP connection, ``--ports all``).
+    ``endpoints``: user-declared Microsoft/mail endpoints (networks or host names).
+    ``checksums``: "auto", "verify" (Zeek's behaviour) or "off" (Zeek's ``-C``).
+    ``reveal_username``: show AUTH user names (never passwords).
+    """
+
+    ports: frozenset[int] | None = DEFAULT_SMTP_PORTS
+    endpoints: tuple[UserEndpoint, ...] = ()
+    checksums: str = "auto"
+    reveal_username: bool = False
+    use_published_ranges: bool = True
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced, before any presentation."""
+
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    dns: list[dict[str, Any]]
+    capture: dict[str, Any]
+    stats: dict[str, Any]
+    errors: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)
+    orphan_icmp: list[dict[str, Any]] = field(default_factory=list)
+    #: Notable events per session id: (ts ns, direction, kind, detail), in time order.
+    events: dict[str, list[tuple[int, str, str, str]]] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options = options or Options()
+        self.directory = MicrosoftDirectory(options.endpoints, options.use_published_ranges)
+        ports = None if options.ports is None else frozenset(options.ports) | {DNS_PORT}
+        self.selector = Selector(ports, self.directory.networks)
+        self.decoder = Decoder(self.selector, verify_checksums=options.checksums != "off")
+        self.dns = DnsTracker(interesting=self.directory.is_interesting_name)
+        self.table = ConnectionTable(self._finished, self._attach, options.checksums)
+        self.facts: list[dict[str, Any]] = []
+        self.packets_seen = 0
+        self.elapsed = 0.0
+
+    # -- wiring between the layers ----------------------------------------------------------
+    def _attach(self, conn: TcpConnection):
+        if DNS_PORT in (conn.orig_port, conn.resp_port):
+            return self.dns.tcp_analyzer(conn)
+        return MailSession(conn, reveal_username=self.options.reveal_username)
+
+    def _finished(self, conn: TcpConnection, at_end: bool) -> None:
+        if DNS_PORT in (conn.orig_port, conn.resp_port):
+            return  # DNS over TCP: its content lives in the DNS table, not among mail sessions
+        facts = conn.facts(at_end)
+        analyzer = conn.analyzer
+        facts["app"] = analyzer.summary() if isinstance(analyzer, MailSession) else {}
+        self.facts.append(facts)
+
+    # -- the hot loop -------------------------------------------------------------------------
+    def feed(self, records: Iterable[tuple]) -> None:
+        decode = self.decoder.decode
+        tcp = self.table.tcp
+        icmp = self.table.icmp
+        dns = self.dns
+        started = time.perf_counter()
+        count = 0
+        last_expiry = 0
+        for rec in records:
+            count += 1
+            pkt = decode(*rec)
+            if pkt is None:
+                continue
+            kind = type(pkt)
+            if kind is TcpSegment:
+                tcp(pkt)
+            elif kind is UdpDatagram:
+                dns.udp(pkt)
+                if pkt.ts - last_expiry > 5_000_000_000:
+                    last_expiry = pkt.ts
+                    dns.expire(pkt.ts)
+            elif kind is IcmpError:
+                if pkt.q_proto == 17:
+                    dns.icmp_unreachable(pkt)
+                else:
+                    icmp(pkt)
+        self.packets_seen += count
+        self.elapsed += time.perf_counter() - started
+
+    def finish(self) -> None:
+        self.table.finish()
+        end = self.decoder.stats.last_ts
+        if end is not None:
+            self.dns.finish(end)
+
+    def result(self, capture: dict[str, Any] | None = None, errors: list[str] | None = None, damage: list[str] | None = None) -> RunResult:
+        stats = self.decoder.stats
+        builder = RecordBuilder(self.directory, self.dns, stats.last_ts)
+        records = builder.build_all(self.facts)
+        dns = self.dns.transactions()
+        summary = summarize(records, dns)
+        run_stats = stats.as_dict()
+        run_stats["connections"] = self.table.created
+        run_stats["elapsed_s"] = round(self.elapsed, 3)
+        run_stats["dns"] = self.dns.stats()
+        return RunResult(
+            records=records,
+            summary=summary,
+            dns=dns,
+            capture=capture or {},
+            stats=run_stats,
+            errors=list(errors or []),
+            damage=list(damage or []),
+            orphan_icmp=list(self.table.orphan_icmp),
+            events={facts["uid"]: sorted(facts["events"], key=lambda e: e[0]) for facts in self.facts},
+        )
+
+
+ProgressCallback = Callable[[int, int, int], None]  # (bytes done, bytes total, packets)
+
+
+def run(paths: list[str] | str, options: Options | None = None, progress: ProgressCallback | None = None) -> RunResult:
+    """Analyse capture files. Raises CaptureError when no input at all can be read."""
+    if isinstance(paths, str):
+        paths = [paths]
+    files = expand_inputs(paths)
+    captures = CaptureSet(files)
+    if not captures.readable:
+        if captures.errors:
+            raise CaptureError(captures.errors[0] if len(captures.errors) == 1 else "; ".join(captures.errors))
+        if captures.damage:
+            raise CaptureError(captures.damage[0].describe())
+    unsupported = _unsupported_linktypes(captures)
+    engine = Engine(options)
+    if captures.readable:
+        records: Iterable[tuple] = captures
+        if progress is not None:
+            records = _with_progress(captures, progress)
+        engine.feed(records)
+    engine.finish()
+    capture_info = {
+        "files": files,
+        "formats": captures.formats,
+        "linktypes": sorted(captures.linktypes),
+        "linktype_names": [linktype_name(lt) for lt in sorted(captures.linktypes)],
+        "records": captures.records,
+        "bytes": captures.total_bytes,
+    }
+    errors = list(captures.errors) + unsupported
+    for lt, count in sorted(engine.decoder.stats.unsupported_linktypes.items()):
+        message = f"{count} packet(s) with unsupported link type {lt} ({linktype_name(lt)}) were skipped"
+        if message not in errors:
+            errors.append(message)
+    return engine.result(capture_info, errors, [d.describe() for d in captures.damage])
+
+
+def _unsupported_linktypes(captures: CaptureSet) -> list[str]:
+    """Messages for files whose every interface has a link type smtpflow cannot decode.
+
+    Raises CaptureError when that is true of every readable file: there is nothing to analyse.
+    """
+    messages = []
+    for path, linktypes in captures.linktypes_by_file.items():
+        if linktypes and not linktypes & SUPPORTED_LINKTYPES:
+            names = ", ".join(f"{lt} ({linktype_name(lt)})" for lt in sorted(linktypes))
+            messages.append(
+                f"{path}: unsupported link type {names}; smtpflow reads Ethernet (incl. VLAN, PPPoE, MPLS), "
+                "Linux cooked SLL/SLL2, raw IP and BSD loopback captures"
+            )
+    if messages and len(messages) == captures.readable:
+        raise CaptureError(messages[0] if len(messages) == 1 else "; ".join(messages))
+    return messages
+
+
+def _with_progress(captures: CaptureSet, progress: ProgressCallback, every: int = 65536):
+    total = captures.total_bytes
+    count = 0
+    for rec in captures:
+        count += 1
+        if count % every == 0:
+            progress(captures.position(), total, count)
+        yield rec
+    progress(total, total, count)

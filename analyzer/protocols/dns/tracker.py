@@ -1,0 +1,534 @@
+"""DNS transactions: queries paired with their responses, failures, and the names behind addresses.
+
+Theory of operation
+-------------------
+Every query (QR=0, OPCODE QUERY) waits in a pending table keyed by its flow — transport,
+client address and port, server address and port — and message id. A response is paired
+with the pending query of the same key whose question names the same name (compared
+case-insensitively: resolvers randomise its case, the "0x20" defence). A query repeated with the
+same key and question before the answer is a retransmission of the same transaction.
+
+A transaction ends as ``answered`` (any RCODE), ``rejected_icmp`` (an ICMP unreachable quoting
+the query's flow), ``unanswered`` (no response within ``QUERY_TIMEOUT_S`` of its last
+transmission, or its TCP connection closed first) or ``capture_end`` (still pending when the
+capture stopped, too recently sent to call unanswered). Responses that match nothing are
+still recorded (``unsolicited``), except exact duplicates of a response just paired.
+
+Mail troubleshooting needs two things from DNS: the failures that explain why no connection
+was made, and which name a server address came from. So every answer feeds an address →
+name map (``names_for``) with the CNAME chain that led there, while only interesting, MX
+and failed transactions are kept as rows. Every table has a named bound.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable
+
+from ...decode.icmp import icmp_name, is_unreachable
+from ...decode.ip import IPPROTO_UDP, address_text
+from .message import (
+    FLAG_QR,
+    MAX_MESSAGE_LEN,
+    OPCODE_QUERY,
+    QTYPE_A,
+    QTYPE_AAAA,
+    QTYPE_CNAME,
+    QTYPE_MX,
+    QTYPE_NS,
+    QTYPE_PTR,
+    QTYPE_SOA,
+    RCODE_NOERROR,
+    DnsMessage,
+    DnsParseError,
+    ResourceRecord,
+    SoaRdata,
+    TcpFramer,
+    parse_header,
+    parse_message,
+    qtype_name,
+    rcode_name,
+)
+
+NS = 1_000_000_000
+
+# -- limits ----------------------------------------------------------------------------
+#: A query with no response this long after its last transmission is unanswered. Stub
+#: resolvers retry after 1-5 s and give up within ~10-30 s (glibc: 5 s × 2 attempts per server).
+QUERY_TIMEOUT_S = 10.0
+#: At the end of a capture, a query sent less than this long before is "capture_end" (its
+#: answer may simply not have been captured), older ones "unanswered".
+UNANSWERED_GRACE_S = 2.0
+#: Queries waiting for a response; beyond it the oldest is forgotten (and counted).
+MAX_PENDING_QUERIES = 10_000
+#: Distinct questions waiting under one flow and message id (normally one).
+MAX_QUESTIONS_PER_ID = 16
+#: Recently answered queries remembered to recognise duplicate responses.
+MAX_RECENT_ANSWERS = 10_000
+#: Transactions kept as rows; the overflow is counted.
+MAX_TRANSACTIONS = 50_000
+#: (address, name) pairs in the address → name map, least recently updated evicted first.
+MAX_ADDRESS_NAMES = 50_000
+#: Answer times remembered per (address, name) pair, newest kept.
+MAX_ANSWERS_PER_NAME = 4
+#: CNAMEs followed from a query name (loops end the chain too).
+MAX_CNAME_CHAIN = 16
+#: Per direction of a DNS-over-TCP connection, at most one incomplete message of up to this
+#: size is buffered: the protocol's own maximum, so no legitimate message is lost.
+MAX_TCP_MESSAGE_BYTES = MAX_MESSAGE_LEN
+
+QUERY_TIMEOUT_NS = int(QUERY_TIMEOUT_S * NS)
+UNANSWERED_GRACE_NS = int(UNANSWERED_GRACE_S * NS)
+
+STATUS_ANSWERED = "answered"
+STATUS_UNANSWERED = "unanswered"
+STATUS_REJECTED_ICMP = "rejected_icmp"
+STATUS_CAPTURE_END = "capture_end"
+
+#: Zones of Microsoft 365 mail endpoints and the CNAME targets they resolve through
+#: (../shared/reference/exchange-online.md §6): a ready-made ``interesting`` filter.
+MICROSOFT_MAIL_SUFFIXES = (
+    "office365.com",
+    "outlook.com",
+    "mx.microsoft",
+    "ms-acdc.office.com",
+    "cloud.microsoft",
+)
+
+_ADDRESS_TYPES = (QTYPE_A, QTYPE_AAAA)
+_NAME_DATA_TYPES = frozenset({QTYPE_CNAME, QTYPE_NS, QTYPE_PTR, QTYPE_MX, QTYPE_SOA})
+
+Flow = tuple  # (transport, client address, client port, server address, server port)
+
+
+def is_microsoft_mail_name(name: str) -> bool:
+    """True for names under the Microsoft 365 mail zones (``name`` lower-case, no trailing dot)."""
+    return any(name == suffix or name.endswith("." + suffix) for suffix in MICROSOFT_MAIL_SUFFIXES)
+
+
+def is_failure(tx: dict) -> bool:
+    """A transaction that explains a missing connection: error RCODE, no answer, or ICMP-rejected."""
+    if tx["status"] == STATUS_ANSWERED:
+        return tx["rcode"] != rcode_name(RCODE_NOERROR)
+    return tx["status"] in (STATUS_UNANSWERED, STATUS_REJECTED_ICMP)
+
+
+class _Query:
+    __slots__ = ("flow", "id", "qname", "qtype", "ts", "last_ts", "retransmissions", "solicited")
+
+    def __init__(self, flow: Flow, msg_id: int, qname: str | None, qtype: int | None, ts: int, solicited: bool = True) -> None:
+        self.flow = flow
+        self.id = msg_id
+        self.qname = qname
+        self.qtype = qtype
+        self.ts = ts
+        self.last_ts = ts
+        self.retransmissions = 0
+        self.solicited = solicited
+
+
+def _chain(qname: str, answers: tuple[ResourceRecord, ...]) -> list[str]:
+    """Names from ``qname`` through the CNAMEs in ``answers`` to the final owner name."""
+    targets: dict[str, str] = {}
+    for rr in answers:
+        if rr.rtype == QTYPE_CNAME:
+            targets.setdefault(rr.name.lower(), rr.data.lower())
+    chain = [qname]
+    while len(chain) <= MAX_CNAME_CHAIN and chain[-1] in targets and targets[chain[-1]] not in chain:
+        chain.append(targets[chain[-1]])
+    return chain
+
+
+def _record_dict(rr: ResourceRecord) -> dict:
+    data = rr.data_text
+    return {
+        "name": rr.name.lower(),
+        "type": rr.type_name,
+        "ttl": rr.ttl,
+        "data": data.lower() if rr.rtype in _NAME_DATA_TYPES else data,
+    }
+
+
+def _soa_dict(msg: DnsMessage) -> dict | None:
+    for rr in msg.authority:
+        if isinstance(rr.data, SoaRdata):
+            return {
+                "zone": rr.name.lower(),
+                "mname": rr.data.mname.lower(),
+                "serial": rr.data.serial,
+                # How long resolvers cache the negative answer (RFC 2308 §5).
+                "negative_ttl": min(rr.ttl, rr.data.minimum),
+            }
+    return None
+
+
+class DnsTracker:
+    """Pairs DNS queries and responses from UDP datagrams, TCP streams and ICMP errors.
+
+    ``interesting(qname)`` selects the transactions kept as rows (default: all); MX queries
+    and failures are kept regardless, and a transaction is also interesting when any name
+    of its CNAME chain is (a local alias of smtp.office365.com, say).
+    """
+
+    def __init__(self, interesting: Callable[[str], bool] | None = None) -> None:
+        self._interesting = interesting
+        self._pending: dict[tuple[Flow, int], list[_Query]] = {}  # oldest first
+        self._pending_count = 0
+        self._flows: dict[Flow, dict[int, None]] = {}  # flow -> ids pending on it
+        self._recent: dict[tuple, int] = {}  # (flow, id, qname, qtype) -> response ts
+        self._transactions: list[dict] = []
+        self._pairs: dict[tuple[str, str], list[tuple[int, tuple[str, ...], str | None]]] = {}
+        self._by_address: dict[str, dict[str, None]] = {}
+        self._stats = dict.fromkeys(
+            (
+                "queries", "retransmissions", "responses",
+                STATUS_ANSWERED, STATUS_UNANSWERED, STATUS_REJECTED_ICMP, STATUS_CAPTURE_END,
+                "unsolicited_responses", "duplicate_responses", "mismatched_responses",
+                "malformed", "other_opcodes", "no_question", "pending_evicted",
+                "transactions_kept", "transactions_filtered", "transactions_dropped",
+                "address_names_evicted", "icmp_errors", "icmp_matched",
+                "tcp_messages", "tcp_gaps", "tcp_incomplete", "tcp_oversized",
+            ),
+            0,
+        )
+
+    # -- input ------------------------------------------------------------------------
+    def udp(self, dgram) -> None:
+        payload = dgram.payload
+        if len(payload) > 2 and payload[2] & (FLAG_QR >> 8):  # a response travels server -> client
+            flow = ("udp", dgram.dst, dgram.dport, dgram.src, dgram.sport)
+        else:
+            flow = ("udp", dgram.src, dgram.sport, dgram.dst, dgram.dport)
+        self._message(flow, payload, dgram.ts)
+
+    def tcp_analyzer(self, conn) -> DnsTcpStream:
+        """A stream analyzer for one TCP connection to port 53 (for the flow layer)."""
+        return DnsTcpStream(self, conn)
+
+    def icmp_unreachable(self, err) -> None:
+        """An ICMP error quoting a UDP query: every query pending on that flow was rejected."""
+        if getattr(err, "q_proto", IPPROTO_UDP) != IPPROTO_UDP:
+            return
+        self._stats["icmp_errors"] += 1
+        version = 4 if len(err.src) == 4 else 6
+        if not is_unreachable(version, err.type):
+            return
+        flow = ("udp", err.q_src, err.q_sport, err.q_dst, err.q_dport)
+        ids = self._flows.get(flow)
+        if not ids:
+            return
+        self._stats["icmp_matched"] += 1
+        icmp = {
+            "ts": err.ts,
+            "type": err.type,
+            "code": err.code,
+            "reporter": address_text(err.src),
+            "description": icmp_name(version, err.type, err.code),
+        }
+        for msg_id in list(ids):
+            for query in self._drop_key((flow, msg_id)):
+                self._finalize(query, STATUS_REJECTED_ICMP, icmp=icmp)
+
+    def expire(self, now_ns: int) -> None:
+        """Finalise queries unanswered for QUERY_TIMEOUT_S; call as capture time advances."""
+        expired = []
+        for key, queries in self._pending.items():
+            if queries[0].ts + QUERY_TIMEOUT_NS > now_ns:
+                break  # keys are in order of first transmission: the rest are younger
+            expired.extend((key, query) for query in queries if query.last_ts + QUERY_TIMEOUT_NS <= now_ns)
+        for key, query in expired:
+            self._take(key, query)
+            self._finalize(query, STATUS_UNANSWERED)
+        recent = self._recent
+        while recent:
+            oldest = next(iter(recent))
+            if recent[oldest] + QUERY_TIMEOUT_NS > now_ns:
+                break
+            del recent[oldest]
+
+    def finish(self, end_ns: int) -> None:
+        """End of capture: finalise everything still pending."""
+        for key in list(self._pending):
+            for query in self._drop_key(key):
+                late = end_ns - query.last_ts > UNANSWERED_GRACE_NS
+                self._finalize(query, STATUS_UNANSWERED if late else STATUS_CAPTURE_END)
+        self._recent.clear()
+
+    # -- output -----------------------------------------------------------------------
+    def transactions(self) -> list[dict]:
+        return sorted(self._transactions, key=lambda tx: tx["ts"])
+
+    def names_for(self, address: bytes | str, before_ns: int | None = None) -> list[dict]:
+        """What DNS said resolves to ``address`` (at or before ``before_ns``), most recent first.
+
+        One entry per name: ``name`` (the name queried, or the MX exchange for MX glue),
+        ``chain`` (query name, CNAMEs, final name), ``ts`` (answer time), ``mx_of`` (the
+        domain whose MX lookup supplied the address, else None).
+        """
+        text = address_text(address) if isinstance(address, bytes) else str(ipaddress.ip_address(address))
+        found = []
+        for name in self._by_address.get(text, ()):
+            for ts, chain, mx_of in reversed(self._pairs[(text, name)]):
+                if before_ns is None or ts <= before_ns:
+                    found.append({"name": name, "chain": list(chain), "ts": ts, "mx_of": mx_of})
+                    break
+        found.sort(key=lambda entry: entry["ts"], reverse=True)
+        return found
+
+    def stats(self) -> dict:
+        return {
+            **self._stats,
+            "pending": self._pending_count,
+            "transactions": len(self._transactions),
+            "address_names": len(self._pairs),
+        }
+
+    # -- messages ---------------------------------------------------------------------
+    def _message(self, flow: Flow, payload: bytes, ts: int) -> None:
+        try:
+            msg = parse_message(payload)
+        except DnsParseError:
+            self._stats["malformed"] += 1
+            self._salvage(flow, payload, ts)
+            return
+        if msg.header.opcode != OPCODE_QUERY:
+            self._stats["other_opcodes"] += 1
+        elif msg.header.qr:
+            self._response(flow, msg, ts)
+        else:
+            self._query(flow, msg, ts)
+
+    def _salvage(self, flow: Flow, payload: bytes, ts: int) -> None:
+        """A damaged response still answers its query: pair it by id and keep its RCODE."""
+        try:
+            header = parse_header(payload)
+        except DnsParseError:
+            return
+        key = (flow, header.id)
+        queries = self._pending.get(key)
+        if header.qr and header.opcode == OPCODE_QUERY and queries:
+            query = queries[0]
+            self._take(key, query)
+            self._stats["responses"] += 1
+            self._finalize(query, STATUS_ANSWERED, DnsMessage(header, (), (), (), (), header.rcode, None, 0), ts)
+
+    def _query(self, flow: Flow, msg: DnsMessage, ts: int) -> None:
+        question = msg.question
+        if question is None:
+            self._stats["no_question"] += 1
+            return
+        qname = question.name.lower()
+        key = (flow, msg.id)
+        queries = self._pending.get(key, ())
+        for query in queries:
+            if query.qname == qname and query.qtype == question.qtype:
+                query.retransmissions += 1
+                query.last_ts = ts
+                self._stats["retransmissions"] += 1
+                return
+        self._stats["queries"] += 1
+        if len(queries) >= MAX_QUESTIONS_PER_ID:
+            self._stats["pending_evicted"] += 1
+            return
+        if self._pending_count >= MAX_PENDING_QUERIES:
+            self._stats["pending_evicted"] += len(self._drop_key(next(iter(self._pending))))
+        self._pending.setdefault(key, []).append(_Query(flow, msg.id, qname, question.qtype, ts))
+        self._flows.setdefault(flow, {})[msg.id] = None
+        self._pending_count += 1
+
+    def _response(self, flow: Flow, msg: DnsMessage, ts: int) -> None:
+        self._stats["responses"] += 1
+        question = msg.question
+        qname = question.name.lower() if question else None
+        qtype = question.qtype if question else None
+        key = (flow, msg.id)
+        match = None
+        queries = self._pending.get(key)
+        if queries:
+            if question is None:  # FORMERR/REFUSED responses may omit the question
+                match = queries[0]
+            else:
+                same_name = [query for query in queries if query.qname == qname]
+                match = next((query for query in same_name if query.qtype == qtype), None) or (
+                    same_name[0] if same_name else None
+                )
+                if match is None:
+                    self._stats["mismatched_responses"] += 1
+        if match is not None:
+            self._take(key, match)
+            recent = self._recent
+            if len(recent) >= MAX_RECENT_ANSWERS:
+                del recent[next(iter(recent))]
+            recent[(flow, msg.id, match.qname, match.qtype)] = ts
+            self._finalize(match, STATUS_ANSWERED, msg, ts)
+        elif question is not None and (flow, msg.id, qname, qtype) in self._recent:
+            self._stats["duplicate_responses"] += 1  # the answer to a retransmission
+        else:
+            self._stats["unsolicited_responses"] += 1
+            self._finalize(_Query(flow, msg.id, qname, qtype, ts, solicited=False), STATUS_ANSWERED, msg, ts)
+
+    # -- pending table ----------------------------------------------------------------
+    def _take(self, key: tuple[Flow, int], query: _Query) -> None:
+        queries = self._pending[key]
+        queries.remove(query)
+        self._pending_count -= 1
+        if not queries:
+            self._forget_key(key)
+
+    def _drop_key(self, key: tuple[Flow, int]) -> list[_Query]:
+        queries = self._pending[key]
+        self._pending_count -= len(queries)
+        self._forget_key(key)
+        return queries
+
+    def _forget_key(self, key: tuple[Flow, int]) -> None:
+        del self._pending[key]
+        flow, msg_id = key
+        ids = self._flows[flow]
+        del ids[msg_id]
+        if not ids:
+            del self._flows[flow]
+
+    def _close_flow(self, flow: Flow) -> None:
+        """A TCP connection ended: queries it carried will never be answered."""
+        for msg_id in list(self._flows.get(flow, ())):
+            for query in self._drop_key((flow, msg_id)):
+                self._finalize(query, STATUS_UNANSWERED)
+
+    # -- transactions and the address map ---------------------------------------------
+    def _finalize(
+        self,
+        query: _Query,
+        status: str,
+        msg: DnsMessage | None = None,
+        response_ts: int | None = None,
+        icmp: dict | None = None,
+    ) -> None:
+        self._stats[status] += 1
+        qname = query.qname
+        chain: list[str] = []
+        addresses: list[str] = []
+        mx: list[dict] = []
+        if msg is not None and qname is not None:
+            chain = _chain(qname, msg.answers)
+            final = chain[-1]
+            for rr in msg.answers:
+                if rr.name.lower() != final:
+                    continue
+                if rr.rtype in _ADDRESS_TYPES:
+                    addresses.append(rr.data)
+                elif rr.rtype == QTYPE_MX and query.qtype == QTYPE_MX:
+                    mx.append({"preference": rr.data.preference, "exchange": rr.data.exchange.lower()})
+            mx.sort(key=lambda entry: (entry["preference"], entry["exchange"]))
+            self._learn_answer(qname, chain, addresses, mx, msg, response_ts)
+        flow = query.flow
+        tx = {
+            "ts": query.ts,
+            "client": address_text(flow[1]),
+            "client_port": flow[2],
+            "server": address_text(flow[3]),
+            "server_port": flow[4],
+            "transport": flow[0],
+            "id": query.id,
+            "qname": qname,
+            "qtype": qtype_name(query.qtype) if query.qtype is not None else None,
+            "status": status,
+            "rcode": rcode_name(msg.rcode) if msg is not None else None,
+            "answers": [_record_dict(rr) for rr in msg.answers] if msg is not None else [],
+            "cname_chain": chain,
+            "addresses": addresses,
+            "mx": mx,
+            "response_ts": response_ts,
+            # From the first transmission: how long the client waited, retries included.
+            "rtt": (response_ts - query.ts) / NS if msg is not None and query.solicited else None,
+            "retransmissions": query.retransmissions,
+            "truncated": msg.header.tc if msg is not None else None,
+            "authoritative": msg.header.aa if msg is not None else None,
+            "authority_soa": _soa_dict(msg) if msg is not None else None,
+            "icmp": icmp,
+        }
+        if not (is_failure(tx) or query.qtype == QTYPE_MX or self._wanted(chain or [qname])):
+            self._stats["transactions_filtered"] += 1
+        elif len(self._transactions) >= MAX_TRANSACTIONS:
+            self._stats["transactions_dropped"] += 1
+        else:
+            self._stats["transactions_kept"] += 1
+            self._transactions.append(tx)
+
+    def _wanted(self, names: list[str | None]) -> bool:
+        interesting = self._interesting
+        return interesting is None or any(name is not None and interesting(name) for name in names)
+
+    def _learn_answer(self, qname: str, chain: list[str], addresses: list[str], mx: list[dict], msg: DnsMessage, ts: int) -> None:
+        frozen_chain = tuple(chain)
+        for address in addresses:
+            self._learn(address, qname, frozen_chain, ts, None)
+        # MX responses often carry the exchanges' addresses as glue in the additional section.
+        exchanges = {entry["exchange"] for entry in mx}
+        if exchanges:
+            for rr in msg.answers + msg.additional:
+                exchange = rr.name.lower()
+                if rr.rtype in _ADDRESS_TYPES and exchange in exchanges:
+                    self._learn(rr.data, exchange, (exchange,), ts, qname)
+
+    def _learn(self, address: str, name: str, chain: tuple[str, ...], ts: int, mx_of: str | None) -> None:
+        pair = (address, name)
+        entries = self._pairs.pop(pair, None)  # re-inserted below: most recently updated last
+        if entries is None:
+            if len(self._pairs) >= MAX_ADDRESS_NAMES:
+                old_address, old_name = next(iter(self._pairs))
+                del self._pairs[(old_address, old_name)]
+                names = self._by_address[old_address]
+                del names[old_name]
+                if not names:
+                    del self._by_address[old_address]
+                self._stats["address_names_evicted"] += 1
+            entries = []
+            self._by_address.setdefault(address, {})[name] = None
+        entries.append((ts, chain, mx_of))
+        if len(entries) > MAX_ANSWERS_PER_NAME:
+            del entries[0]
+        self._pairs[pair] = entries
+
+
+class DnsTcpStream:
+    """DNS over TCP for one connection: length-framed messages in both directions.
+
+    After a content gap a direction cannot find the next length prefix again, so it stops.
+    """
+
+    __slots__ = ("_tracker", "_flow", "_framers", "_stopped", "_ended")
+
+    def __init__(self, tracker: DnsTracker, conn) -> None:
+        self._tracker = tracker
+        self._flow = ("tcp", conn.orig_addr, conn.orig_port, conn.resp_addr, conn.resp_port)
+        # Indexed by from_client: [server → client, client → server].
+        self._framers = (TcpFramer(MAX_TCP_MESSAGE_BYTES), TcpFramer(MAX_TCP_MESSAGE_BYTES))
+        self._stopped = [False, False]
+        self._ended = [False, False]
+
+    def data(self, from_client: bool, data: bytes, ts: int) -> None:
+        if self._stopped[from_client]:
+            return
+        tracker = self._tracker
+        for message in self._framers[from_client].feed(data):
+            tracker._stats["tcp_messages"] += 1
+            tracker._message(self._flow, message, ts)
+
+    def gap(self, from_client: bool, length: int, ts: int) -> None:
+        if not self._stopped[from_client]:
+            self._stopped[from_client] = True
+            self._tracker._stats["tcp_gaps"] += 1
+
+    def end_of_stream(self, from_client: bool, ts: int) -> None:
+        if self._ended[from_client]:
+            return
+        self._ended[from_client] = True
+        if not self._stopped[from_client] and self._framers[from_client].incomplete:
+            self._tracker._stats["tcp_incomplete"] += 1
+
+    def finish(self, ts: int) -> None:
+        tracker = self._tracker
+        tracker._stats["tcp_oversized"] += sum(framer.oversized for framer in self._framers)
+        if any(self._ended):
+            tracker._close_flow(self._flow)

@@ -1,0 +1,474 @@
+"""What a TCP connection speaks, decided by content, and the SMTP→TLS switch on STARTTLS.
+
+:class:`MailSession` is the stream analyzer the flow layer feeds for every reconstructed
+TCP connection. It waits for the first bytes to decide:
+
+- the server speaks first with a reply code → SMTP (on any port: content, not the port
+  number, decides — but a greeting mentioning FTP, or ``+OK``/``* OK``, is not SMTP);
+- the client speaks first with a TLS ClientHello → implicit TLS (port 465 style);
+  if the server then sends a plaintext greeting, the client used implicit TLS against a
+  STARTTLS port — a named diagnosis;
+- anything else → a text protocol watched only for a switch to TLS (IMAP/POP3/FTP STARTTLS).
+
+After the server's 220 to STARTTLS, both directions go to the TLS observer, as Zeek and
+Wireshark do. The session keeps the facts the diagnosis needs in :class:`SmtpFacts` and the
+TLS observer's summary, and appends readable events to the connection's event list.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .smtp import AuthUser, Command, MessageBody, Reply, SmtpConversation, StartTls, Weird
+from .smtp.constants import END_OF_DATA, PATH_ARGUMENT, SASL_RESPONSE
+from .tls import TlsSession
+from .tls import events as tls_events
+from .tls.constants import alert_description_name, cipher_suite_name, version_name
+
+#: Bytes looked at before deciding what a connection speaks.
+MAX_DETECT_BYTES = 4096
+#: Replies kept per session (a relay pushing thousands of messages over one connection).
+MAX_REPLIES = 1000
+#: Recipients kept per session.
+MAX_RECIPIENTS = 1000
+#: Transactions kept per session.
+MAX_TRANSACTIONS = 200
+
+SMTP_GREETING = re.compile(rb"^[2-5][0-9][0-9](?:[ -]|\r?\n)")
+OTHER_TEXT_GREETINGS = (b"+OK", b"* OK", b"* PREAUTH", b"SSH-", b"HTTP/")
+SMTP_CLIENT_FIRST = re.compile(rb"^(?:EHLO|HELO|LHLO|QUIT|NOOP|STARTTLS|AUTH|MAIL|RSET)\b", re.IGNORECASE)
+
+
+def looks_like_tls(data: bytes) -> bool:
+    if len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03:
+        return True
+    return len(data) >= 3 and bool(data[0] & 0x80) and data[2] == 0x01
+
+
+class SmtpFacts:
+    """What an SMTP conversation showed, in the JSON contract's terms."""
+
+    def __init__(self) -> None:
+        self.banner: str | None = None
+        self.greeting_code: int | None = None
+        self.helo: str | None = None
+        self.ehlo: list[str] = []  # capabilities offered before TLS
+        self.ehlo_tls: list[str] = []  # capabilities offered inside TLS (decrypted only)
+        self.server_host: str | None = None  # the host name the server gave in its banner/EHLO
+        self.auth_offered: list[str] = []
+        self.auth_mechanism: str | None = None
+        self.auth_result: str | None = None  # "success" / "failure" / None
+        self.auth_user: str | None = None
+        self.starttls_offered = False
+        self.starttls_requested = False
+        self.starttls_reply: int | None = None
+        self.mail_from: str | None = None
+        self.rcpt_to: list[str] = []
+        self.replies: list[dict[str, Any]] = []
+        self.replies_dropped = 0
+        self.commands = 0
+        self.quit_sent = False
+        self.quit_acknowledged = False
+        self.messages_accepted = 0
+        self.transactions: list[dict[str, Any]] = []
+        self.weirds: dict[str, int] = {}
+        self.last_reply: str | None = None
+        self._transaction: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "banner": self.banner,
+            "greeting_code": self.greeting_code,
+            "helo": self.helo,
+            "server_host": self.server_host,
+            "ehlo": list(self.ehlo),
+            "ehlo_tls": list(self.ehlo_tls),
+            "auth_offered": list(self.auth_offered),
+            "auth_mechanism": self.auth_mechanism,
+            "auth_result": self.auth_result,
+            "auth_user": self.auth_user,
+            "starttls_offered": self.starttls_offered,
+            "starttls_requested": self.starttls_requested,
+            "starttls_reply": self.starttls_reply,
+            "mail_from": self.mail_from,
+            "rcpt_to": list(self.rcpt_to),
+            "replies": list(self.replies),
+            "replies_dropped": self.replies_dropped,
+            "commands": self.commands,
+            "quit": self.quit_acknowledged,
+            "messages_accepted": self.messages_accepted,
+            "transactions": list(self.transactions),
+            "last_reply": self.last_reply,
+            "weirds": dict(self.weirds),
+        }
+
+    # -- folding events in ------------------------------------------------------------------
+    def command(self, ev: Command, encrypted: bool) -> None:
+        self.commands += 1
+        verb = ev.verb
+        if verb in ("EHLO", "HELO", "LHLO"):
+            self.helo = ev.argument.strip() or self.helo
+        elif verb == "STARTTLS":
+            self.starttls_requested = True
+        elif verb == "AUTH":
+            self.auth_mechanism = ev.argument.split(" ", 1)[0] or None
+        elif verb == "MAIL":
+            address = _path(ev.argument)
+            self._transaction = {"ts": ev.ts, "mail_from": address, "rcpt_to": [], "last_reply": None, "size": None, "accepted": None, "encrypted": encrypted}
+            if len(self.transactions) < MAX_TRANSACTIONS:
+                self.transactions.append(self._transaction)
+            if self.mail_from is None:
+                self.mail_from = address
+        elif verb == "RCPT":
+            address = _path(ev.argument)
+            if address is not None and len(self.rcpt_to) < MAX_RECIPIENTS:
+                self.rcpt_to.append(address)
+            if self._transaction is not None and address is not None and len(self._transaction["rcpt_to"]) < MAX_RECIPIENTS:
+                self._transaction["rcpt_to"].append(address)
+        elif verb == "QUIT":
+            self.quit_sent = True
+
+    def reply(self, ev: Reply, encrypted: bool) -> None:
+        lines = ev.lines
+        self.last_reply = f"{ev.code} {lines[-1] if lines else ''}".rstrip()
+        if ev.greeting:
+            self.banner = ev.display()
+            self.greeting_code = ev.code
+            self.server_host = _first_host(lines[0] if lines else "") or self.server_host
+        elif ev.command in ("EHLO", "LHLO") and ev.code == 250:
+            capabilities = [line.strip() for line in lines[1:] if line.strip()]
+            if encrypted:
+                self.ehlo_tls = capabilities
+            else:
+                self.ehlo = capabilities
+            host = _first_host(lines[0] if lines else "")
+            if host and not self.server_host:
+                self.server_host = host
+            for capability in capabilities:
+                words = capability.upper().split()
+                if not words:
+                    continue
+                if words[0] == "STARTTLS":
+                    self.starttls_offered = True
+                elif words[0] == "AUTH" or words[0].startswith("AUTH="):
+                    offered = words[1:] if words[0] == "AUTH" else words[0][5:].split()
+                    for mechanism in offered:
+                        if mechanism not in self.auth_offered:
+                            self.auth_offered.append(mechanism)
+        elif ev.command == "STARTTLS":
+            self.starttls_reply = ev.code
+        elif ev.command in ("AUTH", SASL_RESPONSE) and ev.code != 334:
+            self.auth_result = "success" if ev.code // 100 == 2 else "failure"
+        elif ev.command == "QUIT" and ev.code // 100 == 2:
+            self.quit_acknowledged = True
+        if self._transaction is not None and ev.command in ("MAIL", "RCPT", "DATA", "BDAT", END_OF_DATA):
+            self._transaction["last_reply"] = self.last_reply
+            if ev.command in (END_OF_DATA, "BDAT") and ev.code // 100 in (4, 5):
+                self._transaction["accepted"] = False
+            elif ev.command == END_OF_DATA and ev.code // 100 == 2:
+                self._transaction["accepted"] = True
+                self.messages_accepted += 1
+        if len(self.replies) < MAX_REPLIES:
+            self.replies.append(
+                {
+                    "code": ev.code,
+                    "enhanced": ev.enhanced,
+                    "text": ev.text,
+                    "command": ev.command,
+                    "encrypted": encrypted,
+                    "decrypted": encrypted,
+                    "ts": ev.ts,
+                }
+            )
+        else:
+            self.replies_dropped += 1
+
+    def body(self, ev: MessageBody) -> None:
+        if self._transaction is not None:
+            self._transaction["size"] = (self._transaction["size"] or 0) + ev.size
+            if ev.kind == "bdat" and ev.last:
+                self._transaction["bdat_last"] = True
+
+    def bdat_last_reply(self, ev: Reply) -> None:
+        if self._transaction is not None and self._transaction.get("bdat_last") and ev.command == "BDAT" and ev.code // 100 == 2:
+            self._transaction["accepted"] = True
+            self._transaction.pop("bdat_last", None)
+            self.messages_accepted += 1
+
+    def weird(self, ev: Weird) -> None:
+        self.weirds[ev.name] = self.weirds.get(ev.name, 0) + 1
+
+
+def _path(argument: str) -> str | None:
+    match = PATH_ARGUMENT.match(argument)
+    if match is None:
+        return None
+    return match.group(1)
+
+
+def _first_host(text: str) -> str | None:
+    """The host name a greeting or EHLO reply starts with (``mx1.contoso.com ESMTP …``)."""
+    word = text.split(" ", 1)[0].strip().rstrip(".").lower()
+    labels = word.split(".")
+    if len(labels) < 2 or labels[-1].isdigit():
+        return None
+    if all(label and all(ch.isalnum() or ch == "-" for ch in label) for label in labels):
+        return word
+    return None
+
+
+class MailSession:
+    """The stream analyzer attached to each TCP connection (see the module docstring).
+
+    ``conn`` is the flow layer's connection: only its ``event()`` method and addresses are used.
+    ``reveal_username``: decode AUTH user names (never passwords) into the facts.
+    """
+
+    def __init__(self, conn: Any, reveal_username: bool = False) -> None:
+        self.conn = conn
+        self.reveal_username = reveal_username
+        self.service: str | None = None  # "smtp", "tls", "text", "unknown"
+        self.smtp: SmtpConversation | None = None
+        self.facts = SmtpFacts()
+        self.tls: TlsSession | None = None
+        self.tls_mode: str | None = None  # "starttls" / "implicit"
+        self.tls_started_at: int | None = None
+        self.notes: list[str] = []
+        self._detect = {True: bytearray(), False: bytearray()}
+        self._text_tls_watch = False
+        self.first_data = {True: None, False: None}
+        self.gaps = {True: 0, False: 0}
+        self._tls_finished = False
+
+    # -- StreamAnalyzer -----------------------------------------------------------------
+    def data(self, from_client: bool, data: bytes, ts: int) -> None:
+        if self.first_data[from_client] is None:
+            self.first_data[from_client] = ts
+        if self.service is None:
+            self._detect_service(from_client, data, ts)
+            return
+        self._route(from_client, data, ts)
+
+    def gap(self, from_client: bool, length: int, ts: int) -> None:
+        self.gaps[from_client] += length
+        if self.service is None:
+            self._detect[from_client].clear()
+            return
+        if self.tls is not None and self.service == "tls":
+            self._tls_events(self.tls.gap(from_client, length, ts))
+        elif self.smtp is not None:
+            self._smtp_events(self.smtp.gap(from_client, length, ts), encrypted=False)
+
+    def end_of_stream(self, from_client: bool, ts: int) -> None:
+        if self.service is None:
+            pending = bytes(self._detect[from_client])
+            if pending:
+                self._decide(from_client, pending, ts, final=True)
+        if self.tls is not None and self.service == "tls":
+            self._tls_events(self.tls.end_of_stream(from_client, ts))
+        if self.smtp is not None and self.smtp.mode != "TLS":
+            self._smtp_events(self.smtp.end_of_stream(from_client, ts), encrypted=False)
+
+    def finish(self, ts: int) -> None:
+        for from_client in (True, False):
+            pending = bytes(self._detect[from_client])
+            if self.service is None and pending:
+                self._decide(from_client, pending, ts, final=True)
+        if self.tls is not None and not self._tls_finished:
+            self._tls_finished = True
+            reset_by = None
+            for _ts, from_orig, _ttl, _seq in getattr(self.conn, "rsts", ()):
+                reset_by = "client" if from_orig else "server"
+                break
+            self._tls_events(self.tls.finish(ts, reset_by))
+
+    # -- detection ------------------------------------------------------------------------
+    def _detect_service(self, from_client: bool, data: bytes, ts: int) -> None:
+        buf = self._detect[from_client]
+        buf += data
+        self._decide(from_client, bytes(buf), ts, final=len(buf) >= MAX_DETECT_BYTES)
+
+    def _decide(self, from_client: bool, head: bytes, ts: int, final: bool) -> None:
+        service = None
+        if from_client:
+            if looks_like_tls(head):
+                service = "tls"
+            elif SMTP_CLIENT_FIRST.match(head):
+                service = "smtp"
+            elif final:
+                service = "text"
+            # Other client text: wait for the server's first words, which decide better.
+        else:
+            if SMTP_GREETING.match(head) and b"FTP" not in head[:200].upper():
+                service = "smtp"
+            elif looks_like_tls(head):
+                service = "tls"
+            elif b"\n" in head or final or head.startswith(OTHER_TEXT_GREETINGS):
+                service = "text"
+        if service is None:
+            return  # wait for more bytes
+        self._start(service, ts)
+        other = not from_client
+        first, second = (from_client, bytes(self._detect[from_client])), (other, bytes(self._detect[other]))
+        self._detect[True].clear()
+        self._detect[False].clear()
+        for direction, pending in (first, second):
+            if pending:
+                self._route(direction, pending, ts)
+
+    def _start(self, service: str, ts: int) -> None:
+        self.service = service
+        if service == "smtp":
+            self.smtp = SmtpConversation(reveal_username=self.reveal_username)
+        elif service == "tls":
+            self._begin_tls("implicit", ts)
+        elif service == "text":
+            self._text_tls_watch = True
+
+    def _begin_tls(self, mode: str, ts: int) -> None:
+        self.tls = TlsSession()
+        self.tls_mode = mode
+        self.tls_started_at = ts
+        self.service = "tls"
+
+    # -- routing --------------------------------------------------------------------------
+    def _route(self, from_client: bool, data: bytes, ts: int) -> None:
+        service = self.service
+        if service == "smtp":
+            assert self.smtp is not None
+            self._smtp_events(self.smtp.receive(from_client, data, ts), encrypted=False)
+            if self.smtp.mode == "TLS" and self.tls is None:
+                self._switch_to_tls(ts)
+        elif service == "tls":
+            assert self.tls is not None
+            if self.tls_mode == "implicit" and not from_client and self.facts.banner is None and self._is_plain_greeting(data):
+                # The server greets in clear while the client talks TLS: implicit TLS
+                # against a STARTTLS port. Read the greeting as SMTP, don't feed it to TLS.
+                self._note("implicit_tls_on_starttls_port")
+                conversation = SmtpConversation()
+                self._smtp_events(conversation.receive(False, data, ts), encrypted=False)
+                return
+            self._tls_events(self.tls.receive(from_client, data, ts))
+        elif service == "text":
+            if self._text_tls_watch and from_client and looks_like_tls(data):
+                self._note("tls_after_text_negotiation")
+                self._begin_tls("starttls", ts)
+                self._tls_events(self.tls.receive(from_client, data, ts))  # type: ignore[union-attr]
+
+    @staticmethod
+    def _is_plain_greeting(data: bytes) -> bool:
+        return bool(SMTP_GREETING.match(data))
+
+    def _switch_to_tls(self, ts: int) -> None:
+        smtp = self.smtp
+        assert smtp is not None
+        started_by = smtp.tls_started_by or "starttls"
+        if started_by != "starttls":
+            self._note(started_by)
+        self._begin_tls("starttls", ts)
+        client, server = smtp.client_leftover, smtp.server_leftover
+        smtp.client_leftover = smtp.server_leftover = b""
+        if client:
+            self._tls_events(self.tls.receive(True, client, ts))  # type: ignore[union-attr]
+        if server:
+            self._tls_events(self.tls.receive(False, server, ts))  # type: ignore[union-attr]
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    # -- events ---------------------------------------------------------------------------
+    def _smtp_events(self, events: list, encrypted: bool) -> None:
+        facts = self.facts
+        event = self.conn.event
+        for ev in events:
+            if isinstance(ev, Reply):
+                facts.reply(ev, encrypted)
+                facts.bdat_last_reply(ev)
+                event(ev.ts, "server", "smtp_reply", _reply_detail(ev))
+            elif isinstance(ev, Command):
+                facts.command(ev, encrypted)
+                text = ev.verb if not ev.argument else f"{ev.verb} {ev.argument}"
+                event(ev.ts, "client", "smtp_command", text)
+            elif isinstance(ev, MessageBody):
+                facts.body(ev)
+                label = "message body" if ev.kind == "data" else ("last BDAT chunk" if ev.last else "BDAT chunk")
+                event(ev.ts, "client", "smtp_body", f"{label}, {ev.size} bytes")
+            elif isinstance(ev, StartTls):
+                event(ev.ts, "server", "starttls", "server accepted STARTTLS; TLS follows")
+            elif isinstance(ev, AuthUser):
+                facts.auth_user = ev.user
+            elif isinstance(ev, Weird):
+                facts.weird(ev)
+                if ev.name != "content_gap":
+                    direction = "client" if ev.from_client else "server"
+                    event(ev.ts, direction, "smtp_weird", f"{ev.name}: {ev.detail}" if ev.detail else ev.name)
+
+    def _tls_events(self, events: list) -> None:
+        event = self.conn.event
+        for ev in events:
+            detail = tls_event_detail(ev)
+            if detail is None:
+                continue
+            kind, text = detail
+            event(ev.ts, "client" if ev.from_client else "server", kind, text)
+
+    # -- results --------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        tls: dict[str, Any] = {"mode": None, "attempted": False, "established": False}
+        if self.tls is not None:
+            tls = dict(self.tls.summary())
+            tls["mode"] = self.tls_mode
+            tls["started_ts"] = self.tls_started_at
+        return {
+            "service": self.service,
+            "smtp": self.facts.as_dict() if self.smtp is not None or self.facts.banner is not None else None,
+            "tls": tls,
+            "notes": list(self.notes),
+            "first_data": {"client": self.first_data[True], "server": self.first_data[False]},
+            "gaps": {"client": self.gaps[True], "server": self.gaps[False]},
+        }
+
+
+def _reply_detail(ev: Reply) -> str:
+    if len(ev.lines) > 2:
+        return f"{ev.code} {ev.lines[0]} (+{len(ev.lines) - 1} lines)"
+    return ev.display()
+
+
+def tls_event_detail(ev: Any) -> tuple[str, str] | None:
+    """A (kind, readable detail) pair for a TLS event, or None for events not worth a line."""
+    if isinstance(ev, tls_events.ClientHello):
+        parts = [f"offers up to {version_name(ev.max_version)}"]
+        if ev.sni:
+            parts.append(f"SNI {ev.sni}")
+        parts.append(f"{len(ev.cipher_suites)} cipher suites")
+        return "tls_client_hello", ", ".join(parts)
+    if isinstance(ev, tls_events.ServerHello):
+        if ev.hello_retry_request:
+            return "tls_hello_retry", "server asks the client to retry with another key share"
+        return "tls_server_hello", f"{version_name(ev.version)}, {cipher_suite_name(ev.cipher_suite)}"
+    if isinstance(ev, tls_events.Certificate):
+        if not ev.chain:
+            return "tls_certificate", "empty certificate message"
+        leaf = ev.chain[0]
+        return "tls_certificate", f"subject {leaf.subject}, issuer {leaf.issuer}, valid until {leaf.not_after}"
+    if isinstance(ev, tls_events.Alert):
+        if ev.encrypted:
+            return "tls_alert", "encrypted alert"
+        level = {1: "warning", 2: "fatal"}.get(ev.level, str(ev.level))
+        return "tls_alert", f"{level} {alert_description_name(ev.description)}"
+    if isinstance(ev, tls_events.ChangeCipherSpec):
+        return "tls_change_cipher_spec", ""
+    if isinstance(ev, tls_events.HandshakeComplete):
+        return "tls_established", ("handshake complete (inferred)" if ev.inferred else "handshake complete") + (f": {ev.detail}" if ev.detail else "")
+    if isinstance(ev, tls_events.HandshakeFailed):
+        return "tls_failed", ev.reason + (" (inferred)" if ev.inferred else "")
+    if isinstance(ev, tls_events.NotTls):
+        return "tls_not_tls", ev.reason
+    if isinstance(ev, tls_events.ApplicationData):
+        return "tls_application_data", f"first encrypted application data, {ev.length} bytes"
+    if isinstance(ev, tls_events.HandshakeMessage):
+        return "tls_handshake", ev.name.replace("_", " ")
+    return None

@@ -1,0 +1,1 @@
+"""Report layer: DataFrames, exports, terminal tables, transcripts (and plots and HTML)."""

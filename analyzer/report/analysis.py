@@ -1,0 +1,121 @@
+"""The object notebooks and scripts work with: a run's records as DataFrames, plus views."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+
+from ..engine import RunResult
+from . import frames
+from .follow import transcript_text
+from .safe import json_default
+
+
+class SessionNotFound(KeyError):
+    """No session matches the id (or id prefix, or row number) given."""
+
+
+class Analysis:
+    """The result of :func:`analyzer.analyze`.
+
+    DataFrames (built on first use, joinable on ``session_id``):
+    ``sessions`` (one row per TCP connection attempt: the JSON contract plus flattened
+    ``tls_*``, ``smtp_*``, ``reply_*``, ``verdict_*`` columns), ``events`` (SYN, retries,
+    SYN-ACK, RST, ICMP, TLS steps, SMTP commands and replies, one row each), ``replies``
+    (every SMTP reply with the command it answered), ``tls`` (one row per TLS attempt) and
+    ``dns`` (lookups of mail and Microsoft names, and every failed lookup).
+    """
+
+    def __init__(self, result: RunResult) -> None:
+        self._result = result
+        self.records: list[dict[str, Any]] = result.records
+        self.capture: dict[str, Any] = result.capture
+        self.stats: dict[str, Any] = result.stats
+        self.errors: list[str] = result.errors
+        self.damage: list[str] = result.damage
+
+    # -- frames -------------------------------------------------------------------------------
+    @cached_property
+    def sessions(self) -> pd.DataFrame:
+        return frames.sessions_frame(self.records)
+
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        return frames.events_frame(self.records, self._result.events)
+
+    @cached_property
+    def replies(self) -> pd.DataFrame:
+        return frames.replies_frame(self.records)
+
+    @cached_property
+    def tls(self) -> pd.DataFrame:
+        return frames.tls_frame(self.records)
+
+    @cached_property
+    def dns(self) -> pd.DataFrame:
+        return frames.dns_frame(self._result.dns)
+
+    # -- views ----------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The capture-level diagnosis: headline, dropped_before_microsoft, findings, outcomes."""
+        return self._result.summary
+
+    def record(self, session: str | int) -> dict[str, Any]:
+        """The JSON record of a session, by id, unique id prefix, or row number."""
+        if isinstance(session, int) or (isinstance(session, str) and session.isdigit() and not session.startswith("C")):
+            index = int(session)
+            if 0 <= index < len(self.records):
+                return self.records[index]
+            raise SessionNotFound(f"no session number {index} (there are {len(self.records)})")
+        matches = [r for r in self.records if r["session_id"] == session]
+        if not matches:
+            matches = [r for r in self.records if r["session_id"].startswith(session)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise SessionNotFound(f"no session {session!r}")
+        raise SessionNotFound(f"{session!r} matches {len(matches)} sessions; give more of the id")
+
+    def session_events(self, session: str | int) -> list[tuple[int, str, str, str]]:
+        return self._result.events.get(self.record(session)["session_id"], [])
+
+    def follow(self, session: str | int) -> str:
+        """The session as a timestamped, direction-tagged dialogue (credentials redacted)."""
+        record = self.record(session)
+        text = transcript_text(record, self._result.events.get(record["session_id"], []))
+        return text
+
+    # -- exports ----------------------------------------------------------------------------------
+    def to_jsonl(self, path_or_file: Any) -> None:
+        """One JSON object per session (the stable contract), one per line."""
+        if hasattr(path_or_file, "write"):
+            _write_jsonl(self.records, path_or_file)
+            return
+        with open(path_or_file, "w", encoding="utf-8") as fh:
+            _write_jsonl(self.records, fh)
+
+    @property
+    def exit_code(self) -> int:
+        """0 analysed; 3 analysed but a capture was damaged (results partial); 2 some input unreadable."""
+        if self.damage:
+            return 3
+        if self.errors:
+            return 2
+        return 0
+
+    def __repr__(self) -> str:
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.summary().get("outcomes", {}).items()))
+        return f"<Analysis: {len(self.records)} sessions ({outcomes or 'none'})>"
+
+
+def _write_jsonl(records: list[dict[str, Any]], fh: Any) -> None:
+    for record in records:
+        fh.write(json.dumps(_public(record), default=json_default, ensure_ascii=False))
+        fh.write("\n")
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if not key.startswith("_")}

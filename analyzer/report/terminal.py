@@ -1,0 +1,162 @@
+"""The terminal view: the capture-level answer first, then findings, then one row per session.
+
+Colour only on a terminal (rich decides; ``NO_COLOR`` is honoured). Every string from the
+wire goes through :func:`~analyzer.report.safe.printable` and into ``rich.text.Text``
+objects, so neither control sequences nor rich markup from a packet can reach the screen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .safe import printable
+
+OUTCOME_STYLES = {
+    "completed": "green",
+    "incomplete": "cyan",
+    "closed_early": "yellow",
+    "smtp_error": "red",
+    "tls_failed": "red",
+    "syn_unanswered": "bold red",
+    "rejected_rst": "red",
+    "rejected_icmp": "red",
+    "reset_by_middlebox": "bold magenta",
+}
+SEVERITY_MARKS = {"error": ("✖ error  ", "bold red"), "warning": ("▲ warning", "yellow"), "info": ("● info   ", "cyan"), "ok": ("✔ ok     ", "green")}
+ANSWER_STYLES = {"yes": "bold red", "partly": "bold yellow", "no": "bold green", "unknown": "dim"}
+
+
+def _t(value: Any, style: str = "") -> Text:
+    return Text(printable(value), style=style)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+def render_summary(console: Console, summary: dict[str, Any], capture: dict[str, Any], stats: dict[str, Any]) -> None:
+    dropped = summary.get("dropped_before_microsoft") or {}
+    answer = dropped.get("answer", "unknown")
+    body = [
+        _t(summary.get("headline", ""), "bold"),
+        Text(""),
+        Text.assemble(("Is traffic dropped before it reaches Microsoft? ", ""), (answer.upper(), ANSWER_STYLES.get(answer, "")), (" — ", ""), (printable(dropped.get("detail", "")), "")),
+    ]
+    console.print(Panel(Group(*body), title="Diagnosis", title_align="left", box=box.ROUNDED))
+    findings = summary.get("findings") or []
+    if findings:
+        table = Table(box=None, show_header=False, pad_edge=False, expand=False)
+        table.add_column(no_wrap=True)
+        table.add_column()
+        for finding in findings:
+            mark, style = SEVERITY_MARKS.get(finding["severity"], (finding["severity"], ""))
+            table.add_row(Text(mark, style=style), Text.assemble((printable(finding["title"]), "bold"), "\n", printable(finding["detail"])))
+        console.print(Text("Findings", style="bold underline"))
+        console.print(table)
+
+
+def render_sessions(console: Console, records: Iterable[dict[str, Any]]) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_lines=False, header_style="bold")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("start (UTC)", no_wrap=True)
+    table.add_column("client → server", overflow="fold")
+    table.add_column("conn", no_wrap=True)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("verdict", overflow="fold")
+    table.add_column("detail", overflow="fold")
+    for index, rec in enumerate(records):
+        server = f"{rec['server']}:{rec['server_port']}"
+        if rec.get("server_name"):
+            server = f"{rec['server_name']} ({server})"
+        who = Text.assemble(printable(f"{rec['client']}:{rec['client_port']}"), " → ", (printable(server), "bold"))
+        if rec.get("microsoft"):
+            who.append(" [MS]", style="blue")
+        verdict = rec.get("verdict") or {}
+        table.add_row(
+            str(index),
+            _clock(rec.get("first_seen")),
+            who,
+            Text(f"{rec['conn_state']} {rec['history']}"),
+            Text(rec["outcome"], style=OUTCOME_STYLES.get(rec["outcome"], "")),
+            _t(verdict.get("title", "")),
+            _t(_detail(rec)),
+        )
+    console.print(table)
+
+
+def _detail(rec: dict[str, Any]) -> str:
+    parts = []
+    if rec.get("syn_count", 0) > 1:
+        parts.append(f"{rec['syn_count']} SYNs")
+    if rec.get("rst_from"):
+        parts.append(f"RST from {rec['rst_from']}")
+    icmp = rec.get("icmp")
+    if icmp:
+        parts.append(f"ICMP {icmp['name']} from {icmp['from']}")
+    tls = rec.get("tls") or {}
+    if tls.get("attempted"):
+        if tls.get("established"):
+            parts.append(f"{tls.get('version') or 'TLS'} {tls.get('mode') or ''}".strip())
+        else:
+            parts.append("TLS failed" + (f": {tls['alert']}" if tls.get("alert") else ""))
+    reply = rec.get("decisive_reply")
+    if reply:
+        parts.append(f"{reply['code']} {reply.get('enhanced') or ''}".strip())
+    elif (rec.get("smtp") or {}).get("last_reply"):
+        parts.append("last: " + rec["smtp"]["last_reply"][:40])
+    return "; ".join(parts)
+
+
+def render_analysis(console: Console, analysis: Any, only_failed: bool = False, show_sessions: bool = True) -> None:
+    capture = analysis.capture
+    stats = analysis.stats
+    files = capture.get("files") or []
+    header = Text.assemble(
+        ("smtpflow ", "bold"),
+        printable(", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")),
+        f"  —  {stats.get('packets', 0):,} packets, {len(analysis.records)} session(s)",
+    )
+    console.print(header)
+    for message in analysis.damage:
+        console.print(_t("warning: " + message + " — results are partial", "yellow"))
+    for message in analysis.errors:
+        console.print(_t("error: " + message, "red"))
+    render_summary(console, analysis.summary(), capture, stats)
+    records = analysis.records
+    if only_failed:
+        records = [r for r in records if (r.get("verdict") or {}).get("severity") in ("error", "warning")]
+    if show_sessions and records:
+        console.print(Text("Sessions", style="bold underline"))
+        render_sessions(console, records)
+        console.print(Text("Use `smtpflow follow FILE SESSION` (a number or an id) to see one session as a dialogue.", style="dim"))
+    elif not analysis.records:
+        console.print(Text(_nothing_found(analysis), style="yellow"))
+
+
+def _nothing_found(analysis: Any) -> str:
+    stats = analysis.stats
+    if not stats.get("packets"):
+        return "The capture holds no packets."
+    seen = []
+    for key, label in (("tcp", "TCP"), ("udp", "UDP"), ("icmp", "ICMP"), ("non_ip", "non-IP"), ("fragments", "fragments")):
+        if stats.get(key):
+            seen.append(f"{stats[key]:,} {label}")
+    dns = (stats.get("dns") or {})
+    return (
+        "No SMTP session found (ports 25, 465, 587, 2525 and Microsoft's ranges were looked at; use --ports all or "
+        f"--ports N,M for others). Seen instead: {', '.join(seen) or 'nothing decodable'} packets."
+        + (" DNS lookups were found: see --format jsonl or the dns table." if dns.get("transactions") else "")
+    )
+
+
+def render_transcript(console: Console, text: str) -> None:
+    console.print(Text(text))

@@ -1,0 +1,605 @@
+"""DNS transactions (analyzer.protocols.dns.tracker): pairing, failures, names behind addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRRMX, DNSRRSOA, dns_compress
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.utils import wrpcap
+
+from analyzer.capture import CaptureSet
+from analyzer.capture.linktypes import LINKTYPE_ETHERNET
+from analyzer.decode import Decoder, IcmpError, Selector, TcpSegment, UdpDatagram
+from analyzer.decode.ip import IPPROTO_UDP
+from analyzer.flows import ConnectionTable, TcpConnection
+from analyzer.protocols.dns import tracker as tracker_module
+from analyzer.protocols.dns import (
+    MAX_PENDING_QUERIES,
+    QUERY_TIMEOUT_S,
+    UNANSWERED_GRACE_S,
+    DnsTracker,
+    is_failure,
+    is_microsoft_mail_name,
+)
+
+NS = 1_000_000_000
+T0 = 1_760_000_000 * NS
+MS = 1_000_000
+CLIENT = bytes([192, 168, 1, 20])
+RESOLVER = bytes([192, 168, 1, 1])
+CLIENT6 = ipaddress.IPv6Address("2001:db8::20").packed
+RESOLVER6 = ipaddress.IPv6Address("2001:db8::53").packed
+
+TX_KEYS = [
+    "ts", "client", "client_port", "server", "server_port", "transport", "id", "qname", "qtype",
+    "status", "rcode", "answers", "cname_chain", "addresses", "mx", "response_ts", "rtt",
+    "retransmissions", "truncated", "authoritative", "authority_soa", "icmp",
+]
+
+# outlook.office365.com as resolved via 1.1.1.1 (../shared/reference/exchange-online.md §6).
+OUTLOOK_CHAIN = [
+    DNSRR(rrname="outlook.office365.com", type="CNAME", ttl=289, rdata="outlook.cloud.microsoft"),
+    DNSRR(rrname="outlook.cloud.microsoft", type="CNAME", ttl=286, rdata="acdcatm.outlook.mira.tm.svc.cloud.microsoft"),
+    DNSRR(rrname="acdcatm.outlook.mira.tm.svc.cloud.microsoft", type="CNAME", ttl=60, rdata="outlook.ms-acdc.office.com"),
+    DNSRR(rrname="outlook.ms-acdc.office.com", type="CNAME", ttl=58, rdata="MDW-efz.ms-acdc.office.com"),
+    DNSRR(rrname="MDW-efz.ms-acdc.office.com", type="A", ttl=8, rdata="52.96.164.146"),
+    DNSRR(rrname="MDW-efz.ms-acdc.office.com", type="A", ttl=8, rdata="52.96.79.50"),
+]
+OUTLOOK_NAMES = [
+    "outlook.office365.com", "outlook.cloud.microsoft", "acdcatm.outlook.mira.tm.svc.cloud.microsoft",
+    "outlook.ms-acdc.office.com", "mdw-efz.ms-acdc.office.com",
+]
+# smtp.office365.com ends at a <SITE>-efz.ms-acdc.office.com name; the intermediate name is illustrative.
+SMTP_CHAIN = [
+    DNSRR(rrname="smtp.office365.com", type="CNAME", ttl=300, rdata="smtp.ms-acdc.office.com"),
+    DNSRR(rrname="smtp.ms-acdc.office.com", type="CNAME", ttl=60, rdata="LHR-efz.ms-acdc.office.com"),
+    DNSRR(rrname="LHR-efz.ms-acdc.office.com", type="A", ttl=8, rdata="52.96.164.146"),
+]
+
+
+def query(msg_id: int, qname: str, qtype: str = "A") -> bytes:
+    return bytes(DNS(id=msg_id, rd=1, qd=[DNSQR(qname=qname, qtype=qtype)]))
+
+
+def response(msg_id: int, qname: str, qtype: str = "A", an=(), ns=(), ar=(), rcode=0, aa=0, tc=0) -> bytes:
+    msg = DNS(id=msg_id, qr=1, rd=1, ra=1, aa=aa, tc=tc, rcode=rcode, qd=[DNSQR(qname=qname, qtype=qtype)],
+              an=list(an), ns=list(ns), ar=list(ar))
+    return bytes(dns_compress(msg))
+
+
+def up(ts: int, payload: bytes, port: int = 40000, client: bytes = CLIENT, server: bytes = RESOLVER) -> UdpDatagram:
+    return UdpDatagram(ts, 4 if len(client) == 4 else 6, client, server, 64, port, 53, payload)
+
+
+def down(ts: int, payload: bytes, port: int = 40000, client: bytes = CLIENT, server: bytes = RESOLVER) -> UdpDatagram:
+    return UdpDatagram(ts, 4 if len(client) == 4 else 6, server, client, 64, 53, port, payload)
+
+
+def only(tracker: DnsTracker) -> dict:
+    (tx,) = tracker.transactions()
+    return tx
+
+
+# -- pairing ---------------------------------------------------------------------------------
+def test_query_and_response_pair_into_one_transaction():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(0x1111, "smtp.office365.com")))
+    tracker.udp(down(T0 + 23 * MS, response(0x1111, "smtp.office365.com", an=SMTP_CHAIN)))
+    tx = only(tracker)
+    assert list(tx) == TX_KEYS
+    json.dumps(tx)  # one pandas row, JSON-serialisable
+    assert tx == {
+        "ts": T0, "client": "192.168.1.20", "client_port": 40000, "server": "192.168.1.1", "server_port": 53,
+        "transport": "udp", "id": 0x1111, "qname": "smtp.office365.com", "qtype": "A",
+        "status": "answered", "rcode": "NOERROR",
+        "answers": [
+            {"name": "smtp.office365.com", "type": "CNAME", "ttl": 300, "data": "smtp.ms-acdc.office.com"},
+            {"name": "smtp.ms-acdc.office.com", "type": "CNAME", "ttl": 60, "data": "lhr-efz.ms-acdc.office.com"},
+            {"name": "lhr-efz.ms-acdc.office.com", "type": "A", "ttl": 8, "data": "52.96.164.146"},
+        ],
+        "cname_chain": ["smtp.office365.com", "smtp.ms-acdc.office.com", "lhr-efz.ms-acdc.office.com"],
+        "addresses": ["52.96.164.146"], "mx": [], "response_ts": T0 + 23 * MS, "rtt": pytest.approx(0.023),
+        "retransmissions": 0, "truncated": False, "authoritative": False, "authority_soa": None, "icmp": None,
+    }
+    assert not is_failure(tx)
+    assert tracker.stats()["pending"] == 0
+
+
+def test_retransmission_counts_and_duplicate_answer_is_not_a_new_transaction():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(7, "smtp.office365.com")))
+    tracker.udp(up(T0 + 1 * NS, query(7, "smtp.office365.com")))
+    tracker.udp(up(T0 + 2 * NS, query(7, "smtp.office365.com")))
+    tracker.udp(down(T0 + 2 * NS + 5 * MS, response(7, "smtp.office365.com", an=SMTP_CHAIN)))
+    tracker.udp(down(T0 + 2 * NS + 6 * MS, response(7, "smtp.office365.com", an=SMTP_CHAIN)))
+    tx = only(tracker)
+    assert tx["retransmissions"] == 2
+    assert tx["rtt"] == pytest.approx(2.005)  # what the client waited, from the first transmission
+    stats = tracker.stats()
+    assert (stats["queries"], stats["retransmissions"], stats["duplicate_responses"], stats["unsolicited_responses"]) == (1, 2, 1, 0)
+
+
+def test_a_and_aaaa_in_parallel_on_one_socket():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(100, "smtp.office365.com", "A")))
+    tracker.udp(up(T0 + 1, query(101, "smtp.office365.com", "AAAA")))
+    aaaa = DNSRR(rrname="smtp.office365.com", type="AAAA", rdata="2603:1036:c00:14::2")
+    tracker.udp(down(T0 + 9 * MS, response(101, "smtp.office365.com", "AAAA", an=[aaaa])))
+    tracker.udp(down(T0 + 10 * MS, response(100, "smtp.office365.com", an=SMTP_CHAIN)))
+    a, quad = tracker.transactions()
+    assert (a["qtype"], a["addresses"]) == ("A", ["52.96.164.146"])
+    assert (quad["qtype"], quad["addresses"]) == ("AAAA", ["2603:1036:c00:14::2"])
+
+
+def test_case_randomised_names_match_and_are_reported_lower_case():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(9, "SmTp.OfFiCe365.CoM")))
+    tracker.udp(down(T0 + MS, response(9, "SmTp.OfFiCe365.CoM", an=[
+        DNSRR(rrname="SmTp.OfFiCe365.CoM", type="A", rdata="52.96.79.50")])))
+    tx = only(tracker)
+    assert (tx["status"], tx["qname"], tx["addresses"]) == ("answered", "smtp.office365.com", ["52.96.79.50"])
+
+
+def test_ipv6_transport_addresses_are_text():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(3, "outlook.office365.com"), client=CLIENT6, server=RESOLVER6))
+    tracker.udp(down(T0 + MS, response(3, "outlook.office365.com", an=OUTLOOK_CHAIN), client=CLIENT6, server=RESOLVER6))
+    tx = only(tracker)
+    assert (tx["client"], tx["server"]) == ("2001:db8::20", "2001:db8::53")
+    assert tx["cname_chain"] == OUTLOOK_NAMES
+    assert tx["addresses"] == ["52.96.164.146", "52.96.79.50"]
+
+
+def test_response_for_another_name_does_not_answer_the_query():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(5, "smtp.office365.com")))
+    tracker.udp(down(T0 + MS, response(5, "evil.example", an=[DNSRR(rrname="evil.example", rdata="203.0.113.9")])))
+    stats = tracker.stats()
+    assert (stats["mismatched_responses"], stats["unsolicited_responses"], stats["pending"]) == (1, 1, 1)
+    tx = only(tracker)
+    assert (tx["qname"], tx["ts"], tx["rtt"], tx["status"]) == ("evil.example", T0 + MS, None, "answered")
+
+
+def test_unsolicited_response_is_recorded_at_its_own_time():
+    tracker = DnsTracker()
+    tracker.udp(down(T0, response(77, "smtp.office365.com", an=SMTP_CHAIN)))
+    tx = only(tracker)
+    assert (tx["ts"], tx["response_ts"], tx["rtt"], tx["client"], tx["server"]) == (T0, T0, None, "192.168.1.20", "192.168.1.1")
+    assert tracker.stats()["unsolicited_responses"] == 1
+    assert tracker.names_for(bytes([52, 96, 164, 146]))[0]["name"] == "smtp.office365.com"
+
+
+def test_damaged_response_still_answers_its_query_with_its_rcode():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(12, "contoso-com.mail.protection.outlook.com")))
+    wire = response(12, "contoso-com.mail.protection.outlook.com", rcode=2, an=[
+        DNSRR(rrname="contoso-com.mail.protection.outlook.com", rdata="104.47.53.36")])
+    tracker.udp(down(T0 + MS, wire[:-3]))  # snaplen cut inside the answer
+    tx = only(tracker)
+    assert (tx["status"], tx["rcode"], tx["answers"], tx["cname_chain"]) == ("answered", "SERVFAIL", [], ["contoso-com.mail.protection.outlook.com"])
+    assert is_failure(tx)
+    assert tracker.stats()["malformed"] == 1
+
+
+def test_garbage_on_port_53_is_counted_and_ignored():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, b"\x16\x03\x01"))
+    tracker.udp(up(T0, b"\x00" * 12))  # a query without question
+    assert tracker.transactions() == []
+    assert (tracker.stats()["malformed"], tracker.stats()["no_question"]) == (1, 1)
+
+
+def test_other_opcodes_are_not_transactions():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, bytes(DNS(id=1, opcode=5, qd=[DNSQR(qname="contoso.com", qtype="SOA")]))))
+    assert tracker.stats()["other_opcodes"] == 1 and tracker.stats()["pending"] == 0
+
+
+# -- failures -------------------------------------------------------------------------------
+NXDOMAIN_SOA = DNSRRSOA(rrname="outlook.com", ttl=3600, mname="ns1-proddns.glbdns.o365filtering.com",
+                        rname="msnhst.microsoft.com", serial=2024103100, minimum=60)
+
+
+@pytest.mark.parametrize("rcode, label", [(3, "NXDOMAIN"), (2, "SERVFAIL"), (5, "REFUSED"), (1, "FORMERR"), (4, "NOTIMP")])
+def test_error_rcodes_are_kept_failures_even_when_not_interesting(rcode, label):
+    tracker = DnsTracker(interesting=lambda name: False)
+    tracker.udp(up(T0, query(21, "contso-com.mail.protection.outlook.com")))
+    tracker.udp(down(T0 + 30 * MS, response(21, "contso-com.mail.protection.outlook.com", rcode=rcode,
+                                            ns=[NXDOMAIN_SOA] if rcode == 3 else [])))
+    tx = only(tracker)
+    assert (tx["status"], tx["rcode"], tx["addresses"]) == ("answered", label, [])
+    assert is_failure(tx)
+    if rcode == 3:
+        assert tx["authority_soa"] == {"zone": "outlook.com", "mname": "ns1-proddns.glbdns.o365filtering.com",
+                                       "serial": 2024103100, "negative_ttl": 60}
+
+
+def test_refused_without_question_section_pairs_by_id():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(0x5151, "smtp.office365.com")))
+    tracker.udp(down(T0 + MS, bytes(DNS(id=0x5151, qr=1, rcode=5, qd=[]))))
+    tx = only(tracker)
+    assert (tx["qname"], tx["status"], tx["rcode"]) == ("smtp.office365.com", "answered", "REFUSED")
+
+
+def test_noerror_without_addresses_is_not_a_failure():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(4, "smtp.office365.com", "AAAA")))
+    tracker.udp(down(T0 + MS, response(4, "smtp.office365.com", "AAAA")))
+    tx = only(tracker)
+    assert tx["addresses"] == [] and not is_failure(tx)
+
+
+def test_query_unanswered_after_timeout_measured_from_last_transmission():
+    timeout = int(QUERY_TIMEOUT_S * NS)
+    tracker = DnsTracker(interesting=lambda name: False)
+    tracker.udp(up(T0, query(1, "smtp.office365.com")))
+    tracker.udp(up(T0 + 5 * NS, query(1, "smtp.office365.com")))
+    tracker.expire(T0 + timeout)
+    assert tracker.transactions() == [] and tracker.stats()["pending"] == 1
+    tracker.expire(T0 + 5 * NS + timeout - 1)
+    assert tracker.transactions() == []
+    tracker.expire(T0 + 5 * NS + timeout)
+    tx = only(tracker)
+    assert (tx["status"], tx["rcode"], tx["rtt"], tx["response_ts"], tx["retransmissions"]) == ("unanswered", None, None, None, 1)
+    assert is_failure(tx)
+    # A late answer now has nothing to answer.
+    tracker.udp(down(T0 + 20 * NS, response(1, "smtp.office365.com", an=SMTP_CHAIN)))
+    assert tracker.stats()["unsolicited_responses"] == 1
+
+
+def test_capture_end_versus_unanswered():
+    grace = int(UNANSWERED_GRACE_S * NS)
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(1, "old.example")))
+    tracker.udp(up(T0 + 10 * NS - grace + 1, query(2, "recent.example")))
+    tracker.finish(T0 + 10 * NS)
+    old, recent = tracker.transactions()
+    assert (old["qname"], old["status"], is_failure(old)) == ("old.example", "unanswered", True)
+    assert (recent["qname"], recent["status"], is_failure(recent)) == ("recent.example", "capture_end", False)
+    assert tracker.stats()["pending"] == 0
+
+
+def icmp_error(ts: int, icmp_type: int = 3, code: int = 3, reporter: bytes = RESOLVER, port: int = 40000) -> IcmpError:
+    return IcmpError(ts, 4, reporter, CLIENT, 64, icmp_type, code, IPPROTO_UDP, CLIENT, RESOLVER, port, 53, None)
+
+
+def test_icmp_port_unreachable_rejects_the_queries_of_that_flow():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(1, "smtp.office365.com", "A")))
+    tracker.udp(up(T0 + 1, query(2, "smtp.office365.com", "AAAA")))
+    tracker.udp(up(T0 + 2, query(3, "smtp.office365.com", "A"), port=40001))
+    tracker.icmp_unreachable(icmp_error(T0 + MS))
+    rejected = [tx for tx in tracker.transactions() if tx["status"] == "rejected_icmp"]
+    assert [tx["id"] for tx in rejected] == [1, 2]
+    assert rejected[0]["icmp"] == {"ts": T0 + MS, "type": 3, "code": 3, "reporter": "192.168.1.1", "description": "port unreachable"}
+    assert all(is_failure(tx) for tx in rejected)
+    assert tracker.stats()["pending"] == 1  # the query from port 40001 is untouched
+
+
+def test_icmp_that_is_not_unreachable_is_ignored():
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(1, "smtp.office365.com")))
+    tracker.icmp_unreachable(icmp_error(T0 + MS, icmp_type=11, code=0, reporter=bytes([10, 9, 9, 9])))
+    assert tracker.stats()["pending"] == 1 and tracker.transactions() == []
+
+
+# -- names behind addresses -------------------------------------------------------------------
+def test_names_for_follows_the_cname_chain_and_respects_time():
+    tracker = DnsTracker()
+    address = bytes([52, 96, 164, 146])
+    assert tracker.names_for(address) == []
+    tracker.udp(up(T0, query(1, "smtp.office365.com")))
+    tracker.udp(down(T0 + 20 * MS, response(1, "smtp.office365.com", an=SMTP_CHAIN)))
+    tracker.udp(up(T0 + 5 * NS, query(2, "outlook.office365.com")))
+    tracker.udp(down(T0 + 5 * NS + 20 * MS, response(2, "outlook.office365.com", an=OUTLOOK_CHAIN)))
+    smtp = {"name": "smtp.office365.com", "ts": T0 + 20 * MS, "mx_of": None,
+            "chain": ["smtp.office365.com", "smtp.ms-acdc.office.com", "lhr-efz.ms-acdc.office.com"]}
+    outlook = {"name": "outlook.office365.com", "chain": OUTLOOK_NAMES, "ts": T0 + 5 * NS + 20 * MS, "mx_of": None}
+    assert tracker.names_for(address) == [outlook, smtp]  # most recent first
+    assert tracker.names_for(address, before_ns=T0 + 1 * NS) == [smtp]
+    assert tracker.names_for(address, before_ns=T0 + 20 * MS - 1) == []
+    assert tracker.names_for("52.96.164.146") == tracker.names_for(address)
+    assert [e["name"] for e in tracker.names_for(bytes([52, 96, 79, 50]))] == ["outlook.office365.com"]
+    # Re-resolving later does not hide the earlier answer from an earlier session.
+    tracker.udp(up(T0 + 60 * NS, query(3, "smtp.office365.com")))
+    tracker.udp(down(T0 + 60 * NS + MS, response(3, "smtp.office365.com", an=SMTP_CHAIN)))
+    assert tracker.names_for(address, before_ns=T0 + 1 * NS) == [smtp]
+    assert tracker.names_for(address)[0]["ts"] == T0 + 60 * NS + MS
+
+
+def test_names_for_ipv6_answers():
+    tracker = DnsTracker()
+    aaaa = DNSRR(rrname="smtp.office365.com", type="AAAA", rdata="2603:1036:c00:14::2")
+    tracker.udp(down(T0, response(4, "smtp.office365.com", "AAAA", an=[aaaa])))
+    (entry,) = tracker.names_for(ipaddress.IPv6Address("2603:1036:c00:14::2").packed)
+    assert entry["chain"] == ["smtp.office365.com"]
+
+
+def test_mx_lookup_with_glue():
+    tracker = DnsTracker(interesting=lambda name: False)
+    tracker.udp(up(T0, query(8, "contoso.com", "MX")))
+    tracker.udp(down(T0 + MS, response(8, "contoso.com", "MX", aa=1, an=[
+        DNSRRMX(rrname="contoso.com", preference=10, exchange="backup.contoso.com"),
+        DNSRRMX(rrname="contoso.com", preference=0, exchange="contoso-com.mail.protection.outlook.com"),
+    ], ar=[DNSRR(rrname="contoso-com.mail.protection.outlook.com", rdata="104.47.53.36")])))
+    tx = only(tracker)  # MX queries are kept whatever the filter says
+    assert tx["mx"] == [{"preference": 0, "exchange": "contoso-com.mail.protection.outlook.com"},
+                        {"preference": 10, "exchange": "backup.contoso.com"}]
+    assert tx["authoritative"] is True
+    assert tracker.names_for(bytes([104, 47, 53, 36])) == [{
+        "name": "contoso-com.mail.protection.outlook.com", "chain": ["contoso-com.mail.protection.outlook.com"],
+        "ts": T0 + MS, "mx_of": "contoso.com",
+    }]
+
+
+def test_interesting_filter_keeps_mail_names_but_every_answer_feeds_names_for():
+    tracker = DnsTracker(interesting=is_microsoft_mail_name)
+    tracker.udp(down(T0, response(1, "www.example.org", an=[DNSRR(rrname="www.example.org", rdata="93.184.216.34")])))
+    alias = [DNSRR(rrname="smtp.contoso.com", type="CNAME", rdata="smtp.office365.com")] + SMTP_CHAIN
+    tracker.udp(down(T0 + 1, response(2, "smtp.contoso.com", an=alias)))
+    tracker.udp(down(T0 + 2, response(3, "contoso-com.mail.protection.outlook.com", an=[
+        DNSRR(rrname="contoso-com.mail.protection.outlook.com", rdata="104.47.53.36")])))
+    assert [tx["qname"] for tx in tracker.transactions()] == ["smtp.contoso.com", "contoso-com.mail.protection.outlook.com"]
+    assert tracker.stats()["transactions_filtered"] == 1
+    assert tracker.names_for(bytes([93, 184, 216, 34]))[0]["name"] == "www.example.org"
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("smtp.office365.com", True), ("outlook.office365.com", True), ("contoso-com.mail.protection.outlook.com", True),
+     ("contoso-com.a1b2.mx.microsoft", True), ("lhr-efz.ms-acdc.office.com", True), ("outlook.cloud.microsoft", True),
+     ("www.office.com", False), ("notoffice365.com", False), ("example.org", False)],
+)
+def test_is_microsoft_mail_name(name, expected):
+    assert is_microsoft_mail_name(name) is expected
+
+
+def test_cname_loop_ends_the_chain():
+    tracker = DnsTracker()
+    tracker.udp(down(T0, response(1, "a.example", an=[
+        DNSRR(rrname="a.example", type="CNAME", rdata="b.example"),
+        DNSRR(rrname="b.example", type="CNAME", rdata="a.example")])))
+    assert only(tracker)["cname_chain"] == ["a.example", "b.example"]
+
+
+# -- bounded state ----------------------------------------------------------------------------
+def test_flood_of_unanswered_queries_keeps_pending_bounded():
+    tracker = DnsTracker()
+    extra = 500
+    for i in range(MAX_PENDING_QUERIES + extra):
+        tracker.udp(up(T0 + i, query(i & 0xFFFF, f"h{i}.flood.example"), port=1024 + (i >> 16)))
+    stats = tracker.stats()
+    assert stats["pending"] == MAX_PENDING_QUERIES
+    assert stats["pending_evicted"] == extra
+    tracker.finish(T0 + 60 * NS)
+    assert tracker.stats()["unanswered"] == MAX_PENDING_QUERIES
+
+
+def test_flood_of_answers_keeps_transactions_and_address_map_bounded(monkeypatch):
+    monkeypatch.setattr(tracker_module, "MAX_TRANSACTIONS", 300)
+    monkeypatch.setattr(tracker_module, "MAX_ADDRESS_NAMES", 200)
+    tracker = DnsTracker()
+    for i in range(1000):
+        name = f"h{i}.flood.example"
+        tracker.udp(down(T0 + i, response(i, name, an=[DNSRR(rrname=name, rdata=f"10.1.{i >> 8}.{i & 255}")])))
+    stats = tracker.stats()
+    assert (stats["transactions"], stats["transactions_dropped"]) == (300, 700)
+    assert (stats["address_names"], stats["address_names_evicted"]) == (200, 800)
+    assert tracker.names_for(bytes([10, 1, 0, 0])) == []  # the least recently updated went first
+    assert tracker.names_for(bytes([10, 1, 3, 231]))[0]["name"] == "h999.flood.example"
+
+
+def test_repeated_answers_per_name_are_bounded():
+    tracker = DnsTracker()
+    for i in range(50):
+        tracker.udp(down(T0 + i * NS, response(i, "smtp.office365.com", an=SMTP_CHAIN)))
+    assert tracker.stats()["address_names"] == 1
+    assert tracker.names_for(bytes([52, 96, 164, 146]), before_ns=T0 + 10 * NS) == []  # only the newest few kept
+    assert tracker.names_for(bytes([52, 96, 164, 146]))[0]["ts"] == T0 + 49 * NS
+
+
+# -- DNS over TCP -----------------------------------------------------------------------------
+def framed(payload: bytes) -> bytes:
+    return len(payload).to_bytes(2, "big") + payload
+
+
+def tcp_packets(client_chunks: list[bytes], server_chunks: list[bytes], close: bool = True) -> list[tuple[int, bytes]]:
+    """A whole DNS-over-TCP connection as timestamped Ethernet frames."""
+    c, s = "192.168.1.20", "192.168.1.1"
+    cport, cseq, sseq = 51000, 1000, 9000
+    frames = []
+    t = T0
+
+    def add(pkt):
+        nonlocal t
+        frames.append((t, bytes(Ether() / pkt)))
+        t += MS
+
+    add(IP(src=c, dst=s) / TCP(sport=cport, dport=53, flags="S", seq=cseq))
+    add(IP(src=s, dst=c) / TCP(sport=53, dport=cport, flags="SA", seq=sseq, ack=cseq + 1))
+    cseq += 1
+    sseq += 1
+    add(IP(src=c, dst=s) / TCP(sport=cport, dport=53, flags="A", seq=cseq, ack=sseq))
+    for chunk in client_chunks:
+        add(IP(src=c, dst=s) / TCP(sport=cport, dport=53, flags="PA", seq=cseq, ack=sseq) / chunk)
+        cseq += len(chunk)
+    for chunk in server_chunks:
+        add(IP(src=s, dst=c) / TCP(sport=53, dport=cport, flags="PA", seq=sseq, ack=cseq) / chunk)
+        sseq += len(chunk)
+    if close:
+        add(IP(src=c, dst=s) / TCP(sport=cport, dport=53, flags="FA", seq=cseq, ack=sseq))
+        add(IP(src=s, dst=c) / TCP(sport=53, dport=cport, flags="FA", seq=sseq, ack=cseq + 1))
+        add(IP(src=c, dst=s) / TCP(sport=cport, dport=53, flags="A", seq=cseq + 1, ack=sseq + 1))
+    return frames
+
+
+def run_tcp(tracker: DnsTracker, frames) -> None:
+    """Through the real decoder, connection table and reassembler."""
+    decoder = Decoder(Selector(ports={53}))
+    table = ConnectionTable(lambda conn, at_end: None, analyzer_factory=tracker.tcp_analyzer)
+    for ts, frame in frames:
+        seg = decoder.decode(ts, LINKTYPE_ETHERNET, frame, 0, len(frame), len(frame))
+        assert isinstance(seg, TcpSegment)
+        table.tcp(seg)
+    table.finish()
+
+
+def split(data: bytes, cuts) -> list[bytes]:
+    bounds = [0, *sorted(cuts), len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+TCP_QUERY = query(0x7777, "contoso.com", "MX")
+TCP_RESPONSE = response(0x7777, "contoso.com", "MX", an=[
+    DNSRRMX(rrname="contoso.com", preference=0, exchange="contoso-com.mail.protection.outlook.com")])
+
+
+def test_tcp_messages_split_across_segments():
+    tracker = DnsTracker()
+    client = framed(TCP_QUERY)
+    server = framed(TCP_RESPONSE)
+    run_tcp(tracker, tcp_packets(split(client, [1, 9]), split(server, [1, 2, 30])))
+    tx = only(tracker)
+    assert (tx["transport"], tx["status"], tx["client_port"], tx["server_port"]) == ("tcp", "answered", 51000, 53)
+    assert tx["mx"] == [{"preference": 0, "exchange": "contoso-com.mail.protection.outlook.com"}]
+    assert tracker.stats()["tcp_messages"] == 2
+
+
+def test_tcp_connection_closed_without_answer_is_unanswered():
+    tracker = DnsTracker()
+    run_tcp(tracker, tcp_packets([framed(TCP_QUERY)], [framed(TCP_RESPONSE)[:20]]))
+    tx = only(tracker)
+    assert tx["status"] == "unanswered"
+    assert tracker.stats()["tcp_incomplete"] == 1
+
+
+def tcp_conn() -> TcpConnection:
+    return TcpConnection((CLIENT, 51000, RESOLVER, 53), "Ctest", CLIENT, 51000, RESOLVER, 53, T0, False)
+
+
+def test_tcp_gap_stops_that_direction():
+    tracker = DnsTracker()
+    stream = tracker.tcp_analyzer(tcp_conn())
+    stream.data(True, framed(TCP_QUERY), T0)
+    stream.gap(False, 100, T0 + 1)
+    stream.data(False, framed(TCP_RESPONSE), T0 + 2)  # cannot be trusted to start at a message
+    stream.finish(T0 + 3)
+    assert tracker.stats()["tcp_gaps"] == 1 and tracker.stats()["pending"] == 1
+
+
+def _tcp_transactions(pieces_client: list[bytes], pieces_server: list[bytes]) -> list[dict]:
+    tracker = DnsTracker()
+    stream = tracker.tcp_analyzer(tcp_conn())
+    for piece in pieces_client:  # one timestamp per direction: a message is timed by its last piece
+        stream.data(True, piece, T0)
+    for piece in pieces_server:
+        stream.data(False, piece, T0 + MS)
+    stream.end_of_stream(True, T0 + 2 * MS)
+    stream.end_of_stream(False, T0 + 2 * MS)
+    stream.finish(T0 + 2 * MS)
+    return tracker.transactions()
+
+
+PIPELINED_CLIENT = framed(TCP_QUERY) + framed(query(0x7778, "smtp.office365.com"))
+PIPELINED_SERVER = framed(response(0x7778, "smtp.office365.com", an=SMTP_CHAIN)) + framed(TCP_RESPONSE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, len(PIPELINED_CLIENT)), max_size=10),
+       st.lists(st.integers(0, len(PIPELINED_SERVER)), max_size=10))
+def test_any_split_of_tcp_framing_gives_the_same_transactions(client_cuts, server_cuts):
+    whole = _tcp_transactions([PIPELINED_CLIENT], [PIPELINED_SERVER])
+    assert [tx["status"] for tx in whole] == ["answered", "answered"]
+    assert _tcp_transactions(split(PIPELINED_CLIENT, client_cuts), split(PIPELINED_SERVER, server_cuts)) == whole
+
+
+# -- real capture files -----------------------------------------------------------------------
+def run_pcap(tracker: DnsTracker, path) -> int:
+    decoder = Decoder(Selector())
+    last = 0
+    for rec in CaptureSet([str(path)]):
+        pkt = decoder.decode(*rec)
+        if isinstance(pkt, UdpDatagram):
+            tracker.udp(pkt)
+        elif isinstance(pkt, IcmpError):
+            tracker.icmp_unreachable(pkt)
+        last = rec[0]
+    return last
+
+
+def test_end_to_end_pcap(tmp_path):
+    c, r, r2 = "192.168.1.20", "192.168.1.1", "192.168.1.2"
+    c6, r6 = "2001:db8::20", "2001:db8::53"
+    base = 1_760_000_000.0
+    packets = [
+        (0.000, IP(src=c, dst=r) / UDP(sport=40000, dport=53) / DNS(id=1, rd=1, qd=[DNSQR(qname="smtp.office365.com")])),
+        (0.021, IP(src=r, dst=c) / UDP(sport=53, dport=40000) / DNS(id=1, qr=1, rd=1, ra=1, qd=[DNSQR(qname="smtp.office365.com")], an=SMTP_CHAIN)),
+        (0.030, IPv6(src=c6, dst=r6) / UDP(sport=40002, dport=53) / DNS(id=2, rd=1, qd=[DNSQR(qname="smtp.office365.com", qtype="AAAA")])),
+        (0.050, IPv6(src=r6, dst=c6) / UDP(sport=53, dport=40002) / DNS(id=2, qr=1, rd=1, ra=1, qd=[DNSQR(qname="smtp.office365.com", qtype="AAAA")],
+                                                                         an=[DNSRR(rrname="smtp.office365.com", type="AAAA", rdata="2603:1036:c00:14::2")])),
+        (1.000, IP(src=c, dst=r) / UDP(sport=40001, dport=53) / DNS(id=3, rd=1, qd=[DNSQR(qname="smtp-legacy.office365.co")])),
+        (1.040, IP(src=r, dst=c) / UDP(sport=53, dport=40001) / DNS(id=3, qr=1, rcode=3, qd=[DNSQR(qname="smtp-legacy.office365.co")])),
+        (2.000, IP(src=c, dst=r2) / UDP(sport=40003, dport=53) / DNS(id=4, rd=1, qd=[DNSQR(qname="contoso.com", qtype="MX")])),
+        (2.001, IP(src=r2, dst=c) / ICMP(type=3, code=3) / IP(src=c, dst=r2) / UDP(sport=40003, dport=53)
+         / DNS(id=4, rd=1, qd=[DNSQR(qname="contoso.com", qtype="MX")])),
+        (3.000, IP(src=c, dst=r) / UDP(sport=40004, dport=53) / DNS(id=5, rd=1, qd=[DNSQR(qname="outlook.office365.com")])),
+        (30.000, IP(src=c, dst=r) / TCP(sport=50000, dport=443, flags="A")),  # later traffic: the capture goes on
+    ]
+    frames = []
+    for offset, pkt in packets:
+        frame = Ether() / pkt
+        frame.time = base + offset
+        frames.append(frame)
+    path = tmp_path / "dns.pcap"
+    wrpcap(str(path), frames)
+
+    tracker = DnsTracker(interesting=is_microsoft_mail_name)
+    last = run_pcap(tracker, path)
+    tracker.finish(last)
+    txs = tracker.transactions()
+    assert [(tx["qname"], tx["qtype"], tx["status"], tx["rcode"]) for tx in txs] == [
+        ("smtp.office365.com", "A", "answered", "NOERROR"),
+        ("smtp.office365.com", "AAAA", "answered", "NOERROR"),
+        ("smtp-legacy.office365.co", "A", "answered", "NXDOMAIN"),
+        ("contoso.com", "MX", "rejected_icmp", None),
+        ("outlook.office365.com", "A", "unanswered", None),
+    ]
+    assert txs[0]["rtt"] == pytest.approx(0.021, abs=1e-6)
+    assert (txs[1]["client"], txs[1]["addresses"]) == ("2001:db8::20", ["2603:1036:c00:14::2"])
+    assert txs[3]["icmp"]["reporter"] == "192.168.1.2"
+    assert [is_failure(tx) for tx in txs] == [False, False, True, True, True]
+    session_start = int((base + 5) * NS)
+    (entry,) = tracker.names_for(bytes([52, 96, 164, 146]), before_ns=session_start)
+    assert entry["chain"] == ["smtp.office365.com", "smtp.ms-acdc.office.com", "lhr-efz.ms-acdc.office.com"]
+    json.dumps(txs)
+
+
+ZEEK = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "zeek"  # /work/shared next to the checkout
+
+
+@pytest.mark.skipif(not (ZEEK / "smtp.pcap").exists(), reason=f"public trace corpus {ZEEK} not present")
+def test_zeek_smtp_trace_dns_lookup_before_the_session():
+    tracker = DnsTracker()
+    run_pcap(tracker, ZEEK / "smtp.pcap")
+    expected = json.loads((ZEEK / "expected.json").read_text())["traces"]["smtp.pcap"]
+    (udp_conn,) = [c for c in expected["connections"] if c.get("proto") == "udp" and c.get("resp_p") == 53]
+    tx = only(tracker)
+    assert (tx["client"], tx["client_port"], tx["server"], tx["server_port"]) == (
+        udp_conn["orig_h"], udp_conn["orig_p"], udp_conn["resp_h"], udp_conn["resp_p"])
+    assert (tx["qname"], tx["qtype"], tx["status"], tx["rcode"]) == ("mail.patriots.in", "A", "answered", "NOERROR")
+    assert tx["cname_chain"] == ["mail.patriots.in", "patriots.in"]
+    (smtp,) = [s for s in expected["smtp"] if s["orig_h"] == tx["client"]]
+    assert tx["addresses"] == [smtp["resp_h"]]  # the mail server the session then connected to
+    first_reply_ns = int(min(r["ts"] for r in expected["smtp_replies"] if r["resp_h"] == smtp["resp_h"]) * NS)
+    (entry,) = tracker.names_for(ipaddress.ip_address(smtp["resp_h"]).packed, before_ns=first_reply_ns)
+    assert entry["name"] == "mail.patriots.in" and entry["chain"] == ["mail.patriots.in", "patriots.in"]
+    assert 0 < tx["rtt"] < 1
