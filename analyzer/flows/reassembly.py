@@ -5,6 +5,11 @@ wrap-around is handled once, here. Segments that arrive early are buffered up to
 limits; retransmissions and overlaps deliver only bytes not yet delivered. A hole that the
 peer has acknowledged (the capture missed it) or that outgrows the buffer becomes a gap:
 the sink is told how many bytes are missing and delivery continues after it.
+
+An acknowledgement above a hole is not acted on at once: captures taken away from either
+host (a gateway, a multi-queue NIC) often show an ACK a moment before the data it covers.
+The hole is settled — declared a gap — only when the conversation has moved on: the sender
+sends beyond it, the peer sends data of its own, or the connection ends.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ class Reassembler:
 
     __slots__ = (
         "base", "next_off", "pending", "pending_bytes", "deliver", "gap_sink",
-        "delivered", "missed", "gaps", "overlaps", "dropped", "fin_off", "ended",
+        "delivered", "missed", "gaps", "overlaps", "dropped", "fin_off", "ended", "ack_target",
     )
 
     def __init__(self, isn_plus_one: int, deliver: DataSink, gap: GapSink) -> None:
@@ -50,6 +55,7 @@ class Reassembler:
         self.dropped = 0
         self.fin_off: int | None = None
         self.ended = False
+        self.ack_target: int | None = None  # the peer acknowledged up to here, above a hole
 
     def offset_of(self, seq: int) -> int:
         """Stream offset of sequence number ``seq``, relative to what was delivered."""
@@ -61,6 +67,8 @@ class Reassembler:
             length = len(data)
         off = self.offset_of(seq)
         end = off + length
+        if self.ack_target is not None and off >= self.ack_target:
+            self.settle(ts)  # the sender moved on past the acknowledged hole: it is lost
         nxt = self.next_off
         if end <= nxt:
             return  # a pure retransmission: everything already delivered
@@ -124,30 +132,34 @@ class Reassembler:
         if off > self.next_off:
             self._missing(off - self.next_off, ts)
 
-    def acked(self, ack: int, ts: int) -> int:
-        """The peer acknowledged up to ``ack``: a hole below it was missed by the capture.
-
-        Returns the number of bytes declared missing (0 if none).
-        """
+    def acked(self, ack: int, ts: int) -> None:
+        """The peer acknowledged up to ``ack``; remember it if that is above a hole."""
         off = self.offset_of(ack)
         if self.fin_off is not None and off > self.fin_off:
             off = self.fin_off  # the FIN consumes a sequence number but carries no byte
-        if off <= self.next_off:
+        if off <= self.next_off or off - self.next_off > MAX_SEQUENCE_JUMP:
+            return  # nothing missing, or an ACK this far ahead is not believable
+        if self.ack_target is None or off > self.ack_target:
+            self.ack_target = off
+
+    def settle(self, ts: int) -> int:
+        """Declare the acknowledged hole a gap (the capture missed it). Returns bytes missed."""
+        target = self.ack_target
+        self.ack_target = None
+        if target is None or target <= self.next_off:
             return 0
-        if off - self.next_off > MAX_SEQUENCE_JUMP:
-            return 0  # an ACK this far ahead is not believable
         before = self.missed
-        while self.next_off < off:
+        while self.next_off < target:
             if self.pending and min(self.pending) <= self.next_off:
                 self._drain(ts)
                 continue
-            target = min(min(self.pending), off) if self.pending else off
-            self._skip_to(target, ts)
+            self._skip_to(min(min(self.pending), target) if self.pending else target, ts)
             self._drain(ts)
         return self.missed - before
 
     def flush(self, ts: int) -> None:
         """At the end of the connection: deliver what is buffered, holes becoming gaps."""
+        self.settle(ts)
         while self.pending:
             self._skip_to(min(self.pending), ts)
             self._drain(ts)

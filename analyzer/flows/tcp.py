@@ -271,6 +271,11 @@ class TcpConnection:
             seg_len -= length
         end_seq = (seq + seg_len) & MASK32
 
+        # Data from this side means the peer's acknowledged holes will not be filled any more.
+        if length and peer.reassembler is not None and peer.reassembler.ack_target is not None:
+            if peer.reassembler.settle(ts):
+                self._gap_seen(peer, ts)
+
         self._init_endpoint(ep, flags, seq, end_seq)
         rel_seq = seq_delta(seq, ep.start_seq)
         self._update_history(ep, flags, rel_seq, length)
@@ -310,8 +315,7 @@ class TcpConnection:
 
         # Content: the peer's ACK may reveal a hole the capture missed; then this side's data.
         if ack and not rst and peer.reassembler is not None and peer.fin_count == 0 and peer.rst_count == 0:
-            if peer.reassembler.acked(seg.ack, ts):
-                self._gap_seen(peer, ts)
+            peer.reassembler.acked(seg.ack, ts)
         if length and not rst:
             reasm = ep.reassembler
             if reasm is None:

@@ -1,0 +1,291 @@
+"""The capture layer: every file format and link type gives the same sessions; damage is salvaged.
+
+One crafted SMTP session (and a dropped-SYN attempt) is written in every supported form —
+pcap in both byte orders, µs and ns, pcapng with several interfaces and resolutions, gzip,
+Ethernet with VLAN stacks, PPPoE, Linux cooked v1/v2, raw IP, BSD loopback — and each must
+analyse to the same records.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+
+import pytest
+
+import analyzer
+from analyzer.capture import CaptureError, CaptureSet, open_capture
+
+from crafting import (
+    CLIENT6,
+    MS_SERVER6,
+    Conversation,
+    bsd_loop,
+    bsd_null,
+    ethernet,
+    frames,
+    linux_sll,
+    linux_sll2,
+    plain_smtp_session,
+    pppoe,
+    write_pcap,
+    write_pcapng,
+)
+
+NS = 1_000_000_000
+
+
+def reference_packets():
+    """A dropped attempt (4 SYNs, exponential back-off), then a complete SMTP session."""
+    dropped = Conversation(cport=50200, sport=587)
+    for dt in (0.0, 1.0, 2.0, 4.0):
+        dropped.syn(dt=dt)
+    conv = plain_smtp_session(Conversation(sport=25, t=dropped.t + 10))
+    return dropped.packets + conv.packets
+
+
+def essentials(analysis):
+    return [
+        (r["client"], r["client_port"], r["server"], r["server_port"], r["conn_state"], r["history"], r["syn_count"],
+         r["outcome"], [x["code"] for x in (r.get("smtp") or {}).get("replies", [])], round(r["first_seen"], 5))
+        for r in analysis.records
+    ]
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "ref.pcap"
+    write_pcap(path, frames(reference_packets(), 1))
+    result = essentials(analyzer.analyze(str(path)))
+    assert result[0][7] == "syn_unanswered" and result[1][7] == "completed"
+    assert result[0][6] == 4
+    return result
+
+
+LINK_VARIANTS = {
+    "ethernet": (1, ethernet),
+    "vlan": (1, lambda ip: ethernet(ip, vlans=(100,))),
+    "qinq-8021ad": (1, lambda ip: ethernet(ip, vlans=(200, 100), outer_tpid=0x88A8)),
+    "pppoe": (1, pppoe),
+    "sll": (113, linux_sll),
+    "sll2": (276, linux_sll2),
+    "raw-101": (101, lambda ip: ip),
+    "raw-ipv4-228": (228, lambda ip: ip),
+    "null-le": (0, lambda ip: bsd_null(ip, "little")),
+    "null-be": (0, lambda ip: bsd_null(ip, "big")),
+    "loop-108": (108, bsd_loop),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINK_VARIANTS))
+def test_link_types_give_the_same_sessions(tmp_path, expected, name):
+    linktype, wrap = LINK_VARIANTS[name]
+    path = tmp_path / f"{name}.pcap"
+    write_pcap(path, [(ts, wrap(ip)) for ts, ip in reference_packets()], linktype)
+    assert essentials(analyzer.analyze(str(path))) == expected
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("nano", [False, True])
+@pytest.mark.parametrize("compress", [False, True])
+def test_pcap_byte_orders_resolutions_and_gzip(tmp_path, expected, endian, nano, compress):
+    path = tmp_path / ("x.pcap.gz" if compress else "x.pcap")
+    write_pcap(path, frames(reference_packets(), 1), nano=nano, endian=endian, compress=compress)
+    assert essentials(analyzer.analyze(str(path))) == expected
+
+
+def test_nanosecond_timestamps_are_exact(tmp_path):
+    conv = Conversation()
+    conv.syn()
+    ts = 1_700_000_000_123_456_789
+    path = tmp_path / "ns.pcap"
+    write_pcap(path, [(ts, ethernet(conv.packets[0][1]))], nano=True)
+    first = next(iter(CaptureSet([str(path)])))
+    assert first[0] == ts
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_pcapng_several_interfaces_link_types_and_resolutions(tmp_path, expected, endian):
+    """Packets alternate between an Ethernet interface in µs and an SLL2 one in 2^-30 s units."""
+    packets = reference_packets()
+    interfaces = [(1, 6), (276, 0x80 | 30), (228, 9)]
+    out = []
+    for i, (ts, ip) in enumerate(packets):
+        ifid = i % 3
+        wrap = {0: ethernet, 1: linux_sll2, 2: lambda x: x}[ifid]
+        out.append((ifid, ts, wrap(ip)))
+    path = tmp_path / "multi.pcapng"
+    write_pcapng(path, interfaces, out, endian=endian)
+    got = essentials(analyzer.analyze(str(path)))
+    # 2^-30 s units round timestamps to ~1 ns: compare all but the last digit of first_seen.
+    assert [g[:-1] for g in got] == [e[:-1] for e in expected]
+    assert [round(g[-1], 5) for g in got] == [round(e[-1], 5) for e in expected]
+
+
+def test_ipv6_session(tmp_path):
+    conv = plain_smtp_session(Conversation(client=CLIENT6, server=MS_SERVER6, sport=587))
+    path = tmp_path / "v6.pcap"
+    write_pcap(path, frames(conv.packets, 276), 276)
+    a = analyzer.analyze(str(path))
+    [rec] = a.records
+    assert rec["ip_version"] == 6 and rec["server"] == MS_SERVER6 and rec["outcome"] == "completed"
+    assert rec["microsoft"] and rec["microsoft_service"] == "submission"
+
+
+def test_several_files_are_read_in_time_order_and_sessions_stitched(tmp_path, expected):
+    """A session cut across two rotated files is one session, as in the concatenated file."""
+    packets = frames(reference_packets(), 1)
+    half = len(packets) // 2
+    first = write_pcap(tmp_path / "ring_00001.pcap", packets[:half])
+    second = write_pcap(tmp_path / "ring_00002.pcap", packets[half:])
+    assert essentials(analyzer.analyze([second, first])) == expected
+    assert essentials(analyzer.analyze(str(tmp_path))) == expected  # a directory
+    assert essentials(analyzer.analyze(str(tmp_path / "ring_*.pcap"))) == expected  # a glob
+
+
+def test_interleaved_files_are_merged_by_timestamp(tmp_path, expected):
+    packets = frames(reference_packets(), 1)
+    a = write_pcap(tmp_path / "a.pcap", packets[0::2])
+    b = write_pcap(tmp_path / "b.pcap", packets[1::2])
+    assert essentials(analyzer.analyze([a, b])) == expected
+
+
+# -- damage and bad input ---------------------------------------------------------------------------
+def _smtp_file(tmp_path):
+    return write_pcap(tmp_path / "good.pcap", frames(reference_packets(), 1))
+
+
+@pytest.mark.parametrize("cut", [30, 200, 1000, 2500, -7])
+def test_truncated_file_yields_what_it_can_and_says_where(tmp_path, cut):
+    data = open(_smtp_file(tmp_path), "rb").read()
+    cut = cut if cut > 0 else len(data) + cut
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(data[:cut])
+    a = analyzer.analyze(str(path))
+    assert a.exit_code == 3
+    assert len(a.damage) == 1 and "damaged at byte" in a.damage[0] and str(path) in a.damage[0]
+    if cut > 2500:
+        assert a.records and a.records[-1]["client_port"] == 50123
+
+
+def test_corrupt_record_length(tmp_path):
+    data = bytearray(open(_smtp_file(tmp_path), "rb").read())
+    # Corrupt the 5th record's caplen field to an absurd value.
+    pos = 24
+    for _ in range(4):
+        caplen = int.from_bytes(data[pos + 8 : pos + 12], "little")
+        pos += 16 + caplen
+    data[pos + 8 : pos + 12] = (0x7FFFFFFF).to_bytes(4, "little")
+    path = tmp_path / "corrupt.pcap"
+    path.write_bytes(bytes(data))
+    a = analyzer.analyze(str(path))
+    assert a.exit_code == 3
+    assert "impossible" in a.damage[0]
+
+
+def test_truncated_gzip(tmp_path):
+    raw = open(_smtp_file(tmp_path), "rb").read()
+    packed = gzip.compress(raw)
+    path = tmp_path / "cut.pcap.gz"
+    path.write_bytes(packed[: len(packed) * 2 // 3])
+    a = analyzer.analyze(str(path))
+    assert a.exit_code == 3
+
+
+def test_pcapng_bad_block_length(tmp_path):
+    packets = [(0, ts, ethernet(ip)) for ts, ip in reference_packets()]
+    path = write_pcapng(tmp_path / "x.pcapng", [(1, 6)], packets)
+    data = bytearray(open(path, "rb").read())
+    data[-4:] = b"\x00\x00\x00\x00"  # the last block's trailing length no longer matches
+    open(path, "wb").write(bytes(data))
+    a = analyzer.analyze(path)
+    assert a.exit_code == 3 and "trailer" in a.damage[0]
+    assert len(a.records) == 2
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "file is empty"),
+        (b'{"not": "a capture"}', "not a pcap or pcapng capture (looks like JSON)"),
+        (b"hello world, just text\n", "looks like text"),
+        (b"\x28\xb5\x2f\xfd\x00\x00", "zstd"),
+        (b"\xd4\xc3\xb2\xa1\x02\x00", "header is truncated"),
+    ],
+)
+def test_not_a_capture(tmp_path, content, message):
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(content)
+    with pytest.raises(CaptureError) as info:
+        open_capture(str(path))
+    assert message in str(info.value)
+
+
+def test_unsupported_link_type_is_named(tmp_path):
+    path = write_pcap(tmp_path / "wifi.pcap", [(NS, b"\x00" * 40)], linktype=127)
+    with pytest.raises(CaptureError) as info:
+        analyzer.analyze(path)
+    assert "unsupported link type 127 (IEEE802_11_RADIOTAP" in str(info.value)
+
+
+def test_missing_file_and_directory_errors(tmp_path):
+    with pytest.raises(CaptureError, match="no such file"):
+        analyzer.analyze(str(tmp_path / "nope.pcap"))
+    with pytest.raises(CaptureError, match="holds no capture files"):
+        analyzer.analyze(str(tmp_path))
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "analyzer", *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_cli_exit_codes_and_one_line_errors(tmp_path):
+    good = _smtp_file(tmp_path)
+    assert _cli("analyze", good).returncode == 0
+    bad = tmp_path / "bad.pcap"
+    bad.write_text("not a capture\n")
+    result = _cli("analyze", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    missing = _cli("analyze", str(tmp_path / "missing.pcap"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    data = open(good, "rb").read()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:-7])
+    result = _cli("analyze", "--format", "jsonl", str(cut))
+    assert result.returncode == 3
+    assert "results are partial" in result.stderr
+    assert result.stdout.count("\n") == 2  # both sessions salvaged
+    usage = _cli("analyze", "--ports", "99999", good)
+    assert usage.returncode == 2 and "--ports" in usage.stderr
+
+
+def test_fragments_are_counted_not_crashed_on(tmp_path):
+    from scapy.layers.inet import IP, TCP, fragment
+
+    big = IP(src="192.0.2.10", dst="52.96.10.20") / TCP(sport=50000, dport=587, flags="PA") / (b"x" * 3000)
+    pieces = fragment(big, fragsize=1000)
+    path = write_pcap(tmp_path / "frag.pcap", [(NS + i, ethernet(bytes(p))) for i, p in enumerate(pieces)])
+    a = analyzer.analyze(path)
+    assert a.stats["fragments"] == len(pieces)
+    assert a.exit_code == 0
+
+
+def test_snaplen_cut_packets_are_gaps_not_garbage(tmp_path):
+    conv = plain_smtp_session()
+    path = write_pcap(tmp_path / "snap.pcap", frames(conv.packets, 1), snaplen=80)
+    a = analyzer.analyze(str(path))
+    [rec] = a.records
+    assert rec["conn_state"] == "SF"
+    assert rec["missed_bytes"] > 0
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/tcpdump") and not os.path.exists("/usr/bin/tcpdump"), reason="tcpdump not installed")
+def test_tcpdump_reads_what_we_write(tmp_path):
+    """Our crafted files are real captures: libpcap itself reads them."""
+    path = _smtp_file(tmp_path)
+    out = subprocess.run(["tcpdump", "-nn", "-r", path], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert out.stdout.count("\n") == len(reference_packets())
