@@ -105,6 +105,11 @@ CASES = [
          ("C", "BDAT", "6 LAST"), ("B", "bdat", 6), ("R", 250, "BDAT", "2.6.0"), ("C", "QUIT", ""), ("R", 221, "QUIT", None)],
     ),
     (
+        "BDAT with an unknown parameter is refused: no chunk follows",
+        [GREETING, (C, b"BDAT 1234 SCRAMBLE\r\n"), (S, b"521 5.5.4 Syntax: BDAT count [LAST]\r\n"), (C, b"QUIT\r\n")],
+        [("G", 220), ("C", "BDAT", "1234 SCRAMBLE"), ("W", "smtp_invalid_bdat_command"), ("R", 521, "BDAT", "5.5.4"), ("C", "QUIT", "")],
+    ),
+    (
         "BDAT 0 LAST",
         [GREETING, (C, b"BDAT 0 LAST\r\n"), (S, b"250 OK\r\n")],
         [("G", 220), ("C", "BDAT", "0 LAST"), ("B", "bdat", 0), ("R", 250, "BDAT", None)],
@@ -204,6 +209,14 @@ CASES = [
         "garbage from the server is reported, not paired",
         [GREETING, (C, b"NOOP\r\n"), (S, b"hello there\r\n250 ok\r\n")],
         [("G", 220), ("C", "NOOP", ""), ("W", "smtp_invalid_reply_line"), ("R", 250, "NOOP", None)],
+    ),
+    (
+        "one-sided capture (client only): no verdicts to wait for",
+        [(C, b"EHLO me\r\nAUTH LOGIN\r\ncHJpbnRlcg==\r\nSHVudGVy\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+         (C, b"Subject: 1\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n")],
+        [("C", "EHLO", "me"), ("C", "AUTH", "LOGIN"), ("C", "**", REDACTED), ("C", "**", REDACTED),
+         ("C", "MAIL", "FROM:<a@x>"), ("C", "RCPT", "TO:<b@y>"), ("C", "DATA", ""), ("B", "data", 20),
+         ("C", "MAIL", "FROM:<a@x>"), ("C", "RCPT", "TO:<c@y>"), ("C", "DATA", ""), ("B", "data", 3), ("C", "QUIT", "")],
     ),
     (
         "last reply line without its line ending",

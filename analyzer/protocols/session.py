@@ -8,6 +8,8 @@ TCP connection. It waits for the first bytes to decide:
 - the client speaks first with a TLS ClientHello → implicit TLS (port 465 style);
   if the server then sends a plaintext greeting, the client used implicit TLS against a
   STARTTLS port — a named diagnosis;
+- an HTTP ``CONNECT`` the proxy accepts (2xx) → a tunnel: detection starts again after the
+  proxy's response headers, so SMTP through an HTTP proxy is followed like any other;
 - anything else → a text protocol watched only for a switch to TLS (IMAP/POP3/FTP STARTTLS).
 
 After the server's 220 to STARTTLS, both directions go to the TLS observer, as Zeek and
@@ -37,6 +39,8 @@ MAX_TRANSACTIONS = 200
 
 SMTP_GREETING = re.compile(rb"^[2-5][0-9][0-9](?:[ -]|\r?\n)")
 OTHER_TEXT_GREETINGS = (b"+OK", b"* OK", b"* PREAUTH", b"SSH-", b"HTTP/")
+HTTP_CONNECT = re.compile(rb"^CONNECT (\S+)[^\r\n]* HTTP/1\.[01]\r?\n")
+HTTP_STATUS = re.compile(rb"^HTTP/1\.[01] ([0-9]{3})")
 SMTP_CLIENT_FIRST = re.compile(rb"^(?:EHLO|HELO|LHLO|QUIT|NOOP|STARTTLS|AUTH|MAIL|RSET)\b", re.IGNORECASE)
 
 
@@ -115,19 +119,27 @@ class SmtpFacts:
             self.auth_mechanism = ev.argument.split(" ", 1)[0] or None
         elif verb == "MAIL":
             address = _path(ev.argument)
-            self._transaction = {"ts": ev.ts, "mail_from": address, "rcpt_to": [], "last_reply": None, "size": None, "accepted": None, "encrypted": encrypted}
-            if len(self.transactions) < MAX_TRANSACTIONS:
-                self.transactions.append(self._transaction)
+            self._open_transaction(ev.ts, address, encrypted)
             if self.mail_from is None:
                 self.mail_from = address
         elif verb == "RCPT":
             address = _path(ev.argument)
             if address is not None and len(self.rcpt_to) < MAX_RECIPIENTS:
                 self.rcpt_to.append(address)
-            if self._transaction is not None and address is not None and len(self._transaction["rcpt_to"]) < MAX_RECIPIENTS:
+            if self._transaction is None:
+                self._open_transaction(ev.ts, None, encrypted)  # RCPT without MAIL: a broken transaction
+            assert self._transaction is not None
+            if address is not None and len(self._transaction["rcpt_to"]) < MAX_RECIPIENTS:
                 self._transaction["rcpt_to"].append(address)
+        elif verb == "RSET":
+            self._transaction = None
         elif verb == "QUIT":
             self.quit_sent = True
+
+    def _open_transaction(self, ts: int, mail_from: str | None, encrypted: bool) -> None:
+        self._transaction = {"ts": ts, "mail_from": mail_from, "rcpt_to": [], "last_reply": None, "size": None, "accepted": None, "encrypted": encrypted}
+        if len(self.transactions) < MAX_TRANSACTIONS:
+            self.transactions.append(self._transaction)
 
     def reply(self, ev: Reply, encrypted: bool) -> None:
         lines = ev.lines
@@ -162,13 +174,16 @@ class SmtpFacts:
             self.auth_result = "success" if ev.code // 100 == 2 else "failure"
         elif ev.command == "QUIT" and ev.code // 100 == 2:
             self.quit_acknowledged = True
-        if self._transaction is not None and ev.command in ("MAIL", "RCPT", "DATA", "BDAT", END_OF_DATA):
-            self._transaction["last_reply"] = self.last_reply
-            if ev.command in (END_OF_DATA, "BDAT") and ev.code // 100 in (4, 5):
-                self._transaction["accepted"] = False
-            elif ev.command == END_OF_DATA and ev.code // 100 == 2:
-                self._transaction["accepted"] = True
-                self.messages_accepted += 1
+        transaction = self._transaction
+        if transaction is not None and not ev.greeting:
+            transaction["last_reply"] = self.last_reply
+            message_end = ev.command == END_OF_DATA or (ev.command == "BDAT" and transaction.pop("bdat_last", False))
+            if ev.command == "BDAT" and ev.code // 100 in (4, 5):
+                message_end = True
+            if message_end:
+                transaction["accepted"] = ev.code // 100 == 2
+                self.messages_accepted += transaction["accepted"]
+                self._transaction = None
         if len(self.replies) < MAX_REPLIES:
             self.replies.append(
                 {
@@ -176,6 +191,7 @@ class SmtpFacts:
                     "enhanced": ev.enhanced,
                     "text": ev.text,
                     "command": ev.command,
+                    "lines": len(ev.lines),
                     "encrypted": encrypted,
                     "decrypted": encrypted,
                     "ts": ev.ts,
@@ -189,12 +205,6 @@ class SmtpFacts:
             self._transaction["size"] = (self._transaction["size"] or 0) + ev.size
             if ev.kind == "bdat" and ev.last:
                 self._transaction["bdat_last"] = True
-
-    def bdat_last_reply(self, ev: Reply) -> None:
-        if self._transaction is not None and self._transaction.get("bdat_last") and ev.command == "BDAT" and ev.code // 100 == 2:
-            self._transaction["accepted"] = True
-            self._transaction.pop("bdat_last", None)
-            self.messages_accepted += 1
 
     def weird(self, ev: Weird) -> None:
         self.weirds[ev.name] = self.weirds.get(ev.name, 0) + 1
@@ -237,6 +247,7 @@ class MailSession:
         self.notes: list[str] = []
         self._detect = {True: bytearray(), False: bytearray()}
         self._text_tls_watch = False
+        self.tunnel: str | None = None  # "host:port" of an HTTP CONNECT tunnel
         self.first_data = {True: None, False: None}
         self.gaps = {True: 0, False: 0}
         self._tls_finished = False
@@ -290,6 +301,11 @@ class MailSession:
         self._decide(from_client, bytes(buf), ts, final=len(buf) >= MAX_DETECT_BYTES)
 
     def _decide(self, from_client: bool, head: bytes, ts: int, final: bool) -> None:
+        if self.tunnel is None and HTTP_CONNECT.match(bytes(self._detect[True])):
+            if self._open_tunnel(ts):
+                return
+            if not final:
+                return  # wait for the proxy's answer
         service = None
         if from_client:
             if looks_like_tls(head):
@@ -316,6 +332,27 @@ class MailSession:
         for direction, pending in (first, second):
             if pending:
                 self._route(direction, pending, ts)
+
+    def _open_tunnel(self, ts: int) -> bool:
+        """An HTTP CONNECT the proxy accepted: drop both headers and detect again inside."""
+        request, response = bytes(self._detect[True]), bytes(self._detect[False])
+        req_end, resp_end = request.find(b"\r\n\r\n"), response.find(b"\r\n\r\n")
+        if req_end < 0 or resp_end < 0:
+            return False
+        status = HTTP_STATUS.match(response)
+        if status is None or not status.group(1).startswith(b"2"):
+            return False
+        target = HTTP_CONNECT.match(request)
+        self.tunnel = target.group(1).decode("latin-1") if target else "?"
+        self._note("http_connect_tunnel")
+        self.conn.event(ts, "server", "tunnel", f"HTTP proxy opened a tunnel to {self.tunnel}")
+        self._detect[True] = bytearray(request[req_end + 4 :])
+        self._detect[False] = bytearray(response[resp_end + 4 :])
+        for direction in (False, True):
+            pending = bytes(self._detect[direction])
+            if pending and self.service is None:
+                self._decide(direction, pending, ts, final=False)
+        return True
 
     def _start(self, service: str, ts: int) -> None:
         self.service = service
@@ -385,7 +422,6 @@ class MailSession:
         for ev in events:
             if isinstance(ev, Reply):
                 facts.reply(ev, encrypted)
-                facts.bdat_last_reply(ev)
                 event(ev.ts, "server", "smtp_reply", _reply_detail(ev))
             elif isinstance(ev, Command):
                 facts.command(ev, encrypted)
@@ -426,6 +462,7 @@ class MailSession:
             "smtp": self.facts.as_dict() if self.smtp is not None or self.facts.banner is not None else None,
             "tls": tls,
             "notes": list(self.notes),
+            "tunnel": self.tunnel,
             "first_data": {"client": self.first_data[True], "server": self.first_data[False]},
             "gaps": {"client": self.gaps[True], "server": self.gaps[False]},
         }

@@ -14,6 +14,9 @@ Theory of operation
    arrive after the verdict; holding only matters for clients that do not wait.
 5. Everything a client sends while AUTH is in progress is a credential: it is never stored,
    only counted. The user name is decoded only when the caller asks for it.
+6. One-sided captures (only the client's direction was seen) have no verdicts to wait for:
+   while the server has said nothing at all, DATA and STARTTLS are taken as accepted and an
+   AUTH exchange as over after the mechanism's usual number of responses.
 
 Every transition that depends on a reply is in the two tables below; everything that
 changes the client's mode is in ``_after_command`` and ``_after_reply``.
@@ -67,6 +70,10 @@ MODE_AFTER_REPLY = {
     (AUTH, SASL_RESPONSE, 334): AUTH,
 }
 
+#: SASL responses a client sends for a mechanism (without / with an initial response), used
+#: only when the server's side is missing from the capture.
+SASL_RESPONSES = {"LOGIN": (2, 1), "PLAIN": (1, 0), "XOAUTH2": (1, 0), "CRAM-MD5": (1, 1)}
+
 #: End of a message body: a line holding only ".". Bare-LF clients exist (Exchange's 5.6.11).
 BODY_END = re.compile(rb"\n\.\r?\n")
 BODY_TAIL = 4  # bytes kept between chunks to find an end marker split across them
@@ -90,6 +97,7 @@ class SmtpConversation:
         self.reveal_username = reveal_username
         self.mode = COMMAND
         self.greeted = False
+        self.server_spoke = False
         self._cbuf = bytearray()
         self._sbuf = bytearray()
         self._held = bytearray()
@@ -121,6 +129,7 @@ class SmtpConversation:
             self._cbuf += data
             self._client(ts, out)
         else:
+            self.server_spoke = self.server_spoke or bool(data)
             self._sbuf += data
             self._server(ts, out)
         return out
@@ -182,6 +191,19 @@ class SmtpConversation:
                 if self._bdat_left:
                     return
                 self._end_bdat(ts, out)
+            elif mode in (HOLD_DATA, HOLD_STARTTLS) and not self.server_spoke:
+                # One-sided capture: no verdict will come; go on as if it was positive.
+                if mode == HOLD_DATA:
+                    self._enter_body()
+                elif _looks_like_tls(buf):
+                    self.mode = TLS
+                    self.tls_started_by = "starttls"
+                    self.client_leftover += bytes(buf)
+                    buf.clear()
+                    out.append(StartTls(ts))
+                    return
+                else:
+                    self.mode = COMMAND
             elif mode in (HOLD_DATA, HOLD_STARTTLS):
                 room = MAX_HELD_BYTES - len(self._held)
                 self._held += buf[:room]
@@ -193,7 +215,7 @@ class SmtpConversation:
                     held = bytes(self._held)
                     self._held.clear()
                     if mode == HOLD_DATA:
-                        self.mode = BODY
+                        self._enter_body()
                     else:
                         self.mode = TLS
                         self.tls_started_by = "client_did_not_wait"
@@ -249,17 +271,23 @@ class SmtpConversation:
             self._start_bdat(argument, ts, out)
         elif next_mode is not None:
             self.mode = next_mode
-            if next_mode == BODY:
-                self._body_size = 0
+            if next_mode == AUTH and not self.server_spoke and self._user_in_initial_response:
+                expected = SASL_RESPONSES.get(self._auth_mechanism or "")
+                if expected is not None and expected[1] == 0:
+                    self.mode = COMMAND  # one-sided capture: the AUTH line said it all
 
     def _sasl_line(self, line: bytes, ts: int, out: list[Event]) -> None:
         self._sasl_step += 1
+        expected = SASL_RESPONSES.get(self._auth_mechanism or "")
         out.append(Command(ts, SASL_RESPONSE, REDACTED if line.strip() != b"*" else "*", True))
         # The user name is in the first response unless the AUTH line already carried it;
         # a later response is a password or token and is never decoded.
         if self._sasl_step == 1 and not self._user_in_initial_response:
             self._learn_user(line, ts, out, initial_response=False)
         self._queue(SASL_RESPONSE, ts, out)
+        if not self.server_spoke and expected is not None:
+            if self._sasl_step >= expected[1 if self._user_in_initial_response else 0]:
+                self.mode = COMMAND
 
     def _queue(self, verb: str, ts: int, out: list[Event]) -> None:
         if len(self._pending) >= MAX_PENDING_COMMANDS:
@@ -294,6 +322,11 @@ class SmtpConversation:
             if name.isprintable() and len(name) <= 256:
                 out.append(AuthUser(ts, mechanism, name))
 
+    def _enter_body(self) -> None:
+        self.mode = BODY
+        self._body_size = 0
+        self._body_tail = b"\r\n"  # the DATA line's end: a body of just "." is empty
+
     def _consume_body(self, ts: int, out: list[Event]) -> bool:
         """Scan body bytes for the end marker; True if it was found (mode is COMMAND again)."""
         buf = self._cbuf
@@ -321,7 +354,9 @@ class SmtpConversation:
     def _start_bdat(self, argument: str, ts: int, out: list[Event]) -> None:
         words = argument.split()
         size = None
-        if words and words[0].isdigit():
+        # RFC 3030: "BDAT" SP chunk-size [SP "LAST"] — anything else is refused by servers, and
+        # then no chunk follows the command.
+        if words and words[0].isdigit() and (len(words) == 1 or (len(words) == 2 and words[1].upper() == "LAST")):
             size = int(words[0])
         if size is None or size > MAX_BDAT_CHUNK:
             out.append(Weird(ts, "smtp_invalid_bdat_command", f"BDAT {argument[:40]}", True))
@@ -406,8 +441,7 @@ class SmtpConversation:
         self._held.clear()
         self.mode = next_mode
         if next_mode == BODY:
-            self._body_size = 0
-            self._body_tail = b"\r\n"  # the DATA line's end: a body of just "." is empty
+            self._enter_body()
         if next_mode == TLS:
             self.tls_started_by = "starttls"
             if held:
