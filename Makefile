@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: demo test bench fuzz system-deps clean
+.PHONY: demo test bench system-deps venv clean
 
 system-deps:
 	@scripts/install-system-deps.sh
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | system-deps
 venv: $(STAMP)
 
 demo: system-deps $(STAMP)
-	$(VENV)/bin/smtpflow analyze captures/ || test $$? -le 3
+	$(VENV)/bin/smtpflow analyze captures/
 
 test: system-deps $(STAMP)
 	$(PY) -m pytest

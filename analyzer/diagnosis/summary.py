@@ -14,8 +14,19 @@ SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1, "ok": 0}
 NOT_REACHED = ("syn_unanswered", "reset_by_middlebox", "rejected_icmp")
 
 
+#: How a Microsoft endpoint is named when the capture does not say which name the client used:
+#: front-end host names in banners change from one connection to the next.
+SERVICE_LABELS = {"submission": "smtp.office365.com", "mx": "Exchange Online MX (*.mail.protection.outlook.com)"}
+
+
 def _target(rec: dict[str, Any]) -> str:
-    return f"{rec.get('server_name') or rec['server']}:{rec['server_port']}"
+    """What admins call the server: the name the client looked up or asked TLS for, else the
+    Microsoft service, else the server's own name or address."""
+    evidence = {e["source"] for e in rec.get("microsoft_evidence") or []}
+    name = rec.get("server_name") if evidence & {"dns", "sni"} or not rec.get("microsoft") else None
+    if name is None and rec.get("microsoft_service") in SERVICE_LABELS:
+        name = SERVICE_LABELS[rec["microsoft_service"]]
+    return f"{name or rec.get('server_name') or rec['server']}:{rec['server_port']}"
 
 
 def _plural(n: int, word: str) -> str:

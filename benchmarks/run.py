@@ -1,0 +1,195 @@
+"""Time smtpflow against tcpdump, tshark, scapy and pyshark on the same captures, in one run.
+
+    python benchmarks/run.py [--packets 1000000] [--relay-packets 200000] [--out benchmarks/RESULTS.md]
+
+Two captures are generated (``benchmarks/generate.py``): a gateway capture (~2 % SMTP to
+Exchange Online, the rest HTTPS and DNS) and a busy-relay capture (all SMTP). Every tool
+runs as a child process; wall time and the child's peak RSS (``wait4``) are measured. The
+slow readers (scapy full dissection, pyshark) run on a prefix of the file and their rate is
+reported as measured there — extrapolating them to a million packets would take hours.
+Results are printed and written to ``RESULTS.md`` with the machine they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORK = os.path.join(HERE, "work")
+PY = sys.executable
+
+
+def measure(argv: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int, int]:
+    """Run a command; return (seconds, peak RSS in KiB, exit code)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    return elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+
+
+def prefix(src: str, dst: str, count: int) -> int:
+    """Copy the first ``count`` records of a classic pcap into ``dst``."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(fin.read(24))
+        n = 0
+        while n < count:
+            head = fin.read(16)
+            if len(head) < 16:
+                break
+            caplen = struct.unpack("<IIII", head)[2]
+            fout.write(head + fin.read(caplen))
+            n += 1
+    return n
+
+
+SCAPY_RAW = "from scapy.utils import RawPcapReader\nn=0\nfor _ in RawPcapReader({path!r}): n+=1\n"
+SCAPY_FULL = "import scapy.all\nfrom scapy.utils import PcapReader\nn=0\nfor p in PcapReader({path!r}):\n    n+=1\n    p.summary()\n"
+PYSHARK = "import pyshark\ncap=pyshark.FileCapture({path!r}, keep_packets=False)\nn=0\nfor p in cap:\n    n+=1\ncap.close()\n"
+
+
+def tools(path: str, small: str, tiny: str) -> list[tuple[str, list[str], str]]:
+    """(name, argv, which file) for every tool. ``which`` is full / small / tiny."""
+    smtpflow = shutil.which("smtpflow", path=os.path.dirname(PY)) or "smtpflow"
+    return [
+        ("smtpflow analyze (jsonl)", [smtpflow, "analyze", "-q", "--format", "jsonl", path], "full"),
+        ("tcpdump -r -w /dev/null", ["tcpdump", "-r", path, "-w", "/dev/null"], "full"),
+        ("tshark -Y smtp.response.code -T fields", ["tshark", "-n", "-r", path, "-Y", "smtp.response.code", "-T", "fields", "-e", "smtp.response.code"], "full"),
+        ("tshark -T fields (4 fields)", ["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.number", "-e", "ip.src", "-e", "tcp.flags", "-e", "smtp.response.code"], "full"),
+        ("scapy RawPcapReader (no dissection)", [PY, "-c", SCAPY_RAW.format(path=path)], "full"),
+        ("scapy PcapReader (full dissection)", [PY, "-c", SCAPY_FULL.format(path=small)], "small"),
+        ("pyshark FileCapture", [PY, "-c", PYSHARK.format(path=tiny)], "tiny"),
+    ]
+
+
+def count_packets(path: str) -> int:
+    n = 0
+    with open(path, "rb") as fh:
+        fh.read(24)
+        while True:
+            head = fh.read(16)
+            if len(head) < 16:
+                return n
+            fh.seek(struct.unpack("<IIII", head)[2], 1)
+            n += 1
+
+
+def bench(label: str, path: str, small_n: int, tiny_n: int) -> list[dict]:
+    small = path + f".first{small_n}.pcap"
+    tiny = path + f".first{tiny_n}.pcap"
+    prefix(path, small, small_n)
+    prefix(path, tiny, tiny_n)
+    sizes = {"full": os.path.getsize(path), "small": os.path.getsize(small), "tiny": os.path.getsize(tiny)}
+    counts = {"full": count_packets(path), "small": count_packets(small), "tiny": count_packets(tiny)}
+    results = []
+    for name, argv, which in tools(path, small, tiny):
+        if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
+            print(f"  {name}: not installed, skipped", file=sys.stderr)
+            continue
+        seconds, rss, code = measure(argv)
+        packets = counts[which]
+        results.append({
+            "capture": label, "tool": name, "packets": packets, "seconds": seconds,
+            "pps": packets / seconds, "mbps": sizes[which] / seconds / 1e6, "rss_mib": rss / 1024, "exit": code,
+            "on": "whole file" if which == "full" else f"first {packets:,} packets",
+        })
+        print(f"  {name:42s} {packets / seconds:>12,.0f} packets/s  {sizes[which] / seconds / 1e6:7.1f} MB/s  "
+              f"peak RSS {rss / 1024:7.1f} MiB  ({results[-1]['on']}, exit {code})", file=sys.stderr)
+    return results
+
+
+def ratios(results: list[dict]) -> list[str]:
+    lines = []
+    by = {r["tool"]: r for r in results}
+    ours = by.get("smtpflow analyze (jsonl)")
+    if not ours:
+        return lines
+    for name, r in by.items():
+        if name == ours["tool"]:
+            continue
+        lines.append(f"| smtpflow vs {name} | {ours['pps'] / r['pps']:.2f}× |")
+    return lines
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = []
+    for argv in (["tcpdump", "--version"], ["tshark", "--version"]):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+            versions.append(out.strip())
+        except (OSError, IndexError, subprocess.SubprocessError):
+            pass
+    try:
+        import pyshark  # noqa: F401
+        import scapy
+
+        versions.append(f"scapy {scapy.__version__}")
+    except ImportError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}; " + "; ".join(versions)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--packets", type=int, default=1_000_000, help="gateway capture size")
+    parser.add_argument("--relay-packets", type=int, default=200_000, help="all-SMTP capture size")
+    parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    args = parser.parse_args(argv)
+    os.makedirs(WORK, exist_ok=True)
+    sys.path.insert(0, HERE)
+    from generate import generate
+
+    gateway = os.path.join(WORK, f"gateway-{args.packets}.pcap")
+    relay = os.path.join(WORK, f"relay-{args.relay_packets}.pcap")
+    if not os.path.exists(gateway):
+        print(f"generating {gateway} …", file=sys.stderr)
+        generate(gateway, args.packets, 0.02, 1)
+    if not os.path.exists(relay):
+        print(f"generating {relay} …", file=sys.stderr)
+        generate(relay, args.relay_packets, 1.0, 2)
+    print("gateway capture (~2 % SMTP):", file=sys.stderr)
+    results = bench("gateway", gateway, 20_000, 2_000)
+    print("busy relay capture (all SMTP):", file=sys.stderr)
+    results += bench("relay", relay, 20_000, 2_000)
+
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `make bench` (`benchmarks/run.py`) on: {machine()}.",
+        "Each tool ran as a child process; peak RSS is the child's (`wait4`). Slow readers ran on a prefix of the file.",
+        "",
+        "| capture | tool | measured on | packets/s | MB/s | peak RSS (MiB) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r['capture']} | {r['tool']} | {r['on']} | {r['pps']:,.0f} | {r['mbps']:.1f} | {r['rss_mib']:.0f} |")
+    for label in ("gateway", "relay"):
+        lines += ["", f"Ratios on the {label} capture (packets/s of smtpflow ÷ packets/s of the other tool):", "", "| comparison | ratio |", "|---|---:|"]
+        lines += ratios([r for r in results if r["capture"] == label])
+    text = "\n".join(lines) + "\n"
+    with open(args.out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
