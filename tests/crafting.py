@@ -148,13 +148,10 @@ class Conversation:
 def dns_exchange(t: float, qname: str, answers: list[tuple[str, str, str]], client: str = CLIENT, server: str = "192.0.2.53",
                  rcode: int = 0, qtype: str = "A", sport: int = 40000, txid: int = 0x1234) -> list[tuple[int, bytes]]:
     """A UDP DNS query and its response; ``answers`` = [(name, type, data)]."""
-    query = IP(src=client, dst=server) / UDP(sport=sport, dport=53) / DNS(id=txid, rd=1, qd=DNSQR(qname=qname, qtype=qtype))
-    rrs = None
-    for name, rtype, data in answers:
-        rr = DNSRR(rrname=name, type=rtype, ttl=60, rdata=data)
-        rrs = rr if rrs is None else rrs / rr
+    query = IP(src=client, dst=server) / UDP(sport=sport, dport=53) / DNS(id=txid, rd=1, qd=[DNSQR(qname=qname, qtype=qtype)])
+    rrs = [DNSRR(rrname=name, type=rtype, ttl=60, rdata=data) for name, rtype, data in answers]
     response = IP(src=server, dst=client) / UDP(sport=53, dport=sport) / DNS(
-        id=txid, qr=1, rd=1, ra=1, rcode=rcode, qd=DNSQR(qname=qname, qtype=qtype), an=rrs
+        id=txid, qr=1, rd=1, ra=1, rcode=rcode, qd=[DNSQR(qname=qname, qtype=qtype)], an=rrs
     )
     return [(int(t * NS), bytes(query)), (int((t + 0.01) * NS), bytes(response))]
 
@@ -287,4 +284,113 @@ def plain_smtp_session(conv: Conversation | None = None, final: bytes = b"250 2.
         ("C", b"QUIT\r\n"), ("S", b"221 2.0.0 Service closing transmission channel\r\n"),
     ])
     conv.close_by_client()
+    return conv
+
+
+# -- real TLS bytes (Python's ssl over memory BIOs: no network) ------------------------------------
+def self_signed_cert(tmp_dir, names=("smtp.office365.com",), days: int = 30):
+    """A throw-away certificate and key (PEM file path) for the given host names."""
+    import datetime as dt
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path = os.path.join(str(tmp_dir), f"cert-{names[0]}.pem")
+    with open(path, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
+def tls_exchange(pem: str, client_min=None, client_max=None, server_min=None, server_max=None, verify: bool = False,
+                 sni: str = "smtp.office365.com", app_data: list[tuple[bool, bytes]] = (), seclevel0: bool = False):
+    """Run a real TLS handshake between Python's client and server in memory.
+
+    Returns the bytes each side sent, in order, as [(from_client, bytes)], alerts included when
+    the handshake fails, then ``app_data`` encrypted (if it succeeded).
+    """
+    import ssl
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pem)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        client_ctx.load_default_certs()  # does not contain our throw-away CA: verification fails
+    else:
+        client_ctx.check_hostname = False
+        client_ctx.verify_mode = ssl.CERT_NONE
+    if seclevel0:
+        for ctx in (server_ctx, client_ctx):
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    for ctx, lo, hi in ((client_ctx, client_min, client_max), (server_ctx, server_min, server_max)):
+        if lo is not None:
+            ctx.minimum_version = lo
+        if hi is not None:
+            ctx.maximum_version = hi
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=sni)
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    flights: list[tuple[bool, bytes]] = []
+    done = {True: False, False: False}
+    failed = False
+    for _ in range(20):
+        for is_client, side in ((True, client), (False, server)):
+            if done[is_client] or failed:
+                continue
+            try:
+                side.do_handshake()
+                done[is_client] = True
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                failed = True
+        moved = False
+        for is_client, out_bio, in_bio in ((True, c_out, s_in), (False, s_out, c_in)):
+            data = out_bio.read()
+            if data:
+                flights.append((is_client, data))
+                in_bio.write(data)
+                moved = True
+        if (all(done.values()) or failed) and not moved:
+            break
+    if all(done.values()) and not failed:
+        for from_client, plain in app_data:
+            side, out_bio, in_bio, reader = (client, c_out, s_in, server) if from_client else (server, s_out, c_in, client)
+            side.write(plain)
+            data = out_bio.read()
+            flights.append((from_client, data))
+            in_bio.write(data)
+            try:
+                reader.read(65536)
+            except ssl.SSLError:
+                pass
+    return flights
+
+
+def send_flights(conv: Conversation, flights) -> Conversation:
+    """Put TLS flights on the wire of a conversation, segment-sized, each acked."""
+    for from_client, data in flights:
+        for i in range(0, len(data), 1400):
+            piece = data[i : i + 1400]
+            if from_client:
+                conv.client_sends(piece, dt=0.002)
+            else:
+                conv.server_sends(piece, dt=0.01)
+        if from_client:
+            conv.server_ack()
+        else:
+            conv.client_ack()
     return conv

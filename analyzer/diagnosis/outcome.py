@@ -103,9 +103,10 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
         # Mid-stream pickup with only one direction seen.
 
     # 2. TLS failure.
-    if tls.get("attempted") and not tls.get("established"):
+    implicit_on_starttls_port = "implicit_tls_on_starttls_port" in (app.get("notes") or [])
+    if (tls.get("attempted") or implicit_on_starttls_port) and not tls.get("established"):
         reason = tls.get("failure") or "the TLS handshake did not complete"
-        if "implicit_tls_on_starttls_port" in (app.get("notes") or []):
+        if implicit_on_starttls_port:
             reason = "the client started TLS immediately but the server expected plain SMTP first (implicit TLS on a STARTTLS port)"
         elif tls.get("alert"):
             reason = f"TLS alert {tls['alert']} from the {tls.get('alert_from') or 'peer'}" + (f": {tls['failure']}" if tls.get("failure") else "")

@@ -48,13 +48,23 @@ def _target(rec: dict[str, Any]) -> str:
     return f"{name} ({where})" if name else where
 
 
-def _ms_ranges(role: str | None) -> str:
+def _ms_ranges(role: str | None, server: str | None = None) -> str:
+    """The published ranges of a Microsoft service: the server's own first, then the largest."""
+    import ipaddress
+
     facts = load_facts()
     for service in facts.get("endpoints", {}).get("service", []):
-        if service.get("role") == role:
-            v4 = ", ".join(service.get("ipv4", [])[:6])
-            more = " …" if len(service.get("ipv4", [])) > 6 else ""
-            return f"{v4}{more} (endpoint ID {service.get('id')}, data version {facts['endpoints'].get('version')})"
+        if service.get("role") != role:
+            continue
+        nets = [ipaddress.ip_network(n) for n in service.get("ipv4", []) + service.get("ipv6", [])]
+        own = []
+        if server:
+            ip = ipaddress.ip_address(server)
+            own = [n for n in nets if n.version == ip.version and ip in n]
+        rest = sorted((n for n in nets if n not in own and n.version == 4), key=lambda n: n.prefixlen)
+        shown = own + rest[: 6 - len(own)]
+        more = " …" if len(nets) > len(shown) else ""
+        return f"{', '.join(map(str, shown))}{more} (endpoint ID {service.get('id')}, data version {facts['endpoints'].get('version')})"
     return ""
 
 
@@ -62,6 +72,8 @@ def verdict(rec: dict[str, Any], facts: dict[str, Any], app: dict[str, Any], res
     """Build the verdict of one session record (whose ``outcome`` is already decided)."""
     outcome = rec["outcome"]
     builder = _BUILDERS.get(outcome, _generic)
+    if outcome in ("completed", "closed_early") and _old_tls_to_microsoft(rec):
+        builder = _old_tls_accepted
     result = builder(rec, facts, app, reset)
     result.setdefault("evidence", [])
     notes = _advice(rec, app)
@@ -106,7 +118,7 @@ def _syn_unanswered(rec, facts, app, reset):
             "explanation": explanation,
             "remediation": "Many ISPs, cloud providers and corporate firewalls block outbound TCP 25. Allow TCP 25 from this "
             "host to the destination on every firewall on the way"
-            + (f" (Exchange Online MX ranges: {_ms_ranges('mx')})" if microsoft else "")
+            + (f" (Exchange Online MX ranges: {_ms_ranges('mx', rec['server'])})" if microsoft else "")
             + ", or ask the provider to unblock it. For authenticated client submission use smtp.office365.com:587 instead.",
             "evidence": evidence,
         }
@@ -114,9 +126,9 @@ def _syn_unanswered(rec, facts, app, reset):
         f"Allow outbound TCP {port} from this host to {rec['server']} on every firewall between here and the server"
     )
     if microsoft and role == "submission":
-        remediation += f" (Exchange Online submission ranges: {_ms_ranges('submission')}; better, allow smtp.office365.com by name)"
+        remediation += f" (Exchange Online submission ranges: {_ms_ranges('submission', rec['server'])}; better, allow smtp.office365.com by name)"
     elif microsoft and role == "mx":
-        remediation += f" (Exchange Online MX ranges: {_ms_ranges('mx')})"
+        remediation += f" (Exchange Online MX ranges: {_ms_ranges('mx', rec['server'])})"
     remediation += ". Then test from the same host (e.g. `nc -vz <server> <port>` or PowerShell `Test-NetConnection <server> -Port <port>`)."
     return {
         "title": f"No answer on port {port}: SYNs dropped before the server",
@@ -279,6 +291,32 @@ def _tls_failed(rec, facts, app, reset):
     }
 
 
+OLD_VERSIONS = ("SSLv3", "TLSv1.0", "TLSv1.1")
+
+
+def _old_tls_to_microsoft(rec: dict[str, Any]) -> bool:
+    tls = rec.get("tls") or {}
+    return bool(rec.get("microsoft") and tls.get("established") and tls.get("version") in OLD_VERSIONS)
+
+
+def _old_tls_accepted(rec, facts, app, reset):
+    """Exchange Online completes a TLS 1.0/1.1 handshake, then refuses every command inside TLS."""
+    tls = rec.get("tls") or {}
+    version = tls.get("version", "").replace("TLSv", "TLS ")
+    return {
+        "title": f"{version} used with Exchange Online (refused inside TLS: 421 4.7.66)",
+        "severity": "error",
+        "explanation": f"The client negotiated {tls.get('version')} (it offered at most {tls.get('client_max_version')}). "
+        "Exchange Online completes such a handshake but answers every command inside TLS with "
+        "'421 4.7.66 TLS 1.0 and 1.1 are not supported' and closes the connection; the reply is encrypted, so the "
+        "capture shows only a short exchange and a close.",
+        "remediation": "Enable TLS 1.2 on the client (firmware/OS/.NET update or its TLS settings). A device that cannot "
+        "do TLS 1.2 can, for now, use smtp-legacy.office365.com after `Set-TransportConfig -AllowLegacyTLSClients $true` "
+        "(availability in 2026 unconfirmed), or relay through an on-premises server.",
+        "evidence": [f"TLS version {tls.get('version')} negotiated with a Microsoft endpoint", rec.get("outcome_reason", "")],
+    }
+
+
 def _certificate_evidence(tls: dict[str, Any]) -> list[str]:
     certs = tls.get("certificates") or []
     if not certs:
@@ -428,7 +466,7 @@ def _advice(rec: dict[str, Any], app: dict[str, Any]) -> list[str]:
     if smtp.get("auth_mechanism") and not tls.get("established") and smtp.get("auth_result") is not None:
         notes.append("AUTH was sent without TLS: the credentials crossed the network in clear (they are redacted here).")
     version = tls.get("version")
-    if tls.get("established") and version in ("SSLv3", "TLSv1.0", "TLSv1.1"):
+    if tls.get("established") and version in OLD_VERSIONS and not rec.get("microsoft"):
         notes.append(f"TLS {version} was negotiated: it is obsolete; Exchange Online refuses it for SMTP AUTH.")
     if rec.get("microsoft") and rec["server_port"] == 25 and role == "submission":
         notes.append("Port 25 to smtp.office365.com is allowed for SMTP AUTH, but Microsoft recommends 587.")
