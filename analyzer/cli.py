@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--failed", action="store_true", help="table: list only sessions with a problem")
     _common(analyze)
 
+    report = sub.add_parser("report", help="write a self-contained HTML report with timelines and transcripts",
+                            description="Analyse captures and write DIR/report.html plus its PNG figures.")
+    report.add_argument("files", nargs="+", metavar="FILE", help="capture files, directories or glob patterns")
+    report.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for report.html and the PNGs")
+    _common(report)
+
     follow = sub.add_parser("follow", help="show one session as a dialogue, like Wireshark's Follow TCP Stream",
                             description="Print a session as a timestamped, direction-tagged dialogue.")
     follow.add_argument("args", nargs="+", metavar="FILE... SESSION", help="capture file(s), then a session id, id prefix or number")
@@ -166,6 +172,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return analysis.exit_code
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise UsageError(f"-o {args.output}: exists and is not a directory")
+    analysis = _run(args.files, _options(args), args.quiet)
+    page = analysis.to_html(args.output)
+    if not args.quiet:
+        print(page)
+    _report_problems(analysis)
+    return analysis.exit_code
+
+
 def cmd_follow(args: argparse.Namespace) -> int:
     if len(args.args) < 2:
         raise UsageError("follow needs a capture file and a session (id, id prefix or number)")
@@ -193,7 +210,7 @@ def _report_problems(analysis: Any) -> None:
         print(f"smtpflow: error: {printable(message)}", file=sys.stderr)
 
 
-COMMANDS = {"analyze": cmd_analyze, "follow": cmd_follow}
+COMMANDS = {"analyze": cmd_analyze, "follow": cmd_follow, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,11 +221,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     debug = getattr(args, "debug", False)
     from .capture import CaptureError
+    from .report.exports import ExportError
 
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"smtpflow: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ExportError, OSError) as exc:
+        from .report.safe import printable
+
+        print(f"smtpflow: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except CaptureError as exc:
         from .report.safe import printable

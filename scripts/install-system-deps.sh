@@ -11,6 +11,7 @@ have nft      || need="$need nftables"
 have iptables || need="$need iptables"
 have ip       || need="$need iproute2"
 have gcc      || need="$need build-essential"
+have chromium || need="$need chromium fonts-dejavu-core"   # the HTML report's browser test
 python3 -c 'import venv, ensurepip' 2>/dev/null || need="$need python3-venv"
 [ -e /usr/include/python3.11/Python.h ] || python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' || need="$need python3-dev"
 

@@ -150,9 +150,11 @@ def _dropped_before_microsoft(sessions: list[dict[str, Any]]) -> dict[str, Any]:
     if kinds.get("syn_unanswered"):
         parts.append(f"{kinds['syn_unanswered']} got no answer at all (SYNs dropped)")
     if kinds.get("reset_by_middlebox"):
-        parts.append(f"{kinds['reset_by_middlebox']} were reset by a device on the path")
+        n = kinds["reset_by_middlebox"]
+        parts.append(f"{n} {'was' if n == 1 else 'were'} reset by a device on the path")
     if kinds.get("rejected_icmp"):
-        parts.append(f"{kinds['rejected_icmp']} were rejected with ICMP by a router")
+        n = kinds["rejected_icmp"]
+        parts.append(f"{n} {'was' if n == 1 else 'were'} rejected with ICMP by a router")
     answer = "yes" if not reached else "partly"
     detail = f"{len(lost)} of {len(ms)} connection attempt(s) to Microsoft never reached it: " + "; ".join(parts) + "."
     if reached:

@@ -88,7 +88,45 @@ class Analysis:
         text = transcript_text(record, self._result.events.get(record["session_id"], []))
         return text
 
+    # -- plots ------------------------------------------------------------------------------------
+    def plot_timeline(self, *, failing: bool = False, microsoft: bool = False, server: str | None = None,
+                      max_lanes: int = 40, page: int = 0, align: str = "auto"):
+        """Swimlanes of sessions (see :func:`analyzer.report.plots.plot_timeline`); returns a Figure."""
+        from . import plots
+
+        return plots.plot_timeline(self.records, self._result.events, failing=failing, microsoft=microsoft,
+                                   server=server, max_lanes=max_lanes, page=page, align=align)
+
+    def plot_overview(self):
+        """Outcomes over time, handshake RTT per server, reply codes, SYN retry gaps; returns a Figure."""
+        from . import plots
+
+        return plots.plot_overview(self.records)
+
     # -- exports ----------------------------------------------------------------------------------
+    def to_html(self, directory: str) -> str:
+        """Write ``report.html`` (self-contained) and its PNGs into ``directory``; return the page's path."""
+        from .html import write_report
+
+        return write_report(self, directory)["report"]
+
+    def to_parquet(self, directory: str) -> list[str]:
+        """One Parquet file per table (sessions, events, replies, tls, dns) in ``directory``."""
+        from .exports import write_parquet
+
+        return write_parquet(self, directory)
+
+    def to_csv(self, directory: str) -> list[str]:
+        from .exports import write_csv
+
+        return write_csv(self, directory)
+
+    def to_zeek(self, directory: str) -> list[str]:
+        """conn.log, smtp.log and ssl.log in Zeek's TSV format."""
+        from .zeeklogs import write_zeek
+
+        return write_zeek(self, directory)
+
     def to_jsonl(self, path_or_file: Any) -> None:
         """One JSON object per session (the stable contract), one per line."""
         if hasattr(path_or_file, "write"):

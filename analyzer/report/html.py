@@ -1,0 +1,178 @@
+"""A self-contained HTML report: the answer first, then sessions, timelines and transcripts.
+
+One file (images embedded as data: URIs) that can be mailed to a colleague or to Microsoft
+support; the PNGs are written beside it as well. Every string that came from the wire is
+HTML-escaped, and the page carries a Content-Security-Policy that allows no script at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import os
+from typing import Any
+
+from .. import __version__
+from . import plots
+from .follow import transcript_text
+
+MAX_TIMELINE_PAGES = 8
+
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 1200px; color: #111; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+.meta { color: #555; font-size: 0.9rem; }
+.answer { border: 2px solid #333; border-radius: 8px; padding: 1rem 1.2rem; background: #fafafa; }
+.answer .headline { font-size: 1.15rem; font-weight: 600; }
+.badge { display: inline-block; padding: 0.05rem 0.55rem; border-radius: 999px; font-weight: 700; font-size: 0.85rem; color: #fff; }
+.yes, .error { background: #D55E00; } .partly, .warning { background: #E69F00; color: #000; } .no, .ok { background: #009E73; }
+.unknown, .info { background: #999; }
+table { border-collapse: collapse; width: 100%; font-size: 0.88rem; } th, td { border-bottom: 1px solid #e4e4e4; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; } code, pre { font-family: ui-monospace, Menlo, Consolas, monospace; }
+pre { background: #f7f7f7; border: 1px solid #e4e4e4; padding: 0.6rem; overflow-x: auto; font-size: 0.8rem; white-space: pre-wrap; word-break: break-word; }
+details { margin: 0.3rem 0; } summary { cursor: pointer; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.warn { background: #fff4e5; border-left: 4px solid #E69F00; padding: 0.4rem 0.8rem; }
+"""
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def e(value: Any) -> str:
+    """Escape anything for HTML text and attribute context."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plots.plt.close(fig)
+    return buffer.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render(analysis: Any, images: dict[str, bytes]) -> str:
+    summary = analysis.summary()
+    records = analysis.records
+    capture = analysis.capture
+    dropped = summary.get("dropped_before_microsoft") or {}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>smtpflow report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>smtpflow report</h1>",
+        f'<p class="meta">{e(", ".join(capture.get("files") or []))} — {analysis.stats.get("packets", 0):,} packets, '
+        f"{len(records)} session(s)"
+        + (f", {e(_when(records[0]['first_seen']))} to {e(_when(max(r['last_seen'] for r in records)))} UTC" if records else "")
+        + f". Generated {e(dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by smtpflow {e(__version__)}.</p>",
+    ]
+    for message in analysis.damage:
+        parts.append(f'<p class="warn">Capture damaged: {e(message)} — results are partial.</p>')
+    for message in analysis.errors:
+        parts.append(f'<p class="warn">{e(message)}</p>')
+
+    answer = dropped.get("answer", "unknown")
+    parts += [
+        "<h2>Why does mail fail?</h2>",
+        '<div class="answer">',
+        f'<p class="headline">{e(summary.get("headline"))}</p>',
+        f'<p>Is traffic dropped before it reaches Microsoft? <span class="badge {e(answer)}">{e(answer.upper())}</span> {e(dropped.get("detail"))}</p>',
+        "</div>",
+    ]
+    findings = summary.get("findings") or []
+    if findings:
+        parts.append("<h3>Findings</h3><table><tr><th>severity</th><th>finding</th><th>detail</th><th>sessions</th></tr>")
+        for finding in findings:
+            parts.append(
+                f'<tr><td><span class="badge {e(finding["severity"])}">{e(finding["severity"])}</span></td>'
+                f'<td>{e(finding["title"])}</td><td>{e(finding["detail"])}</td><td class="num">{finding["count"]}</td></tr>'
+            )
+        parts.append("</table>")
+    if "overview" in images:
+        parts += ["<h2>Overview</h2>", _img(images["overview"], "Capture overview")]
+
+    parts.append("<h2>Sessions</h2>")
+    if not records:
+        parts.append("<p>No SMTP session was found in this capture.</p>")
+    else:
+        parts.append("<table><tr><th>#</th><th>start (UTC)</th><th>client → server</th><th>TCP</th><th>outcome</th><th>verdict and what to do</th></tr>")
+        for index, rec in enumerate(records):
+            verdict = rec.get("verdict") or {}
+            server = f"{rec['server']}:{rec['server_port']}"
+            if rec.get("server_name"):
+                server = f"{rec['server_name']} ({server})"
+            evidence = "".join(f"<li>{e(item)}</li>" for item in verdict.get("evidence") or [] if item)
+            notes = "".join(f"<li>{e(item)}</li>" for item in verdict.get("notes") or [])
+            parts.append(
+                f'<tr id="s{index}"><td class="num">{index}</td><td>{e(_when(rec["first_seen"]))}</td>'
+                f"<td>{e(rec['client'])}:{rec['client_port']} → {e(server)}" + (" <b>[Microsoft]</b>" if rec.get("microsoft") else "") + "</td>"
+                f"<td><code>{e(rec['conn_state'])} {e(rec['history'])}</code></td>"
+                f'<td><span class="badge {e(verdict.get("severity", "info"))}">{e(rec["outcome"])}</span></td>'
+                f"<td><b>{e(verdict.get('title'))}</b><details><summary>explanation and remediation</summary>"
+                f"<p>{e(verdict.get('explanation'))}</p><p><b>What to do:</b> {e(verdict.get('remediation'))}</p>"
+                + (f"<p>Evidence:</p><ul>{evidence}</ul>" if evidence else "")
+                + (f"<p>Notes:</p><ul>{notes}</ul>" if notes else "")
+                + f"<p class=\"meta\">session id <code>{e(rec['session_id'])}</code></p></details></td></tr>"
+            )
+        parts.append("</table>")
+
+    timeline_keys = sorted(k for k in images if k.startswith("timeline"))
+    if timeline_keys:
+        parts.append("<h2>Timelines</h2>")
+        for key in timeline_keys:
+            parts.append(_img(images[key], key.replace("-", " ")))
+
+    if records:
+        parts.append("<h2>Transcripts</h2><p class=\"meta\">Each session as a dialogue: C → client to server, ← S server to client. Credentials are shown as [redacted].</p>")
+        for index, rec in enumerate(records):
+            text = transcript_text(rec, analysis.session_events(rec["session_id"]))
+            parts.append(f"<details><summary>#{index} {e(rec['client'])}:{rec['client_port']} → {e(rec['server'])}:{rec['server_port']} — {e(rec['outcome'])}</summary><pre>{e(text)}</pre></details>")
+
+    dns = analysis._result.dns
+    if dns:
+        parts.append("<h2>DNS lookups</h2><table><tr><th>time (UTC)</th><th>name</th><th>type</th><th>result</th><th>answer</th></tr>")
+        for tx in dns[:500]:
+            result = tx.get("rcode") or tx.get("status")
+            answer = " → ".join((tx.get("cname_chain") or [])[1:] + (tx.get("addresses") or []))
+            parts.append(f"<tr><td>{e(_when((tx.get('ts') or 0) / 1e9))}</td><td>{e(tx.get('qname'))}</td><td>{e(tx.get('qtype'))}</td><td>{e(result)}</td><td>{e(answer)}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(analysis: Any, out_dir: str) -> dict[str, str]:
+    """Write report.html and the PNGs into ``out_dir``; return {name: path}."""
+    os.makedirs(out_dir, exist_ok=True)
+    events = analysis._result.events
+    images: dict[str, bytes] = {"overview": _png(plots.plot_overview(analysis.records))}
+    failing = plots.select(analysis.records, failing=True)
+    chosen = failing or analysis.records
+    pages = min(plots.pages_needed(chosen), MAX_TIMELINE_PAGES)
+    for page in range(pages):
+        fig = plots.plot_timeline(analysis.records, events, failing=bool(failing), page=page)
+        images[f"timeline-{page + 1:02d}"] = _png(fig)
+    written = {}
+    for name, png in images.items():
+        path = os.path.join(out_dir, f"{name}.png")
+        with open(path, "wb") as fh:
+            fh.write(png)
+        written[name] = path
+    page = os.path.join(out_dir, "report.html")
+    with open(page, "w", encoding="utf-8") as fh:
+        fh.write(render(analysis, images))
+    written["report"] = page
+    return written

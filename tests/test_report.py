@@ -1,0 +1,221 @@
+"""The reporting layer: DataFrame schemas, plots, exports (Zeek logs, Parquet), HTML, the browser.
+
+Captures are crafted (tests/crafting.py) so every kind of session is present: completed,
+SMTP error, dropped SYNs, forged RST, ICMP rejection, TLS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import analyzer
+from analyzer.report import plots
+from analyzer.report.zeeklogs import read_log
+
+from crafting import EXO_BANNER, Conversation, dns_exchange, frames, plain_smtp_session, self_signed_cert, send_flights, tls_exchange, write_pcap
+
+HOSTILE = b"220 <script>alert('x')</script> \x1b[31mred\x1b[0m ESMTP\r\n"
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    t = 1_700_000_000.0
+    packets = dns_exchange(t - 1, "smtp.office365.com", [("smtp.office365.com", "A", "52.96.10.20")])
+    packets += plain_smtp_session(Conversation(cport=41001, sport=25, t=t)).packets
+    packets += plain_smtp_session(Conversation(cport=41002, sport=25, t=t + 2), final=b"550 5.7.64 TenantAttribution; Relay Access Denied\r\n").packets
+    dropped = Conversation(cport=41003, t=t + 4)
+    for dt in (0, 1, 2, 4):
+        dropped.syn(dt=dt)
+    packets += dropped.packets
+    icmp = Conversation(cport=41004, t=t + 20)
+    icmp.syn()
+    icmp.icmp_from_router(3, 13)
+    packets += icmp.packets
+    hostile = Conversation(cport=41005, server="198.51.100.9", sport=25, t=t + 22).handshake()
+    hostile.smtp([("S", HOSTILE), ("C", b"QUIT\r\n"), ("S", b"221 <b>bye</b>\r\n")])
+    hostile.close_by_client()
+    packets += hostile.packets
+    pem = self_signed_cert(tmp)
+    tls = Conversation(cport=41006, t=t + 24).handshake()
+    tls.smtp([("S", EXO_BANNER), ("C", b"EHLO x\r\n"), ("S", b"250-hi\r\n250 STARTTLS\r\n"), ("C", b"STARTTLS\r\n"), ("S", b"220 2.0.0 go\r\n")])
+    send_flights(tls, tls_exchange(pem, app_data=[(True, b"EHLO x\r\n"), (False, b"250 ok\r\n")]))
+    tls.close_by_client()
+    packets += tls.packets
+    packets += Conversation(cport=9, sport=9, t=t + 100, server="198.51.100.1").syn().packets
+    return write_pcap(tmp / "mixed.pcap", frames(sorted(packets), 1))
+
+
+@pytest.fixture(scope="module")
+def analysis(capture):
+    return analyzer.analyze(capture)
+
+
+def test_sessions_frame_schema(analysis):
+    df = analysis.sessions
+    assert len(df) == 6
+    assert str(df["first_seen"].dtype) == "datetime64[ns, UTC]"
+    assert isinstance(df["outcome"].dtype, pd.CategoricalDtype)
+    assert set(["syn_unanswered", "completed", "smtp_error"]) <= set(df["outcome"].cat.categories)
+    assert str(df["server_port"].dtype) == "Int64" and str(df["microsoft"].dtype) == "boolean"
+    assert str(df["handshake_rtt"].dtype) == "Float64"
+    assert df["tls_version"].dtype.ordered
+    assert list(df.columns[:6]) == ["session_id", "first_seen", "last_seen", "duration", "client", "client_port"]
+    counts = df["outcome"].value_counts()
+    assert counts["syn_unanswered"] == 1 and counts["rejected_icmp"] == 1 and counts["smtp_error"] == 1
+    # Every JSON-contract field is a column.
+    record = analysis.records[0]
+    for key in ("session_id", "conn_state", "history", "syn_count", "rst_from", "icmp", "tls", "smtp", "verdict", "outcome_reason"):
+        assert key in df.columns and key in record
+
+
+def test_other_frames_join_on_session_id(analysis):
+    ids = set(analysis.sessions["session_id"])
+    for frame in (analysis.events, analysis.replies, analysis.tls):
+        assert len(frame) > 0 and set(frame["session_id"]) <= ids
+    ev = analysis.events
+    assert isinstance(ev["kind"].dtype, pd.CategoricalDtype) and str(ev["ts"].dtype) == "datetime64[ns, UTC]"
+    assert {"syn", "syn_retry", "syn_ack", "icmp", "smtp_reply", "smtp_command", "tls_client_hello"} <= set(ev["kind"].astype(str))
+    assert str(analysis.replies["code"].dtype) == "Int64"
+    assert analysis.dns["qname"].tolist() == ["smtp.office365.com"]
+
+
+def test_empty_frames_keep_their_columns(tmp_path):
+    path = write_pcap(tmp_path / "nothing.pcap", frames(dns_exchange(1_700_000_000.0, "www.example.com", [("www.example.com", "A", "93.184.216.34")]), 1))
+    a = analyzer.analyze(path)
+    assert a.sessions.empty and list(a.sessions.columns) == list(analyzer.analyze(path).sessions.columns)
+    assert a.events.empty and "kind" in a.events.columns
+
+
+def test_timeline_and_overview_render(analysis, tmp_path):
+    for name, fig in (("timeline", analysis.plot_timeline()), ("failing", analysis.plot_timeline(failing=True)),
+                      ("microsoft", analysis.plot_timeline(microsoft=True)), ("one", analysis.plot_timeline(server="198.51.100.9")),
+                      ("overview", analysis.plot_overview())):
+        for ext in ("png", "svg"):
+            path = plots.save(fig, str(tmp_path / f"{name}.{ext}")) if ext == "svg" else None
+            if ext == "png":
+                fig.savefig(tmp_path / f"{name}.png", dpi=100)
+        png = (tmp_path / f"{name}.png").read_bytes()
+        width, height = struct.unpack(">II", png[16:24])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and width >= 800 and height >= 150
+        assert (tmp_path / f"{name}.svg").stat().st_size > 5000
+
+
+def test_timeline_paginates_many_sessions(tmp_path):
+    packets = []
+    for i in range(90):
+        conv = Conversation(cport=30000 + i, t=1_700_000_000.0 + i)
+        conv.syn()
+        conv.server_rst(ttl=118, dt=0.01)
+        packets += conv.packets
+    a = analyzer.analyze(write_pcap(tmp_path / "many.pcap", frames(packets, 1)))
+    assert len(a.records) == 90
+    fig = a.plot_timeline(max_lanes=40, page=2)
+    assert "page 3/3" in fig.axes[0].get_title(loc="left") and len(fig.axes[0].get_yticks()) == 10
+
+
+def test_plots_on_empty_input(tmp_path):
+    for fig in (plots.plot_timeline([], {}), plots.plot_overview([])):
+        assert "No sessions" in " ".join(t.get_text() for t in fig.texts)
+        fig.savefig(tmp_path / "e.png")
+        assert (tmp_path / "e.png").stat().st_size > 1000
+
+
+def test_zeek_logs_parse_back_and_match_the_json(analysis, tmp_path):
+    analysis.to_zeek(str(tmp_path))
+    fields, conn = read_log(str(tmp_path / "conn.log"))
+    assert fields[:6] == [("ts", "time"), ("uid", "string"), ("id.orig_h", "addr"), ("id.orig_p", "port"), ("id.resp_h", "addr"), ("id.resp_p", "port")]
+    by_uid = {r["session_id"]: r for r in analysis.records}
+    assert len(conn) == len(by_uid)
+    for row in conn:
+        rec = by_uid[row["uid"]]
+        assert row["id.orig_h"] == rec["client"] and row["id.orig_p"] == rec["client_port"]
+        assert row["id.resp_h"] == rec["server"] and row["id.resp_p"] == rec["server_port"]
+        assert row["conn_state"] == rec["conn_state"] and row["history"] == rec["history"]
+        assert row["orig_pkts"] == rec["packets_client"] and row["resp_pkts"] == rec["packets_server"]
+        assert row["ts"] == pytest.approx(rec["first_seen"], abs=1e-6)
+    _, smtp = read_log(str(tmp_path / "smtp.log"))
+    hostile = [r for r in smtp if r["id.resp_h"] == "198.51.100.9"][0]
+    assert hostile["last_reply"] == "221 <b>bye</b>"
+    relay = [r for r in smtp if r["id.orig_p"] == 41002][0]
+    assert relay["mailfrom"] == "printer@contoso.com" and relay["rcptto"] == ["user@contoso.com"]
+    assert relay["last_reply"].startswith("550 5.7.64")
+    _, ssl_rows = read_log(str(tmp_path / "ssl.log"))
+    [row] = ssl_rows
+    rec = by_uid[row["uid"]]
+    assert row["version"] == "TLSv13" and row["established"] is True and row["server_name"] == rec["tls"]["sni"]
+    raw = (tmp_path / "conn.log").read_text()
+    assert raw.startswith("#separator \\x09\n#set_separator\t,\n") and "\n#close\t" in raw
+
+
+@pytest.mark.skipif(shutil.which("zeek-cut") is None, reason="zeek-cut is not installed here")
+def test_zeek_cut_reads_our_logs(analysis, tmp_path):  # pragma: no cover - only where Zeek is installed
+    analysis.to_zeek(str(tmp_path))
+    out = subprocess.run(["zeek-cut", "uid", "conn_state"], stdin=open(tmp_path / "conn.log"), capture_output=True, text=True)
+    assert len(out.stdout.splitlines()) == len(analysis.records)
+
+
+def test_parquet_round_trip(analysis, tmp_path):
+    analysis.to_parquet(str(tmp_path))
+    back = pd.read_parquet(tmp_path / "sessions.parquet")
+    assert list(back["session_id"]) == list(analysis.sessions["session_id"])
+    assert json.loads(back.loc[0, "verdict"])["title"] == analysis.records[0]["verdict"]["title"]
+    for name in ("events", "replies", "tls", "dns"):
+        assert (tmp_path / f"{name}.parquet").exists()
+
+
+def test_csv_and_jsonl_exports(analysis, capture, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--format", "csv", capture], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.splitlines()[0].startswith("session_id,first_seen")
+    analysis.to_jsonl(str(tmp_path / "s.jsonl"))
+    lines = (tmp_path / "s.jsonl").read_text().splitlines()
+    assert [json.loads(line)["session_id"] for line in lines] == [r["session_id"] for r in analysis.records]
+
+
+def test_html_report_escapes_the_wire(analysis, tmp_path):
+    page = analysis.to_html(str(tmp_path))
+    html_text = open(page, encoding="utf-8").read()
+    assert "<script>" not in html_text and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html_text
+    assert "<b>bye</b>" not in html_text and "&lt;b&gt;bye&lt;/b&gt;" in html_text
+    assert "\x1b" not in html_text
+    assert "Content-Security-Policy" in html_text and "default-src 'none'" in html_text
+    assert html_text.index("Why does mail fail?") < html_text.index("<h2>Sessions</h2>") < html_text.index("<h2>Transcripts</h2>")
+    assert (tmp_path / "overview.png").stat().st_size > 10_000 and (tmp_path / "timeline-01.png").stat().st_size > 10_000
+
+
+def test_terminal_never_passes_control_sequences(capture):
+    out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", capture], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0
+    assert "\x1b" not in out.stdout  # not a TTY: no colour, and the banner's ESC is shown escaped
+    follow = subprocess.run([sys.executable, "-m", "analyzer", "follow", capture, "4"], capture_output=True, text=True, timeout=120)
+    assert "\x1b" not in follow.stdout and "\\x1b[31mred" in follow.stdout
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+def test_report_renders_in_headless_chromium(analysis, tmp_path):
+    page = analysis.to_html(str(tmp_path / "report"))
+    shot = tmp_path / "screenshot.png"
+    profile = tmp_path / "profile"
+    cmd = [
+        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+        "--enable-logging=stderr", "--v=0", "--window-size=1280,2400", f"--screenshot={shot}", f"file://{page}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000, out.stderr[-2000:]
+    console = [line for line in out.stderr.splitlines() if "CONSOLE" in line or "Content Security Policy" in line]
+    assert not console, console
+    dom = subprocess.run([c for c in cmd if not c.startswith("--screenshot")] + ["--dump-dom"], capture_output=True, text=True, timeout=120)
+    assert "Why does mail fail?" in dom.stdout and "smtpflow report" in dom.stdout
