@@ -15,9 +15,14 @@ capture stopped, too recently sent to call unanswered). Responses that match not
 still recorded (``unsolicited``), except exact duplicates of a response just paired.
 
 Mail troubleshooting needs two things from DNS: the failures that explain why no connection
-was made, and which name a server address came from. So every answer feeds an address →
-name map (``names_for``) with the CNAME chain that led there, while only interesting, MX
-and failed transactions are kept as rows. Every table has a named bound.
+was made, and which name a server address came from. So answers feed an address → name map
+(``names_for``) with the CNAME chain that led there, and interesting, MX and failed
+transactions are kept as rows. Every table has a named bound.
+
+With an ``interesting`` filter, a successful answer whose question names something else (and
+is not an MX query) only closes its query: its records are not parsed and do not feed the
+address map. On a gateway nearly all DNS is web lookups, and parsing their answers would cost
+more than everything else together. Failures and unanswered queries are kept for any name.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from .message import (
     TcpFramer,
     parse_header,
     parse_message,
+    quick_question,
     qtype_name,
     rcode_name,
 )
@@ -73,6 +79,11 @@ MAX_ADDRESS_NAMES = 50_000
 MAX_ANSWERS_PER_NAME = 4
 #: CNAMEs followed from a query name (loops end the chain too).
 MAX_CNAME_CHAIN = 16
+#: Bytes that send a response about an uninteresting name through the full parser anyway: its
+#: CNAME chain may lead to Microsoft (a local alias of smtp.office365.com).
+CHAIN_MARKERS = (b"office365", b"outlook", b"microsoft")
+#: Question names remembered as interesting or not (names repeat a lot on a gateway).
+MAX_NAME_VERDICTS = 100_000
 #: Per direction of a DNS-over-TCP connection, at most one incomplete message of up to this
 #: size is buffered: the protocol's own maximum, so no legitimate message is lost.
 MAX_TCP_MESSAGE_BYTES = MAX_MESSAGE_LEN
@@ -172,6 +183,7 @@ class DnsTracker:
 
     def __init__(self, interesting: Callable[[str], bool] | None = None) -> None:
         self._interesting = interesting
+        self._verdicts: dict[str, bool] = {}  # question name -> interesting?
         self._pending: dict[tuple[Flow, int], list[_Query]] = {}  # oldest first
         self._pending_count = 0
         self._flows: dict[Flow, dict[int, None]] = {}  # flow -> ids pending on it
@@ -187,7 +199,7 @@ class DnsTracker:
                 "malformed", "other_opcodes", "no_question", "pending_evicted",
                 "transactions_kept", "transactions_filtered", "transactions_dropped",
                 "address_names_evicted", "icmp_errors", "icmp_matched",
-                "tcp_messages", "tcp_gaps", "tcp_incomplete", "tcp_oversized",
+                "tcp_messages", "tcp_gaps", "tcp_incomplete", "tcp_oversized", "ignored_messages",
             ),
             0,
         )
@@ -285,6 +297,24 @@ class DnsTracker:
 
     # -- messages ---------------------------------------------------------------------
     def _message(self, flow: Flow, payload: bytes, ts: int) -> None:
+        # The hot path reads the question alone. A query needs nothing more; a successful
+        # answer about a name of no interest (most DNS on a gateway: web lookups) only closes
+        # its pending query — its records are never parsed.
+        question = quick_question(payload)
+        if question is not None and (payload[2] >> 3) & 0x0F == OPCODE_QUERY:
+            msg_id = (payload[0] << 8) | payload[1]
+            if not payload[2] & 0x80:
+                self._add_query(flow, msg_id, question[0], question[1], ts)
+                return
+            if (
+                self._interesting is not None
+                and payload[3] & 0x0F == RCODE_NOERROR
+                and question[1] != QTYPE_MX
+                and not self._name_wanted(question[0])
+                and not any(marker in payload for marker in CHAIN_MARKERS)
+            ):
+                self._quiet_answer(flow, msg_id, question[0], question[1], ts)
+                return
         try:
             msg = parse_message(payload)
         except DnsParseError:
@@ -317,11 +347,13 @@ class DnsTracker:
         if question is None:
             self._stats["no_question"] += 1
             return
-        qname = question.name.lower()
-        key = (flow, msg.id)
+        self._add_query(flow, msg.id, question.name.lower(), question.qtype, ts)
+
+    def _add_query(self, flow: Flow, msg_id: int, qname: str, qtype: int, ts: int) -> None:
+        key = (flow, msg_id)
         queries = self._pending.get(key, ())
         for query in queries:
-            if query.qname == qname and query.qtype == question.qtype:
+            if query.qname == qname and query.qtype == qtype:
                 query.retransmissions += 1
                 query.last_ts = ts
                 self._stats["retransmissions"] += 1
@@ -332,9 +364,22 @@ class DnsTracker:
             return
         if self._pending_count >= MAX_PENDING_QUERIES:
             self._stats["pending_evicted"] += len(self._drop_key(next(iter(self._pending))))
-        self._pending.setdefault(key, []).append(_Query(flow, msg.id, qname, question.qtype, ts))
-        self._flows.setdefault(flow, {})[msg.id] = None
+        self._pending.setdefault(key, []).append(_Query(flow, msg_id, qname, qtype, ts))
+        self._flows.setdefault(flow, {})[msg_id] = None
         self._pending_count += 1
+
+    def _quiet_answer(self, flow: Flow, msg_id: int, qname: str, qtype: int, ts: int) -> None:
+        """A successful answer about a name of no interest: close its query, keep nothing."""
+        self._stats["responses"] += 1
+        self._stats["ignored_messages"] += 1
+        key = (flow, msg_id)
+        for query in self._pending.get(key, ()):
+            if query.qname == qname:
+                self._take(key, query)
+                self._stats[STATUS_ANSWERED] += 1
+                self._stats["transactions_filtered"] += 1
+                return
+        self._stats["unsolicited_responses"] += 1
 
     def _response(self, flow: Flow, msg: DnsMessage, ts: int) -> None:
         self._stats["responses"] += 1
@@ -454,6 +499,16 @@ class DnsTracker:
         else:
             self._stats["transactions_kept"] += 1
             self._transactions.append(tx)
+
+    def _name_wanted(self, name: str) -> bool:
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            assert self._interesting is not None
+            verdict = bool(self._interesting(name))
+            if len(self._verdicts) >= MAX_NAME_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[name] = verdict
+        return verdict
 
     def _wanted(self, names: list[str | None]) -> bool:
         interesting = self._interesting
