@@ -124,7 +124,8 @@ class ReplyCatalogue:
 
         In order: same code and enhanced code (a variant whose ``match`` occurs in ``text``,
         else the one without ``match``); then a range of the same code containing the enhanced
-        code (same preference); then the code's generic fallback. An enhanced code that is not
+        code (same preference); then a ``match`` variant of the same enhanced code under another
+        code of the same class (550 vs 554); then the code's generic fallback. An enhanced code that is not
         ``class.subject.detail`` digits is ignored. Without ``enhanced``, one at the start of
         ``text`` is used: Exchange sends some whose class differs from the reply's (``451 5.7.3``),
         which RFC 3463 parsers rightly do not report as the reply's enhanced code.
@@ -140,6 +141,13 @@ class ReplyCatalogue:
                 found = _pick((e for low, high, e in self._ranges.get(code, ()) if low <= key <= high), folded)
             if found is not None:
                 return found
+            # Servers differ on the basic code (550 or 554 for the same block): a text variant of
+            # the same enhanced code under another code of the same class still says what it is.
+            for (other, other_key), entries in self._exact.items():
+                if other != code and other // 100 == code // 100 and other_key == key:
+                    for entry in entries:
+                        if entry.match is not None and entry.matches(folded):
+                            return entry
         return _pick(self._fallbacks.get(code, ()), folded)
 
 

@@ -93,7 +93,9 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
         if syn_times:
             count = len(syn_times)
             last = syn_times[-1]
-            if capture_end is not None and facts.get("at_capture_end") and capture_end - last < UNANSWERED_GRACE_S * NS:
+            # A lone SYN just before the capture stopped may have been answered later; once the
+            # client has retransmitted, the silence is established.
+            if count == 1 and capture_end is not None and facts.get("at_capture_end") and capture_end - last < UNANSWERED_GRACE_S * NS:
                 return "incomplete", f"the capture ended {((capture_end - last) / NS):.2f} s after the last SYN: an answer may have come later"
             if count == 1:
                 return "syn_unanswered", "one SYN was sent and nothing answered it"

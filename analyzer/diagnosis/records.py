@@ -72,7 +72,9 @@ class RecordBuilder:
         dns_names = self.dns.names_for(facts["resp_addr"], facts["first_ts"] + NS) if self.dns is not None else []
         evidence, role = self.directory.evidence(server, dns_names, app)
         microsoft = bool(evidence)
-        reset = classify_reset(facts, refs, microsoft)
+        # "Exchange Online is far away" holds only for addresses Microsoft really publishes.
+        published = any(e["source"] == "published_range" for e in evidence)
+        reset = classify_reset(facts, refs, published)
         syn_times = facts.get("syn_times") or []
         gaps = [round((b - a) / NS, 3) for a, b in zip(syn_times, syn_times[1:])]
         icmp = None

@@ -45,6 +45,7 @@ def _after_clean_close(facts: dict[str, Any], ts: int) -> bool:
 def classify_reset(facts: dict[str, Any], refs: dict[bytes, list[int]], microsoft: bool) -> dict[str, Any] | None:
     """Describe the first RST of a session: who sent it, with the TTL evidence.
 
+    ``microsoft``: the server address is in Microsoft's published ranges (so it is far away).
     Returns None when the session had no RST, else a dict with ``rst_from``
     (server/client/middlebox), ``ts``, ``ttl``, ``hops`` and a readable ``evidence`` line.
     """

@@ -340,6 +340,8 @@ def _smtp_error(rec, facts, app, reset):
     evidence = [f"server reply {answered}: {shown}"]
     if reply.get("encrypted"):
         evidence.append("this reply was inside TLS and was decrypted with the key log")
+    if command == "STARTTLS":
+        return _starttls_refused(rec, shown, code, evidence)
     if info is None:
         transient = code // 100 == 4
         return {
@@ -359,6 +361,29 @@ def _smtp_error(rec, facts, app, reset):
         "remediation": info.remediation,
         "evidence": evidence,
         "category": info.category,
+    }
+
+
+def _starttls_refused(rec, shown, code, evidence):
+    offered = (rec.get("smtp") or {}).get("starttls_offered")
+    microsoft = rec.get("microsoft")
+    remediation = (
+        "The server could not start TLS: on a server you run, check its certificate (present, not expired, the full "
+        "chain) and its TLS settings and logs."
+    )
+    if microsoft:
+        remediation += (
+            " Exchange Online refuses STARTTLS only temporarily (TLS rate limits, a busy front end): retry later; "
+            "if it persists, open a case with Microsoft with this capture."
+        )
+    return {
+        "title": f"The server refused STARTTLS ({code})",
+        "severity": "warning" if code // 100 == 4 else "error",
+        "explanation": f"The client asked to start TLS and the server answered '{shown}'"
+        + ("" if offered else " (it had not even offered STARTTLS in its EHLO reply)")
+        + ". Without TLS, servers that require it (Exchange Online for SMTP AUTH) will not accept the mail.",
+        "remediation": remediation,
+        "evidence": evidence,
     }
 
 

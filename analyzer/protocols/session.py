@@ -403,7 +403,13 @@ class MailSession:
         started_by = smtp.tls_started_by or "starttls"
         if started_by != "starttls":
             self._note(started_by)
-        self._begin_tls("starttls", ts)
+        if started_by == "client_without_starttls" and self.facts.commands == 0:
+            # TLS as the client's very first words, the server's greeting notwithstanding: a
+            # client set up for implicit TLS ("SSL") talking to a STARTTLS port.
+            self._note("implicit_tls_on_starttls_port")
+            self._begin_tls("implicit", ts)
+        else:
+            self._begin_tls("starttls", ts)
         client, server = smtp.client_leftover, smtp.server_leftover
         smtp.client_leftover = smtp.server_leftover = b""
         if client:

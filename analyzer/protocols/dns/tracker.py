@@ -75,7 +75,7 @@ MAX_RECENT_ANSWERS = 10_000
 MAX_TRANSACTIONS = 50_000
 #: (address, name) pairs in the address → name map, least recently updated evicted first.
 MAX_ADDRESS_NAMES = 50_000
-#: Answer times remembered per (address, name) pair, newest kept.
+#: Answer times remembered per (address, name) pair: the first, and the newest.
 MAX_ANSWERS_PER_NAME = 4
 #: CNAMEs followed from a query name (loops end the chain too).
 MAX_CNAME_CHAIN = 16
@@ -542,7 +542,8 @@ class DnsTracker:
             self._by_address.setdefault(address, {})[name] = None
         entries.append((ts, chain, mx_of))
         if len(entries) > MAX_ANSWERS_PER_NAME:
-            del entries[0]
+            # Keep the first answer (it dates what sessions long after can rely on) and the newest.
+            del entries[1]
         self._pairs[pair] = entries
 
 
