@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     debug = getattr(args, "debug", False)
     from .capture import CaptureError
-    from .report.exports import ExportError
+    from .report.safe import ExportError
 
     try:
         return COMMANDS[args.command](args)

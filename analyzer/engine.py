@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from .capture import CaptureError, CaptureSet, expand_inputs, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
 from .decode import DEFAULT_SMTP_PORTS, Decoder, IcmpError, Selector, TcpSegment, UdpDatagram
+from .decode.fastpath import Prefilter
 from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
 from .diagnosis.records import RecordBuilder
 from .diagnosis.summary import summarize
@@ -64,7 +65,7 @@ class Engine:
         self.options = options = options or Options()
         self.directory = MicrosoftDirectory(options.endpoints, options.use_published_ranges)
         ports = None if options.ports is None else frozenset(options.ports) | {DNS_PORT}
-        self.selector = Selector(ports, self.directory.networks)
+        self.selector = Selector(ports, self.directory.networks, self.directory.dns_interest())
         self.decoder = Decoder(self.selector, verify_checksums=options.checksums != "off")
         self.dns = DnsTracker(interesting=self.directory.is_interesting_name)
         self.table = ConnectionTable(self._finished, self._attach, options.checksums)
@@ -161,6 +162,8 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
             raise CaptureError(captures.damage[0].describe())
     unsupported = _unsupported_linktypes(captures)
     engine = Engine(options)
+    if Prefilter.available:
+        captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
     if captures.readable:
         records: Iterable[tuple] = captures
         if progress is not None:

@@ -208,7 +208,11 @@ def https_steps():
 
 
 def dns_pair(client, resolver, t, sport, txid):
-    name = random.choice([b"\x03www\x07example\x03com\x00", b"\x04mail\x07contoso\x03com\x00", b"\x03cdn\x06akamai\x03net\x00"])
+    if random.random() < 0.03:  # a few lookups of mail names, most of them web names
+        name = random.choice([b"\x04smtp\x09office365\x03com\x00", b"\x04mail\x07contoso\x03com\x00"])
+    else:
+        name = random.choice([b"\x03www\x07example\x03com\x00", b"\x03cdn\x06akamai\x03net\x00", b"\x03api\x06github\x03com\x00",
+                              b"\x05login\x0fmicrosoftonline\x03com\x00", b"\x03www\x06google\x03com\x00"])
     query = struct.pack(">HHHHHH", txid, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
     answer = struct.pack(">HHHHHH", txid, 0x8180, 1, 1, 0, 0) + name + b"\x00\x01\x00\x01" + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([93, 184, 216, 34])
     return [(t, udp_packet(client, resolver, sport, 53, query)), (t + 0.01, udp_packet(resolver, client, 53, sport, answer))]

@@ -187,6 +187,8 @@ class CaptureSet:
         self.linktypes: set[int] = set()
         self.records = 0
         self.linktypes_by_file: dict[str, set[int]] = {}
+        #: Handed to every reader opened: drops irrelevant records in bulk (decode.fastpath).
+        self.prefilter = None
         self._pending: list[tuple[int, int, str]] = []  # (first_ts, order, path)
         self._open: list[CaptureFile] = []
         self._finished_bytes = 0
@@ -240,6 +242,7 @@ class CaptureSet:
             except CaptureError as exc:  # changed or vanished since it was checked
                 self.errors.append(str(exc))
                 return
+            cap.reader.prefilter = self.prefilter
             self._open.append(cap)
             it = iter(cap)
             rec = next(it, None)
@@ -251,6 +254,7 @@ class CaptureSet:
         if len(pending) == 1:  # the common case: one file, no heap
             _ts, _order, path = pending[0]
             cap = open_capture(path)
+            cap.reader.prefilter = self.prefilter
             self._open.append(cap)
             try:
                 yield from cap

@@ -79,6 +79,8 @@ class PcapReader:
         self.damage: Damage | None = None
         self.records = 0
         self.bytes_read = FILE_HEADER_LEN
+        #: Set by the layer above to drop irrelevant records in bulk (see decode.fastpath).
+        self.prefilter = None
 
     def __iter__(self) -> Iterator[Record]:
         read = self._file.read
@@ -93,8 +95,21 @@ class PcapReader:
         base = FILE_HEADER_LEN  # stream offset of buf[0]
         count = 0
         chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
+        prefilter = self.prefilter
+        big = self._order == ">"
         try:
             while True:
+                if prefilter is not None and len(buf) - pos >= hlen:
+                    # Whole runs of records in one call; what it leaves (a record cut by the
+                    # buffer's end, or a broken one) is handled record by record below.
+                    new_pos, hits, _status, dropped = prefilter.pcap(buf, pos, big, self.nanosecond, hlen, linktype, max_len)
+                    if new_pos != pos:
+                        count += dropped + len(hits)
+                        self.records = count
+                        self.bytes_read = base + new_pos
+                        for ts, lt, start, end, wirelen in hits:
+                            yield ts, lt, buf, start, end, wirelen
+                        pos = new_pos
                 if len(buf) - pos < hlen:
                     more = read(chunk)
                     chunk = READ_CHUNK

@@ -37,27 +37,37 @@ MAX_BLOCK_LENGTH = 16 * 1024 * 1024
 MIN_BLOCK_LENGTH = 12
 
 
-def ts_converter(tsresol: int, tsoffset: int) -> Callable[[int], int]:
-    """Return a function turning raw 64-bit timestamp units into integer nanoseconds."""
+def ts_conversion(tsresol: int, tsoffset: int) -> tuple[int, int, int]:
+    """How raw 64-bit timestamp units become integer nanoseconds: (kind, amount, offset_ns).
+
+    kind 0: units × amount; kind 1: units ÷ amount; kind 2: (units × 10^9) >> amount.
+    """
     offset_ns = tsoffset * 1_000_000_000
     if tsresol & 0x80:  # power of two: units of 2^-n seconds
-        shift = tsresol & 0x7F
-        return lambda units: ((units * 1_000_000_000) >> shift) + offset_ns
-    exp = tsresol
-    if exp <= 9:
-        mult = 10 ** (9 - exp)
-        return lambda units: units * mult + offset_ns
-    div = 10 ** (exp - 9)
-    return lambda units: units // div + offset_ns
+        return 2, tsresol & 0x7F, offset_ns
+    if tsresol <= 9:
+        return 0, 10 ** (9 - tsresol), offset_ns
+    return 1, 10 ** (tsresol - 9), offset_ns
+
+
+def ts_converter(tsresol: int, tsoffset: int) -> Callable[[int], int]:
+    """Return a function turning raw 64-bit timestamp units into integer nanoseconds."""
+    kind, amount, offset_ns = ts_conversion(tsresol, tsoffset)
+    if kind == 2:
+        return lambda units: ((units * 1_000_000_000) >> amount) + offset_ns
+    if kind == 0:
+        return lambda units: units * amount + offset_ns
+    return lambda units: units // amount + offset_ns
 
 
 class _Interface:
-    __slots__ = ("linktype", "snaplen", "to_ns")
+    __slots__ = ("linktype", "snaplen", "to_ns", "conversion")
 
-    def __init__(self, linktype: int, snaplen: int, to_ns: Callable[[int], int]) -> None:
+    def __init__(self, linktype: int, snaplen: int, tsresol: int, tsoffset: int) -> None:
         self.linktype = linktype
         self.snaplen = snaplen
-        self.to_ns = to_ns
+        self.to_ns = ts_converter(tsresol, tsoffset)
+        self.conversion = (linktype,) + ts_conversion(tsresol, tsoffset)
 
 
 def looks_like_pcapng(head: bytes) -> bool:
@@ -86,6 +96,8 @@ class PcapngReader:
         self.records = 0
         self.bytes_read = 0
         self.skipped_blocks = 0
+        #: Set by the layer above to drop irrelevant records in bulk (see decode.fastpath).
+        self.prefilter = None
 
     def __iter__(self) -> Iterator[Record]:
         read = self._file.read
@@ -98,8 +110,23 @@ class PcapngReader:
         interfaces: list[_Interface] = []
         u32 = struct.Struct("<I").unpack_from
         epb = struct.Struct("<IIIII").unpack_from
+        prefilter = self.prefilter
+        conversions: tuple = ()
         try:
             while True:
+                if prefilter is not None and interfaces and len(buf) - pos >= 12 and u32(buf, pos)[0] == BT_EPB:
+                    # A run of enhanced packet blocks in one call; other blocks, and a block cut
+                    # by the buffer's end or broken, are handled below.
+                    if len(conversions) != len(interfaces):
+                        conversions = tuple(iface.conversion for iface in interfaces)
+                    new_pos, hits, _status, dropped = prefilter.pcapng(buf, pos, order == ">", conversions)
+                    if new_pos != pos:
+                        count += dropped + len(hits)
+                        self.records = count
+                        self.bytes_read = base + new_pos
+                        for ts, lt, start, end, wirelen in hits:
+                            yield ts, lt, buf, start, end, wirelen
+                        pos = new_pos
                 if len(buf) - pos < 12:
                     more = read(chunk)
                     chunk = READ_CHUNK
@@ -125,6 +152,7 @@ class PcapngReader:
                     u32 = struct.Struct(order + "I").unpack_from
                     epb = struct.Struct(order + "IIIII").unpack_from
                     interfaces = []
+                    conversions = ()
                 (btype, blen) = struct.unpack_from(order + "II", buf, pos)
                 if blen < MIN_BLOCK_LENGTH or blen % 4 or blen > MAX_BLOCK_LENGTH:
                     self._damaged(base + pos, count, f"block length {blen} is impossible")
@@ -222,7 +250,7 @@ class PcapngReader:
             opt = value + ((length + 3) & ~3)
         if (tsresol & 0x7F) > 63 if tsresol & 0x80 else tsresol > 18:
             return None
-        return _Interface(linktype, snaplen, ts_converter(tsresol, tsoffset))
+        return _Interface(linktype, snaplen, tsresol, tsoffset)
 
     def _damaged(self, offset: int, count: int, reason: str) -> None:
         self.records = count

@@ -134,7 +134,7 @@ class DecodeStats:
     __slots__ = (
         "packets", "bytes", "relevant", "non_ip", "fragments", "malformed", "truncated",
         "bad_checksums", "unsupported_linktypes", "ip_versions", "tcp", "udp", "icmp", "other_ip",
-        "first_ts", "last_ts",
+        "dns_ignored", "first_ts", "last_ts",
     )
 
     def __init__(self) -> None:
@@ -152,6 +152,7 @@ class DecodeStats:
         self.udp = 0
         self.icmp = 0
         self.other_ip = 0
+        self.dns_ignored = 0  # DNS messages about names of no interest (web lookups)
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
@@ -444,6 +445,10 @@ class Decoder:
             sport = (buf[l4] << 8) | buf[l4 + 1]
             dport = (buf[l4 + 2] << 8) | buf[l4 + 3]
             if sport != DNS_PORT and dport != DNS_PORT:
+                return None
+            dns = selector.dns
+            if dns is not None and not dns.wants_message(buf[l4 + 8 : ip_end]):
+                stats.dns_ignored += 1
                 return None
             stats.relevant += 1
             return UdpDatagram(

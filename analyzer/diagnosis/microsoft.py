@@ -11,9 +11,15 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..decode.select import DnsInterest
 from .knowledge import load_facts
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: First labels of host names that are probably mail servers (smtp.contoso.com, mx1.…).
+MAIL_LABEL_PREFIXES = ("smtp", "mail", "mx", "relay", "outbound", "submit")
+#: Bytes in a DNS answer that suggest its CNAME chain leads to Microsoft.
+CHAIN_MARKERS = (b"\x09office365\x03com", b"\x07outlook\x03com", b"\x02mx\x09microsoft")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class MicrosoftDirectory:
                 for cidr in list(service.get("ipv4", [])) + list(service.get("ipv6", [])):
                     self.services.append((ipaddress.ip_network(cidr, strict=False), service))
         self.user_endpoints = list(user_endpoints)
+        self._dns_interest: DnsInterest | None = None
 
     @property
     def networks(self) -> list[Network]:
@@ -120,12 +127,24 @@ class MicrosoftDirectory:
             name.endswith(suffix) or name == suffix.lstrip(".") for suffix in self.suffixes
         )
 
+    def dns_interest(self) -> DnsInterest:
+        """The DNS names worth reading: Microsoft's, the user's, and mail-ish ones."""
+        if self._dns_interest is None:
+            names = list(self.submission_hosts)
+            suffixes = list(self.suffixes)
+            for ep in self.user_endpoints:
+                if ep.hostname is None:
+                    continue
+                if ep.hostname.startswith(("*.", ".")):
+                    suffixes.append(ep.hostname.lstrip("*"))
+                else:
+                    names.append(ep.hostname)
+            self._dns_interest = DnsInterest(names, suffixes, MAIL_LABEL_PREFIXES, CHAIN_MARKERS)
+        return self._dns_interest
+
     def is_interesting_name(self, name: str) -> bool:
         """DNS names worth keeping in the DNS table: Microsoft's, the user's, and mail-ish ones."""
-        if self.is_microsoft_name(name) or self.user_endpoint_for_name(name) is not None:
-            return True
-        first = name.split(".", 1)[0]
-        return first.startswith(("smtp", "mail", "mx", "relay", "outbound", "submit"))
+        return self.dns_interest().wants_name(name)
 
     def role_of_name(self, name: str) -> str | None:
         name = name.lower().rstrip(".")

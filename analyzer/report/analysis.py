@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..engine import RunResult
-from . import frames
 from .follow import transcript_text
 from .safe import json_default
+
+if TYPE_CHECKING:  # pandas is imported when a DataFrame is first asked for, not before
+    import pandas as pd
 
 
 class SessionNotFound(KeyError):
@@ -39,23 +39,33 @@ class Analysis:
 
     # -- frames -------------------------------------------------------------------------------
     @cached_property
-    def sessions(self) -> pd.DataFrame:
+    def sessions(self) -> "pd.DataFrame":
+        from . import frames
+
         return frames.sessions_frame(self.records)
 
     @cached_property
-    def events(self) -> pd.DataFrame:
+    def events(self) -> "pd.DataFrame":
+        from . import frames
+
         return frames.events_frame(self.records, self._result.events)
 
     @cached_property
-    def replies(self) -> pd.DataFrame:
+    def replies(self) -> "pd.DataFrame":
+        from . import frames
+
         return frames.replies_frame(self.records)
 
     @cached_property
-    def tls(self) -> pd.DataFrame:
+    def tls(self) -> "pd.DataFrame":
+        from . import frames
+
         return frames.tls_frame(self.records)
 
     @cached_property
-    def dns(self) -> pd.DataFrame:
+    def dns(self) -> "pd.DataFrame":
+        from . import frames
+
         return frames.dns_frame(self._result.dns)
 
     # -- views ----------------------------------------------------------------------------------

@@ -13,13 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from .safe import json_default
+from .safe import ExportError, json_default
 
 TABLES = ("sessions", "events", "replies", "tls", "dns")
-
-
-class ExportError(ValueError):
-    """The export cannot be written as asked (missing or wrong output path)."""
 
 
 def flat(df: pd.DataFrame) -> pd.DataFrame:

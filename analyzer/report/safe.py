@@ -10,6 +10,10 @@ from typing import Any
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
+class ExportError(ValueError):
+    """An export cannot be written as asked (missing or wrong output path)."""
+
+
 def printable(text: Any) -> str:
     """``text`` with every control character shown as an escape (``\\x1b``), never executed."""
     if text is None:

@@ -178,7 +178,7 @@ def ssl_rows(records: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
 
 def write_zeek(analysis: Any, output: str) -> list[str]:
     if os.path.exists(output) and not os.path.isdir(output):
-        from .exports import ExportError
+        from .safe import ExportError
 
         raise ExportError(f"{output}: exists and is not a directory")
     os.makedirs(output, exist_ok=True)

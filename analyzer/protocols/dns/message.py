@@ -491,38 +491,6 @@ def parse_header(data: bytes) -> DnsHeader:
     )
 
 
-def quick_question(data: bytes) -> tuple[str, int] | None:
-    """The first question's (lower-case name, qtype), read without building any record.
-
-    For the hot path: a message whose question is of no interest can be dropped after this.
-    Returns None where the cheap walk cannot decide (compressed or malformed question, no
-    question): the caller then parses the whole message.
-    """
-    end = len(data)
-    if end < HEADER_LEN + 5 or not (data[4] or data[5]):
-        return None
-    pos = HEADER_LEN
-    labels = []
-    while True:
-        if pos >= end:
-            return None
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length & 0xC0 or len(labels) >= MAX_LABELS:
-            return None
-        labels.append(data[pos + 1 : pos + 1 + length])
-        pos += 1 + length
-    if pos + 2 > end:
-        return None
-    try:
-        name = b".".join(labels).decode("ascii").lower() if labels else "."
-    except UnicodeDecodeError:
-        return None
-    return name, (data[pos] << 8) | data[pos + 1]
-
-
 def parse_message(data: bytes) -> DnsMessage:
     """Parse one DNS message. Raises :class:`DnsParseError`, and only that, on malformed input.
 

@@ -32,6 +32,7 @@ from typing import Callable
 
 from ...decode.icmp import icmp_name, is_unreachable
 from ...decode.ip import IPPROTO_UDP, address_text
+from ...decode.select import quick_question
 from .message import (
     FLAG_QR,
     MAX_MESSAGE_LEN,
@@ -51,7 +52,6 @@ from .message import (
     TcpFramer,
     parse_header,
     parse_message,
-    quick_question,
     qtype_name,
     rcode_name,
 )
@@ -81,7 +81,7 @@ MAX_ANSWERS_PER_NAME = 4
 MAX_CNAME_CHAIN = 16
 #: Bytes that send a response about an uninteresting name through the full parser anyway: its
 #: CNAME chain may lead to Microsoft (a local alias of smtp.office365.com).
-CHAIN_MARKERS = (b"office365", b"outlook", b"microsoft")
+CHAIN_MARKERS = (b"\x09office365\x03com", b"\x07outlook\x03com", b"\x02mx\x09microsoft")
 #: Question names remembered as interesting or not (names repeat a lot on a gateway).
 MAX_NAME_VERDICTS = 100_000
 #: Per direction of a DNS-over-TCP connection, at most one incomplete message of up to this

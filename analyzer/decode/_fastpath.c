@@ -1,0 +1,453 @@
+/*
+ * The decoder's hot path in C: walk a buffer of pcap records (or pcapng enhanced packet
+ * blocks), look at link, IP and transport headers in place, and keep only the records the
+ * Python decoder could find relevant. Everything else is counted exactly as the Python
+ * decoder counts it and dropped without a single Python object being built.
+ *
+ * The decision is conservative: whatever is not plainly irrelevant (ICMP errors, fragments,
+ * IPv6 extension headers, short or odd headers, unknown link types) goes to Python, which
+ * then decides and counts as it always does. So results never depend on this module: it
+ * only makes them faster. analyzer/decode/fastpath.py is its Python face and fallback.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Link types (tcpdump.org LINKTYPE_*). */
+#define LT_NULL 0
+#define LT_ETHERNET 1
+#define LT_RAW_BSD 12
+#define LT_RAW_OPENBSD 14
+#define LT_RAW 101
+#define LT_LOOP 108
+#define LT_SLL 113
+#define LT_IPV4 228
+#define LT_IPV6 229
+#define LT_SLL2 276
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define ETH_P_QINQ_OLD 0x9100
+
+#define IPPROTO_ICMP_ 1
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define IPPROTO_ICMPV6_ 58
+
+/* Stats slots, in the order fastpath.py adds them to DecodeStats. */
+enum { S_PACKETS, S_BYTES, S_V4, S_V6, S_TCP, S_UDP, S_ICMP, S_OTHER_IP, S_NON_IP, S_TRUNCATED, S_DNS_IGNORED, S_COUNT };
+
+/* The filter, flattened by fastpath.py:
+ *   ports[8192] bitmap, non_smtp[8192] bitmap, u8 all_ports, u8 pad[3],
+ *   u32 n4, n4 x (u32 net, u32 mask) host order,
+ *   u32 n6, n6 x (u8 net[16], u8 mask[16]),
+ *   u32 dns_enabled, then four string lists (names, suffixes, label prefixes, markers), each
+ *   u32 count then count x (u8 length, bytes) — DnsInterest in select.py, flattened.        */
+#define MAX_DNS_RULES 256
+typedef struct {
+    const uint8_t *ports;
+    const uint8_t *non_smtp;
+    int all_ports;
+    uint32_t n4;
+    const uint8_t *v4;
+    uint32_t n6;
+    const uint8_t *v6;
+    uint8_t first_v4[32]; /* bitmap of first octets present in v4 networks */
+    uint8_t first_v6[32];
+    int dns_enabled;
+    int n_rules[4];                        /* names, suffixes, label prefixes, markers */
+    const uint8_t *rule[4][MAX_DNS_RULES]; /* each: length byte, then the text */
+} Filter;
+
+enum { R_NAMES, R_SUFFIXES, R_PREFIXES, R_MARKERS };
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t be32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
+static inline uint32_t rd32(const uint8_t *p, int big) {
+    return big ? be32(p) : ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
+}
+static inline int bit(const uint8_t *map, unsigned v) { return map[v >> 3] & (1u << (v & 7)); }
+
+static int parse_filter(const uint8_t *blob, Py_ssize_t len, Filter *f) {
+    if (len < 8192 * 2 + 4 + 4) return -1;
+    f->ports = blob;
+    f->non_smtp = blob + 8192;
+    f->all_ports = blob[16384];
+    Py_ssize_t pos = 16388;
+    f->n4 = (uint32_t)blob[pos] | ((uint32_t)blob[pos + 1] << 8) | ((uint32_t)blob[pos + 2] << 16) | ((uint32_t)blob[pos + 3] << 24);
+    pos += 4;
+    if (pos + (Py_ssize_t)f->n4 * 8 + 4 > len) return -1;
+    f->v4 = blob + pos;
+    pos += (Py_ssize_t)f->n4 * 8;
+    f->n6 = (uint32_t)blob[pos] | ((uint32_t)blob[pos + 1] << 8) | ((uint32_t)blob[pos + 2] << 16) | ((uint32_t)blob[pos + 3] << 24);
+    pos += 4;
+    if (pos + (Py_ssize_t)f->n6 * 32 > len) return -1;
+    f->v6 = blob + pos;
+    pos += (Py_ssize_t)f->n6 * 32;
+    if (pos + 4 > len) return -1;
+    f->dns_enabled = blob[pos];
+    pos += 4;
+    for (int list = 0; list < 4; list++) {
+        if (pos + 4 > len) return -1;
+        uint32_t n = (uint32_t)blob[pos] | ((uint32_t)blob[pos + 1] << 8) | ((uint32_t)blob[pos + 2] << 16) | ((uint32_t)blob[pos + 3] << 24);
+        pos += 4;
+        if (n > MAX_DNS_RULES) return -1;
+        f->n_rules[list] = (int)n;
+        for (uint32_t i = 0; i < n; i++) {
+            if (pos + 1 > len || pos + 1 + blob[pos] > len) return -1;
+            f->rule[list][i] = blob + pos;
+            pos += 1 + blob[pos];
+        }
+    }
+    memset(f->first_v4, 0, 32);
+    memset(f->first_v6, 0, 32);
+    for (uint32_t i = 0; i < f->n4; i++) {
+        const uint8_t *e = f->v4 + i * 8;
+        uint32_t net = (uint32_t)e[0] | ((uint32_t)e[1] << 8) | ((uint32_t)e[2] << 16) | ((uint32_t)e[3] << 24);
+        uint32_t mask = (uint32_t)e[4] | ((uint32_t)e[5] << 8) | ((uint32_t)e[6] << 16) | ((uint32_t)e[7] << 24);
+        uint32_t lo = net >> 24, hi = (net | ~mask) >> 24;
+        for (uint32_t o = lo; o <= hi; o++) f->first_v4[o >> 3] |= (uint8_t)(1u << (o & 7));
+    }
+    for (uint32_t i = 0; i < f->n6; i++) {
+        const uint8_t *e = f->v6 + i * 32;
+        unsigned lo = e[0], hi = e[0] | (uint8_t)~e[16];
+        for (unsigned o = lo; o <= hi; o++) f->first_v6[o >> 3] |= (uint8_t)(1u << (o & 7));
+    }
+    return 0;
+}
+
+static int in_v4(const Filter *f, const uint8_t *a) {
+    if (!bit(f->first_v4, a[0])) return 0;
+    uint32_t v = be32(a);
+    for (uint32_t i = 0; i < f->n4; i++) {
+        const uint8_t *e = f->v4 + i * 8;
+        uint32_t net = (uint32_t)e[0] | ((uint32_t)e[1] << 8) | ((uint32_t)e[2] << 16) | ((uint32_t)e[3] << 24);
+        uint32_t mask = (uint32_t)e[4] | ((uint32_t)e[5] << 8) | ((uint32_t)e[6] << 16) | ((uint32_t)e[7] << 24);
+        if ((v & mask) == net) return 1;
+    }
+    return 0;
+}
+
+static int in_v6(const Filter *f, const uint8_t *a) {
+    if (!bit(f->first_v6, a[0])) return 0;
+    for (uint32_t i = 0; i < f->n6; i++) {
+        const uint8_t *e = f->v6 + i * 32;
+        int ok = 1;
+        for (int j = 0; j < 16 && ok; j++) ok = ((a[j] & e[16 + j]) == e[j]);
+        if (ok) return 1;
+    }
+    return 0;
+}
+
+/* Same rule as Selector.wants_tcp. */
+static int wants_tcp(const Filter *f, unsigned sport, unsigned dport, const uint8_t *saddr, const uint8_t *daddr, int v6) {
+    if (f->all_ports) return 1;
+    if (bit(f->ports, dport) || bit(f->ports, sport)) return 1;
+    if (v6 ? f->n6 == 0 : f->n4 == 0) return 0;
+    if (bit(f->non_smtp, dport) || bit(f->non_smtp, sport)) return 0;
+    return v6 ? (in_v6(f, daddr) || in_v6(f, saddr)) : (in_v4(f, daddr) || in_v4(f, saddr));
+}
+
+static int find(const uint8_t *hay, Py_ssize_t n, const uint8_t *needle, Py_ssize_t m) {
+    if (m == 0 || m > n) return 0;
+    for (Py_ssize_t i = 0; i + m <= n; i++)
+        if (hay[i] == needle[0] && memcmp(hay + i, needle, (size_t)m) == 0) return 1;
+    return 0;
+}
+
+/* Same rule as DnsInterest.wants_message: 1 keep, 0 of no interest. */
+static int wants_dns(const Filter *f, const uint8_t *d, Py_ssize_t n) {
+    if (!f->dns_enabled) return 1;
+    if (n < 17 || !(d[4] || d[5])) return 1;
+    char name[512];
+    Py_ssize_t nl = 0, pos = 12;
+    int labels = 0;
+    for (;;) {
+        if (pos >= n) return 1;
+        unsigned l = d[pos];
+        if (l == 0) { pos++; break; }
+        if ((l & 0xC0) || labels >= 127) return 1;
+        if (pos + 1 + (Py_ssize_t)l > n) return 1; /* Python slices short here; the full parser decides */
+        if (labels) name[nl++] = '.';
+        for (unsigned i = 0; i < l; i++) {
+            uint8_t c = d[pos + 1 + i];
+            if (c >= 0x80) return 1;
+            name[nl++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+        }
+        labels++;
+        pos += 1 + l;
+    }
+    if (pos + 2 > n) return 1;
+    if (!labels) name[nl++] = '.';
+    unsigned qtype = be16(d + pos);
+    if (qtype == 15) return 1; /* MX */
+    for (int i = 0; i < f->n_rules[R_NAMES]; i++) {
+        const uint8_t *r = f->rule[R_NAMES][i];
+        if (r[0] == nl && memcmp(r + 1, name, nl) == 0) return 1;
+    }
+    for (int i = 0; i < f->n_rules[R_SUFFIXES]; i++) {
+        const uint8_t *r = f->rule[R_SUFFIXES][i]; /* ".outlook.com" */
+        Py_ssize_t sl = r[0];
+        if (nl >= sl && memcmp(name + nl - sl, r + 1, (size_t)sl) == 0) return 1;
+        if (nl == sl - 1 && memcmp(name, r + 2, (size_t)nl) == 0) return 1;
+    }
+    Py_ssize_t first = 0;
+    while (first < nl && name[first] != '.') first++;
+    for (int i = 0; i < f->n_rules[R_PREFIXES]; i++) {
+        const uint8_t *r = f->rule[R_PREFIXES][i];
+        if (first >= r[0] && memcmp(name, r + 1, r[0]) == 0) return 1;
+    }
+    if (d[2] & 0x80)
+        for (int i = 0; i < f->n_rules[R_MARKERS]; i++)
+            if (find(d, n, f->rule[R_MARKERS][i] + 1, f->rule[R_MARKERS][i][0])) return 1;
+    return 0;
+}
+
+/* Decide one frame. Returns 1 to keep it for Python, 0 when it was counted and dropped. */
+static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len, uint32_t wirelen, long long *st) {
+    Py_ssize_t off;
+    unsigned etype;
+    int version;
+    switch (linktype) {
+    case LT_ETHERNET:
+        if (len < 14) return 1;
+        etype = be16(p + 12);
+        off = 14;
+        while (etype == ETH_P_8021Q || etype == ETH_P_8021AD || etype == ETH_P_QINQ_OLD) {
+            if (off + 4 > len) return 1;
+            etype = be16(p + off + 2);
+            off += 4;
+        }
+        break;
+    case LT_SLL2:
+        if (len < 20) return 1;
+        etype = be16(p);
+        off = 20;
+        break;
+    case LT_SLL:
+        if (len < 16) return 1;
+        etype = be16(p + 14);
+        off = 16;
+        break;
+    case LT_RAW: case LT_RAW_BSD: case LT_RAW_OPENBSD: case LT_IPV4: case LT_IPV6:
+        if (len < 1) return 1;
+        version = p[0] >> 4;
+        etype = version == 4 ? ETH_P_IP : version == 6 ? ETH_P_IPV6 : 0;
+        off = 0;
+        break;
+    default:
+        return 1; /* loopback families, unknown link types: Python knows best */
+    }
+    if (etype != ETH_P_IP && etype != ETH_P_IPV6) return 1; /* non-IP, PPPoE, MPLS …: Python */
+    const uint8_t *ip = p + off;
+    Py_ssize_t avail = len - off;
+    int truncated = (Py_ssize_t)wirelen > len;
+    unsigned proto;
+    Py_ssize_t l4, ip_end;
+    const uint8_t *saddr, *daddr;
+    int v6 = etype == ETH_P_IPV6;
+    if (!v6) {
+        if (avail < 20 || (ip[0] >> 4) != 4) return 1;
+        unsigned ihl = (ip[0] & 0x0F) * 4u;
+        if (ihl < 20 || (Py_ssize_t)ihl > avail) return 1;
+        unsigned total = be16(ip + 2);
+        if (be16(ip + 6) & 0x3FFF) return 1; /* fragment */
+        if (total == 0) ip_end = avail;
+        else if (total < ihl) return 1;
+        else ip_end = total;
+        proto = ip[9];
+        l4 = ihl;
+        saddr = ip + 12;
+        daddr = ip + 16;
+    } else {
+        if (avail < 40 || (ip[0] >> 4) != 6) return 1;
+        proto = ip[6];
+        if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_ && proto != IPPROTO_ICMPV6_) return 1; /* extension headers */
+        unsigned plen = be16(ip + 4);
+        l4 = 40;
+        ip_end = plen ? 40 + (Py_ssize_t)plen : avail;
+        saddr = ip + 8;
+        daddr = ip + 24;
+    }
+    if (ip_end > avail) truncated = 1;
+    if (proto == IPPROTO_TCP_) {
+        if (l4 + 20 > avail) return 1;
+        unsigned sport = be16(ip + l4), dport = be16(ip + l4 + 2);
+        if (wants_tcp(f, sport, dport, saddr, daddr, v6)) return 1;
+        st[S_TCP]++;
+    } else if (proto == IPPROTO_UDP_) {
+        if (l4 + 8 > avail) return 1;
+        unsigned sport = be16(ip + l4), dport = be16(ip + l4 + 2);
+        if (sport == 53 || dport == 53) {
+            Py_ssize_t dns_end = ip_end < avail ? ip_end : avail;
+            if (wants_dns(f, ip + l4 + 8, dns_end - (l4 + 8))) return 1;
+            st[S_DNS_IGNORED]++;
+        }
+        st[S_UDP]++;
+    } else if (proto == IPPROTO_ICMP_ || proto == IPPROTO_ICMPV6_) {
+        if (l4 + 8 > avail) return 1;
+        unsigned type = ip[l4];
+        int error = v6 ? (proto == IPPROTO_ICMPV6_ && type >= 1 && type <= 4)
+                       : (proto == IPPROTO_ICMP_ && (type == 3 || type == 4 || type == 5 || type == 11 || type == 12));
+        if (error) return 1;
+        st[S_ICMP]++;
+    } else {
+        st[S_OTHER_IP]++;
+    }
+    st[v6 ? S_V6 : S_V4]++;
+    if (truncated) st[S_TRUNCATED]++;
+    return 0;
+}
+
+static int add_hit(PyObject *hits, long long ts, int linktype, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen) {
+    PyObject *t = Py_BuildValue("(LinnI)", ts, linktype, start, end, wirelen);
+    if (t == NULL) return -1;
+    int rc = PyList_Append(hits, t);
+    Py_DECREF(t);
+    return rc;
+}
+
+static PyObject *finish(PyObject *hits, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
+    PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10], first_ts, last_ts);
+    if (stats == NULL) { Py_DECREF(hits); return NULL; }
+    PyObject *result = Py_BuildValue("(nNiN)", pos, hits, status, stats);
+    return result;
+}
+
+/* Status codes returned with the new position. */
+#define ST_NEED_MORE 0   /* the buffer ends inside a record: read more, call again from pos */
+#define ST_BAD 1         /* a record is impossible (Python re-reads it to report the damage) */
+#define ST_OTHER_BLOCK 2 /* pcapng: a block that is not an EPB starts at pos (Python handles it) */
+
+/* scan_pcap(buf, pos, big_endian, nano, header_len, linktype, max_len, filter) */
+static PyObject *scan_pcap(PyObject *self, PyObject *args) {
+    Py_buffer view, fview;
+    Py_ssize_t pos;
+    int big, nano, hlen, linktype;
+    unsigned long max_len;
+    if (!PyArg_ParseTuple(args, "y*npiiiky*", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview)) return NULL;
+    Filter f;
+    if (parse_filter(fview.buf, fview.len, &f) < 0) {
+        PyBuffer_Release(&view); PyBuffer_Release(&fview);
+        PyErr_SetString(PyExc_ValueError, "bad filter blob");
+        return NULL;
+    }
+    const uint8_t *buf = view.buf;
+    Py_ssize_t len = view.len;
+    long long st[S_COUNT] = {0};
+    long long first_ts = -1, last_ts = -1;
+    PyObject *hits = PyList_New(0);
+    int status = ST_NEED_MORE;
+    long long frac_limit = nano ? 1000000000LL : 1000000LL;
+    long long scale = nano ? 1 : 1000;
+    if (hits == NULL) goto fail;
+    while (pos + hlen <= len) {
+        const uint8_t *h = buf + pos;
+        uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), caplen = rd32(h + 8, big), wirelen = rd32(h + 12, big);
+        if (caplen > max_len || frac >= frac_limit) { status = ST_BAD; break; }
+        Py_ssize_t start = pos + hlen, end = start + caplen;
+        if (end > len) break;
+        long long ts = (long long)sec * 1000000000LL + (long long)frac * scale;
+        if (judge(&f, linktype, buf + start, caplen, wirelen, st)) {
+            if (add_hit(hits, ts, linktype, start, end, wirelen) < 0) goto fail;
+        } else {
+            st[S_PACKETS]++;
+            st[S_BYTES] += wirelen;
+            if (first_ts < 0 || ts < first_ts) first_ts = ts;
+            if (ts > last_ts) last_ts = ts;
+        }
+        pos = end;
+    }
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&fview);
+    return finish(hits, pos, status, st, first_ts, last_ts);
+fail:
+    Py_XDECREF(hits);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&fview);
+    return NULL;
+}
+
+/* scan_pcapng(buf, pos, big_endian, interfaces, filter): interfaces is a tuple of
+ * (linktype, kind, amount, offset_ns): kind 0 = multiply units by amount, 1 = divide by
+ * amount, 2 = (units * 1e9) >> amount (binary resolution). Stops at any block but an EPB. */
+static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
+    Py_buffer view, fview;
+    Py_ssize_t pos;
+    int big;
+    PyObject *ifaces;
+    if (!PyArg_ParseTuple(args, "y*npO!y*", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview)) return NULL;
+    Filter f;
+    if (parse_filter(fview.buf, fview.len, &f) < 0) {
+        PyBuffer_Release(&view); PyBuffer_Release(&fview);
+        PyErr_SetString(PyExc_ValueError, "bad filter blob");
+        return NULL;
+    }
+    Py_ssize_t nif = PyTuple_GET_SIZE(ifaces);
+    int lts[64];
+    int kinds[64];
+    long long amounts[64], offsets[64];
+    if (nif > 64) nif = 64; /* more interfaces: Python handles their packets (ifid >= nif) */
+    for (Py_ssize_t i = 0; i < nif; i++) {
+        PyObject *t = PyTuple_GET_ITEM(ifaces, i);
+        if (!PyArg_ParseTuple(t, "iiLL", &lts[i], &kinds[i], &amounts[i], &offsets[i])) {
+            PyBuffer_Release(&view); PyBuffer_Release(&fview);
+            return NULL;
+        }
+    }
+    const uint8_t *buf = view.buf;
+    Py_ssize_t len = view.len;
+    long long st[S_COUNT] = {0};
+    long long first_ts = -1, last_ts = -1;
+    PyObject *hits = PyList_New(0);
+    int status = ST_NEED_MORE;
+    if (hits == NULL) goto fail;
+    while (pos + 12 <= len) {
+        const uint8_t *b = buf + pos;
+        uint32_t btype = rd32(b, big), blen = rd32(b + 4, big);
+        if (btype != 6) { status = ST_OTHER_BLOCK; break; }
+        if (blen < 32 || (blen & 3) || blen > 16u * 1024 * 1024) { status = ST_BAD; break; }
+        if (pos + (Py_ssize_t)blen > len) break;
+        if (rd32(b + blen - 4, big) != blen) { status = ST_BAD; break; }
+        uint32_t ifid = rd32(b + 8, big), hi = rd32(b + 12, big), lo = rd32(b + 16, big);
+        uint32_t caplen = rd32(b + 20, big), wirelen = rd32(b + 24, big);
+        if (ifid >= (uint32_t)nif || 28 + (Py_ssize_t)caplen > (Py_ssize_t)blen - 4) { status = ST_BAD; break; }
+        unsigned long long units = ((unsigned long long)hi << 32) | lo;
+        long long ts;
+        if (kinds[ifid] == 0) ts = (long long)(units * (unsigned long long)amounts[ifid]);
+        else if (kinds[ifid] == 1) ts = (long long)(units / (unsigned long long)amounts[ifid]);
+        else ts = (long long)(((unsigned __int128)units * 1000000000ULL) >> amounts[ifid]);
+        ts += offsets[ifid];
+        Py_ssize_t start = pos + 28, end = start + caplen;
+        if (judge(&f, lts[ifid], buf + start, caplen, wirelen, st)) {
+            if (add_hit(hits, ts, lts[ifid], start, end, wirelen) < 0) goto fail;
+        } else {
+            st[S_PACKETS]++;
+            st[S_BYTES] += wirelen;
+            if (first_ts < 0 || ts < first_ts) first_ts = ts;
+            if (ts > last_ts) last_ts = ts;
+        }
+        pos += blen;
+    }
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&fview);
+    return finish(hits, pos, status, st, first_ts, last_ts);
+fail:
+    Py_XDECREF(hits);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&fview);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"scan_pcap", scan_pcap, METH_VARARGS, "Keep the possibly relevant records of a buffer of pcap records."},
+    {"scan_pcapng", scan_pcapng, METH_VARARGS, "Keep the possibly relevant enhanced packet blocks of a pcapng buffer."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", "The decoder's hot path in C.", -1, methods};
+
+PyMODINIT_FUNC PyInit__fastpath(void) { return PyModule_Create(&module); }

@@ -1,0 +1,100 @@
+"""The Python face of the C hot path (``_fastpath.c``), and what to do without it.
+
+:class:`Prefilter` is handed to the capture readers: for a run of records in their read
+buffer it returns only those the decoder might find relevant, and adds what it dropped to
+the decoder's statistics exactly as the decoder would have counted them. Without the
+compiled module (no C compiler at install time) ``Prefilter.available`` is False and the
+readers decode every record in Python: same results, slower.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+
+from .packet import DecodeStats
+from .select import NON_SMTP_SERVICE_PORTS, Selector
+
+try:  # pragma: no cover - which branch runs depends on the build
+    from . import _fastpath
+except ImportError:  # pragma: no cover
+    _fastpath = None
+
+#: Set SMTPFLOW_PURE_PYTHON=1 to run without the C hot path (tests compare the two).
+DISABLED = os.environ.get("SMTPFLOW_PURE_PYTHON") == "1"
+
+
+def _bitmap(ports) -> bytearray:
+    bits = bytearray(8192)
+    for port in ports:
+        bits[port >> 3] |= 1 << (port & 7)
+    return bits
+
+
+def filter_blob(selector: Selector) -> bytes:
+    """The selector flattened for C: port bitmaps, then IPv4 and IPv6 (network, mask) lists."""
+    out = bytearray()
+    out += _bitmap(selector.ports)
+    out += _bitmap(NON_SMTP_SERVICE_PORTS)
+    out += bytes([1 if selector.all_ports else 0, 0, 0, 0])
+    v4 = [n for n in selector.networks if n.version == 4]
+    v6 = [n for n in selector.networks if n.version == 6]
+    out += struct.pack("<I", len(v4))
+    for net in v4:
+        out += struct.pack("<II", int(net.network_address), int(net.netmask))
+    out += struct.pack("<I", len(v6))
+    for net in v6:
+        out += net.network_address.packed + ipaddress.IPv6Address(int(net.netmask)).packed
+    dns = selector.dns
+    out += bytes([1 if dns is not None else 0, 0, 0, 0])
+    lists = ((), (), (), ()) if dns is None else (
+        [n.encode() for n in sorted(dns.names)], [s.encode() for s in dns.suffixes],
+        [p.encode() for p in dns.label_prefixes], list(dns.markers),
+    )
+    for items in lists:
+        items = [item for item in items if len(item) < 256]
+        out += struct.pack("<I", len(items))
+        for item in items:
+            out += bytes([len(item)]) + item
+    return bytes(out)
+
+
+class Prefilter:
+    """Drops plainly irrelevant records in C; counts them into ``stats``."""
+
+    available = _fastpath is not None and not DISABLED
+
+    def __init__(self, selector: Selector, stats: DecodeStats) -> None:
+        self.blob = filter_blob(selector)
+        self.stats = stats
+
+    def _account(self, st: tuple) -> int:
+        packets, nbytes, v4, v6, tcp, udp, icmp, other, non_ip, truncated, dns_ignored, first_ts, last_ts = st
+        stats = self.stats
+        stats.packets += packets
+        stats.bytes += nbytes
+        stats.ip_versions[4] += v4
+        stats.ip_versions[6] += v6
+        stats.tcp += tcp
+        stats.udp += udp
+        stats.icmp += icmp
+        stats.other_ip += other
+        stats.non_ip += non_ip
+        stats.truncated += truncated
+        stats.dns_ignored += dns_ignored
+        if packets:
+            if stats.first_ts is None or first_ts < stats.first_ts:
+                stats.first_ts = first_ts
+            if stats.last_ts is None or last_ts > stats.last_ts:
+                stats.last_ts = last_ts
+        return packets
+
+    def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int):
+        """(new position, kept records (ts, linktype, start, end, wirelen), status, records dropped)."""
+        new_pos, hits, status, st = _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob)
+        return new_pos, hits, status, self._account(st)
+
+    def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple):
+        new_pos, hits, status, st = _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob)
+        return new_pos, hits, status, self._account(st)

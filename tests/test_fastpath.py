@@ -1,0 +1,79 @@
+"""The C hot path changes speed, never results: same records and statistics with or without it."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+
+import analyzer
+from analyzer.decode import fastpath
+from conftest import ROOT, ZEEK_CORPUS
+
+from crafting import CLIENT6, MS_SERVER6, Conversation, dns_exchange, frames, linux_sll2, plain_smtp_session, write_pcap, write_pcapng, ethernet
+
+pytestmark = pytest.mark.skipif(fastpath._fastpath is None, reason="the C hot path was not built (no compiler at install time)")
+
+
+def both(path, **options):
+    """Analyse with and without the C hot path; return both (records as JSON, stats)."""
+    results = []
+    for available in (True, False):
+        saved = fastpath.Prefilter.available
+        fastpath.Prefilter.available = available
+        try:
+            a = analyzer.analyze(path, **options)
+        finally:
+            fastpath.Prefilter.available = saved
+        stats = dict(a.stats)
+        stats.pop("elapsed_s", None)
+        results.append((json.dumps(a.records, sort_keys=True, default=str), stats, a.exit_code))
+    return results
+
+
+def captures():
+    paths = sorted(glob.glob(os.path.join(ROOT, "captures", "*.pcap*")))
+    if os.path.isdir(ZEEK_CORPUS):
+        paths += sorted(glob.glob(os.path.join(ZEEK_CORPUS, "**", "*.pcap*"), recursive=True))
+    return paths
+
+
+@pytest.mark.parametrize("path", captures(), ids=lambda p: os.path.relpath(p, os.path.dirname(ROOT)))
+@pytest.mark.parametrize("ports", ["default", "all"])
+def test_same_results_on_real_captures(path, ports):
+    (fast, fast_stats, fast_exit), (slow, slow_stats, slow_exit) = both(path, ports=ports)
+    assert fast == slow
+    assert fast_stats == slow_stats
+    assert fast_exit == slow_exit
+
+
+def test_same_results_on_a_mixed_crafted_capture(tmp_path):
+    packets = dns_exchange(1_700_000_000.0, "www.example.com", [("www.example.com", "A", "93.184.216.34")])
+    packets += dns_exchange(1_700_000_000.5, "smtp.office365.com", [("smtp.office365.com", "A", "52.96.10.20")], txid=2)
+    packets += plain_smtp_session(Conversation(t=1_700_000_001.0, sport=587)).packets
+    packets += plain_smtp_session(Conversation(cport=41000, t=1_700_000_002.0, sport=443)).packets  # web port: skipped
+    packets += plain_smtp_session(Conversation(cport=41001, t=1_700_000_003.0, sport=2526)).packets  # MS range, odd port
+    packets += plain_smtp_session(Conversation(client=CLIENT6, server=MS_SERVER6, t=1_700_000_004.0)).packets
+    other = Conversation(server="198.51.100.7", sport=8080, cport=41002, t=1_700_000_005.0).handshake()
+    packets += other.packets
+    path = write_pcap(tmp_path / "mixed.pcap", frames(sorted(packets), 1))
+    for ports in ("default", "all", "25,8080"):
+        (fast, fast_stats, _), (slow, slow_stats, _) = both(path, ports=ports)
+        assert fast == slow and fast_stats == slow_stats
+    assert fast_stats["dns_ignored"] == 2  # the web lookup and its answer
+
+
+def test_same_results_for_pcapng_and_truncated_files(tmp_path):
+    packets = plain_smtp_session().packets + dns_exchange(1_700_000_100.0, "www.example.com", [("www.example.com", "A", "93.184.216.34")])
+    ifaces = [(1, 6), (276, 0x80 | 30)]
+    path = write_pcapng(tmp_path / "x.pcapng", ifaces, [(i % 2, ts, ethernet(ip) if i % 2 == 0 else linux_sll2(ip)) for i, (ts, ip) in enumerate(packets)])
+    (fast, fast_stats, _), (slow, slow_stats, _) = both(path)
+    assert fast == slow and fast_stats == slow_stats
+    data = open(path, "rb").read()
+    for cut in (len(data) // 3, len(data) - 5):
+        cut_path = tmp_path / f"cut{cut}.pcapng"
+        cut_path.write_bytes(data[:cut])
+        (fast, fast_stats, fast_exit), (slow, slow_stats, slow_exit) = both(str(cut_path))
+        assert fast == slow and fast_stats == slow_stats and fast_exit == slow_exit == 3
