@@ -23,6 +23,7 @@ venv: $(STAMP)
 
 demo: system-deps $(STAMP)
 	$(VENV)/bin/smtpflow analyze captures/
+	$(VENV)/bin/smtpflow report captures/ -o $(OUT)/demo-report
 
 test: system-deps $(STAMP)
 	$(PY) -m pytest

@@ -19,7 +19,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: First labels of host names that are probably mail servers (smtp.contoso.com, mx1.…).
 MAIL_LABEL_PREFIXES = ("smtp", "mail", "mx", "relay", "outbound", "submit")
 #: Bytes in a DNS answer that suggest its CNAME chain leads to Microsoft.
-CHAIN_MARKERS = (b"\x09office365\x03com", b"\x07outlook\x03com", b"\x02mx\x09microsoft")
+CHAIN_MARKERS = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,11 @@ MINOR_COMMANDS = frozenset({"VRFY", "EXPN", "HELP", "NOOP", "RSET", "QUIT", "XCL
 
 NS = 1_000_000_000
 
+#: A server that closes after this few encrypted records from the client, without a TLS
+#: close_notify, cut the encrypted dialogue short (a TLS 1.0 client splits one command into two
+#: records, so two records can still be a single command).
+CUT_SHORT_RECORDS = 2
+
 
 def decisive_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The 4xx/5xx reply that decided the session, if any.
@@ -137,6 +142,16 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
     if tls.get("established"):
         if who == "server" and how == "RST":
             return "closed_early", "TLS was established, then the server reset the connection"
+        client_records = (tls.get("application_data_records") or {}).get("client", 0)
+        server_said_goodbye = any(
+            a.get("from") == "server" and not a.get("during_handshake") for a in tls.get("alerts") or []
+        )
+        if who == "server" and client_records <= CUT_SHORT_RECORDS and not server_said_goodbye:
+            return "closed_early", (
+                f"the server closed the connection after {client_records} encrypted record(s) from the client and "
+                "without a TLS close_notify: the dialogue inside TLS was cut short (inferred; most likely the server "
+                "refused the first command)"
+            )
         return "completed", "TLS was established and the connection closed without a visible failure (the dialogue is encrypted)"
     service = app.get("service")
     if service == "smtp":

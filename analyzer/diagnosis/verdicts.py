@@ -392,6 +392,17 @@ def _closed_early(rec, facts, app, reset):
     smtp = rec.get("smtp") or {}
     tls = rec.get("tls") or {}
     evidence = [rec.get("outcome_reason", "")]
+    if tls.get("established") and "cut short" in rec.get("outcome_reason", ""):
+        return {
+            "title": "The server ended the encrypted session after the first command (reason encrypted)",
+            "severity": "warning",
+            "explanation": rec["outcome_reason"][0].upper() + rec["outcome_reason"][1:] + ". A server that refuses a "
+            "session inside TLS (Exchange Online: 421 4.7.66 for TLS 1.0/1.1, or 535/530 errors) closes like this; the "
+            "reply itself is encrypted.",
+            "remediation": "Capture a key log on the client and pass it with --keylog (see README) to read the server's "
+            "reply, or look at the client's log.",
+            "evidence": evidence,
+        }
     if tls.get("established"):
         return {
             "title": "The server reset the encrypted session",

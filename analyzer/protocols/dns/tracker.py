@@ -81,7 +81,7 @@ MAX_ANSWERS_PER_NAME = 4
 MAX_CNAME_CHAIN = 16
 #: Bytes that send a response about an uninteresting name through the full parser anyway: its
 #: CNAME chain may lead to Microsoft (a local alias of smtp.office365.com).
-CHAIN_MARKERS = (b"\x09office365\x03com", b"\x07outlook\x03com", b"\x02mx\x09microsoft")
+CHAIN_MARKERS = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
 #: Question names remembered as interesting or not (names repeat a lot on a gateway).
 MAX_NAME_VERDICTS = 100_000
 #: Per direction of a DNS-over-TCP connection, at most one incomplete message of up to this
