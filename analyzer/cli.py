@@ -175,6 +175,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UsageError(f"-o {args.output}: exists and is not a directory")
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window, whatever $DISPLAY says
     analysis = _run(args.files, _options(args), args.quiet)
     page = analysis.to_html(args.output)
     if not args.quiet:

@@ -11,14 +11,13 @@ import datetime as dt
 from collections import Counter
 from typing import Any, Iterable
 
-import matplotlib
+# The backend is the caller's choice: Jupyter's inline backend in a notebook, Agg in the CLI
+# (analyzer.cli selects it), whatever the user configured elsewhere.
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg", force=False)  # no display needed; Jupyter's inline backend still works
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from .safe import printable  # noqa: E402
+from .safe import printable
 
 NS = 1_000_000_000
 
