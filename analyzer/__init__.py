@@ -55,6 +55,46 @@ def analyze(
     return Analysis(run(path_list, options))
 
 
+def live(
+    interfaces: str | Iterable[str],
+    *,
+    duration: float | None = None,
+    count: int | None = None,
+    filter: str | None = None,
+    ring_dir: str | None = None,
+    ring_size_mb: float = 100.0,
+    ring_files: int = 10,
+    ports: Iterable[int] | str | None = "default",
+    endpoints: Iterable[str] = (),
+    checksums: str = "auto",
+    reveal_username: bool = False,
+    start: bool = True,
+):
+    """Capture live on ``interfaces`` (Linux; CAP_NET_RAW needed) and diagnose as traffic flows.
+
+    Returns a :class:`analyzer.live.LiveCapture`, already running in a background thread
+    (``start=False`` to call ``.run()`` yourself). ``.analysis()`` gives an Analysis of what
+    has been seen so far; ``.stop()`` stops it and returns the final Analysis; it also stops
+    by itself after ``duration`` seconds or ``count`` packets (``.wait()`` waits for that).
+    ``ring_dir`` keeps the packets in rotating pcapng files for ``analyze()`` later.
+    """
+    from .diagnosis.microsoft import UserEndpoint
+    from .engine import Options
+    from .live import LiveCapture
+
+    options = Options(
+        ports=parse_ports(ports),
+        endpoints=tuple(UserEndpoint.parse(e) for e in endpoints),
+        checksums=checksums,
+        reveal_username=reveal_username,
+    )
+    capture = LiveCapture(
+        interfaces, options=options, bpf=filter, duration=duration, count=count, ring_dir=ring_dir,
+        ring_size_mb=ring_size_mb, ring_files=ring_files,
+    )
+    return capture.start() if start else capture
+
+
 def parse_ports(ports: Iterable[int] | str | None) -> frozenset[int] | None:
     """"default" → the SMTP ports; "all"/None → every port; "25,587" or [25, 587] → those."""
     from .decode import DEFAULT_SMTP_PORTS

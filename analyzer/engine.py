@@ -70,6 +70,8 @@ class Engine:
         self.dns = DnsTracker(interesting=self.directory.is_interesting_name)
         self.table = ConnectionTable(self._finished, self._attach, options.checksums)
         self.facts: list[dict[str, Any]] = []
+        #: Called with each session's facts as soon as it is finished (live capture uses it).
+        self.on_finished: Callable[[dict[str, Any]], None] | None = None
         self.packets_seen = 0
         self.elapsed = 0.0
 
@@ -86,6 +88,8 @@ class Engine:
         analyzer = conn.analyzer
         facts["app"] = analyzer.summary() if isinstance(analyzer, MailSession) else {}
         self.facts.append(facts)
+        if self.on_finished is not None:
+            self.on_finished(facts)
 
     # -- the hot loop -------------------------------------------------------------------------
     def feed(self, records: Iterable[tuple]) -> None:
@@ -126,7 +130,7 @@ class Engine:
     def result(self, capture: dict[str, Any] | None = None, errors: list[str] | None = None, damage: list[str] | None = None) -> RunResult:
         stats = self.decoder.stats
         builder = RecordBuilder(self.directory, self.dns, stats.last_ts)
-        records = builder.build_all(self.facts)
+        records = builder.build_all(list(self.facts))
         dns = self.dns.transactions()
         summary = summarize(records, dns)
         run_stats = stats.as_dict()
@@ -142,7 +146,7 @@ class Engine:
             errors=list(errors or []),
             damage=list(damage or []),
             orphan_icmp=list(self.table.orphan_icmp),
-            events={facts["uid"]: sorted(facts["events"], key=lambda e: e[0]) for facts in self.facts},
+            events={facts["uid"]: sorted(facts["events"], key=lambda e: e[0]) for facts in list(self.facts)},
         )
 
 

@@ -694,8 +694,24 @@ def record(name: str, out_dir: str | os.PathLike, *, verify: bool = True,
                         observed, problems, stats)
 
 
+def run_with_capture(name: str, capture_factory: Callable[[Topology], object], out_dir: str | os.PathLike,
+                     log: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Play scenario ``name`` with another capture in place of tcpdump (``smtpflow live``, say).
+
+    ``capture_factory(topology)`` returns a context manager that is entered before the traffic
+    and left after it, like the lab's own tcpdump capture. Returns the clients' transcripts.
+    """
+    sc = SCENARIOS[name]
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clients, _stats, _server_log = _record_once(sc, out_dir / f"{name}.pcap", out_dir / f"{name}.keys", log,
+                                                capture_factory)
+    return clients
+
+
 def _record_once(sc: Scenario, pcap: Path, keys: Path,
-                 log: Callable[[str], None]) -> tuple[list[dict], str, str]:
+                 log: Callable[[str], None],
+                 capture_factory: Callable[[Topology], object] | None = None) -> tuple[list[dict], str, str]:
     pcap.unlink(missing_ok=True)
     keys.unlink(missing_ok=True)
     py, env = sys.executable, _child_env()
@@ -721,7 +737,11 @@ def _record_once(sc: Scenario, pcap: Path, keys: Path,
                 if sc.firewall:
                     sc.firewall(topo)
                 client_side = sc.capture == "client-any"
-                cap = topo.capture(pcap, ns=topo.client if client_side else None, sll2=client_side)
+                if capture_factory is not None:
+                    topo.settle()
+                    cap = capture_factory(topo)
+                else:
+                    cap = topo.capture(pcap, ns=topo.client if client_side else None, sll2=client_side)
                 with cap:
                     for phase in sc.phases:
                         if phase.before:
@@ -729,14 +749,15 @@ def _record_once(sc: Scenario, pcap: Path, keys: Path,
                         clients += _run_phase(topo, phase, pki, keys if sc.writes_keylog else None,
                                               env)
                     time.sleep(0.5)   # let the last FIN/ACKs land in the capture
-                counts = [ln for ln in cap.stats.splitlines() if "captured" in ln or "dropped" in ln]
-                log(f"{sc.name}: tcpdump: {', '.join(counts) or cap.stats}")
+                stats = getattr(cap, "stats", "") or ""
+                counts = [ln for ln in str(stats).splitlines() if "captured" in ln or "dropped" in ln]
+                log(f"{sc.name}: capture: {', '.join(counts) or stats}")
             finally:
                 for svc in services:
                     svc.stop()
                 if (tmp / "server.log").exists():
                     server_log = (tmp / "server.log").read_text(errors="replace")
-    return clients, cap.stats, server_log
+    return clients, str(getattr(cap, "stats", "")), server_log
 
 
 def _zone_records() -> dict:
