@@ -30,6 +30,8 @@ def analyze(
     endpoints: Iterable[str] = (),
     checksums: str = "auto",
     reveal_username: bool = False,
+    workers: int = 1,
+    client: Any = None,
 ) -> "Analysis":
     """Analyse one or more capture files (pcap, pcapng, gzip …; directories and globs too).
 
@@ -37,6 +39,8 @@ def analyze(
     connection), or an iterable of port numbers. ``endpoints``: extra endpoints to treat as
     Microsoft/mail servers ("10.0.0.0/8", "mail.contoso.com", "*.contoso.com", "x=label").
     ``checksums``: "auto" | "verify" | "off". ``reveal_username``: show AUTH user names.
+    ``workers``: read several files in that many processes; ``client``: a Dask
+    ``distributed.Client`` to read them on a cluster. Results are identical to a serial run.
     """
     from .diagnosis.microsoft import UserEndpoint
     from .engine import Options, run
@@ -52,7 +56,7 @@ def analyze(
         checksums=checksums,
         reveal_username=reveal_username,
     )
-    return Analysis(run(path_list, options))
+    return Analysis(run(path_list, options, workers=workers, client=client))
 
 
 def live(

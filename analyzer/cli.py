@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     analyze.add_argument("-o", "--output", metavar="PATH", help="write to this file (jsonl, csv) or directory (parquet, zeek, csv)")
     analyze.add_argument("--failed", action="store_true", help="table: list only sessions with a problem")
+    analyze.add_argument("--workers", type=int, default=1, metavar="N", help="read several files in N processes (same results)")
+    analyze.add_argument("--dask", metavar="ADDRESS", help="read the files on a Dask cluster (tcp://scheduler:8786); workers need the same paths")
     _common(analyze)
 
     report = sub.add_parser("report", help="write a self-contained HTML report with timelines and transcripts",
@@ -130,7 +132,7 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
-def _run(files: list[str], options: Any, quiet: bool):
+def _run(files: list[str], options: Any, quiet: bool, workers: int = 1, dask: str | None = None):
     from .capture import expand_inputs
     from .engine import run
     from .report.analysis import Analysis
@@ -156,16 +158,30 @@ def _run(files: list[str], options: Any, quiet: bool):
             bar.update(task, completed=done, total=all_bytes, pps=f"{rate:,.0f} packets/s")
 
         bar.start()
+    client = None
+    if dask:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise UsageError("--dask needs the 'distributed' package (pip install 'dask[distributed]')") from None
+        try:
+            client = Client(dask, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise UsageError(f"--dask {dask}: cannot reach the scheduler: {exc}") from None
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
     try:
-        return Analysis(run(files, options, progress))
+        return Analysis(run(files, options, progress, workers=workers, client=client))
     finally:
         if bar is not None:
             bar.stop()
+        if client is not None:
+            client.close()
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     options = _options(args)
-    analysis = _run(args.files, options, args.quiet)
+    analysis = _run(args.files, options, args.quiet, args.workers, args.dask)
     fmt = args.format
     if fmt == "table":
         from .report.terminal import render_analysis

@@ -153,11 +153,23 @@ class Engine:
 ProgressCallback = Callable[[int, int, int], None]  # (bytes done, bytes total, packets)
 
 
-def run(paths: list[str] | str, options: Options | None = None, progress: ProgressCallback | None = None) -> RunResult:
-    """Analyse capture files. Raises CaptureError when no input at all can be read."""
+def run(paths: list[str] | str, options: Options | None = None, progress: ProgressCallback | None = None,
+        workers: int = 1, client: Any = None) -> RunResult:
+    """Analyse capture files. Raises CaptureError when no input at all can be read.
+
+    ``workers`` > 1 reads several files in parallel processes, ``client`` (a Dask
+    ``distributed.Client``) on a cluster: see :mod:`analyzer.parallel`; results are the same.
+    """
     if isinstance(paths, str):
         paths = [paths]
     files = expand_inputs(paths)
+    if client is not None or (workers > 1 and len(files) > 1):
+        from . import parallel
+
+        options = options or Options()
+        if client is not None:
+            return parallel.run_dask(files, options, client)
+        return parallel.run_local(files, options, min(workers, len(files)))
     captures = CaptureSet(files)
     if not captures.readable:
         if captures.errors:

@@ -132,3 +132,47 @@ def test_load_drops_are_reported_not_hidden(tmp_path):
         assert live.returncode == 3 and "the kernel dropped" in live.stderr
     records = [json.loads(line) for line in live.jsonl.read_text().splitlines()]
     assert len(records) >= min(captured, 4096) * 0.9  # the sessions were reconstructed
+
+
+@pytest.mark.timeout(120)
+def test_interface_going_down_keeps_the_results_so_far(tmp_path):
+    from tests.lab.live import LiveProcess
+    from tests.lab.netns import MAC, Topology
+
+    with Topology() as topo:
+        topo.settle()
+        with LiveProcess(topo.router, "lan0", tmp_path) as live:
+            topo.exec(topo.client, [sys.executable, "-c", SENDER, "200", MAC["lan0"].replace(":", ""), MAC["client"].replace(":", "")], timeout=60)
+            import time
+
+            time.sleep(1.5)
+            topo.exec(topo.router, ["ip", "link", "set", "lan0", "down"])
+            time.sleep(2.5)
+    assert live.returncode == 3, (live.returncode, live.stderr)
+    assert "every interface went down" in live.stderr
+    assert "stopped delivering packets" in live.stderr
+    records = [json.loads(line) for line in live.jsonl.read_text().splitlines()]
+    assert len(records) >= 150  # the SYNs seen before the link went down became sessions
+
+
+@pytest.mark.timeout(120)
+def test_python_api_in_a_background_thread(tmp_path):
+    """analyzer.live() returns at once; .analysis() while running; .stop() gives the final Analysis."""
+    from tests.lab.netns import MAC, Topology, in_netns
+
+    with Topology() as topo:
+        topo.settle()
+        capture = in_netns(topo.router, lambda: analyzer.live("lan0", ring_dir=str(tmp_path / "ring")))
+        try:
+            topo.exec(topo.client, [sys.executable, "-c", SENDER, "300", MAC["lan0"].replace(":", ""), MAC["client"].replace(":", "")], timeout=60)
+            import time
+
+            time.sleep(1.5)
+            running = capture.analysis()
+            assert capture.stats["packets"] >= 300
+        finally:
+            final = capture.stop()
+    assert len(final.sessions) >= 300 and len(final.sessions) >= len(running.sessions)
+    assert set(final.sessions["outcome"].astype(str)) <= {"syn_unanswered", "rejected_rst", "incomplete"}
+    offline = analyzer.analyze(str(tmp_path / "ring"))
+    assert len(offline.records) == len(final.records)

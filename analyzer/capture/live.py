@@ -70,29 +70,21 @@ class _Socket:
 
 
 def interface_names() -> list[str]:
-    try:
-        return sorted(os.listdir("/sys/class/net"))
-    except OSError:
-        return [name for _index, name in socket.if_nameindex()]
-
-
-def _hardware_type(iface: str) -> int | None:
-    try:
-        with open(f"/sys/class/net/{iface}/type") as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
+    """Interfaces of the calling thread's network namespace (sysfs may show another one's)."""
+    return sorted(name for _index, name in socket.if_nameindex())
 
 
 def _is_up(iface: str) -> bool:
+    import fcntl
+
+    SIOCGIFFLAGS = 0x8913
+    IFF_UP = 0x1
     try:
-        with open(f"/sys/class/net/{iface}/operstate") as fh:
-            state = fh.read().strip()
-        with open(f"/sys/class/net/{iface}/flags") as fh:
-            flags = int(fh.read().strip(), 16)
-    except (OSError, ValueError):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            raw = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH14s", iface.encode()[:15], 0, b""))
+    except OSError:
         return False
-    return bool(flags & 0x1) and state in ("up", "unknown")
+    return bool(struct.unpack("16sH14s", raw)[1] & IFF_UP)
 
 
 def resolve_interfaces(names: list[str]) -> list[str]:
@@ -147,11 +139,6 @@ class LiveSource:
         logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 
         for name in self.names:
-            hwtype = _hardware_type(name)
-            linktype = ARPHRD_LINKTYPES.get(hwtype or -1)
-            if linktype is None:
-                self.skipped.append(f"{name}: hardware type {hwtype} is not supported for live capture")
-                continue
             try:
                 sock = L2ListenSocket(iface=name, filter=self.bpf, promisc=False)
             except PermissionError:
@@ -171,6 +158,12 @@ class LiveSource:
                 self.close()
                 raise CaptureError(f"bad capture filter: {self.bpf!r}: {exc}") from None
             raw = sock.ins
+            hwtype = raw.getsockname()[3]
+            linktype = ARPHRD_LINKTYPES.get(hwtype)
+            if linktype is None:
+                sock.close()
+                self.skipped.append(f"{name}: hardware type {hwtype} is not supported for live capture")
+                continue
             for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
                 try:
                     raw.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)

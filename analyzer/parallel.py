@@ -1,0 +1,165 @@
+"""Many files on many cores, or many machines: parallel reading, one session reconstruction.
+
+What costs time on a gateway capture is reading and filtering: nearly every packet is web
+or DNS traffic that smtpflow drops after looking at its headers. That part is spread over
+workers, one file per task: each worker reads its file, decodes, and keeps only the records
+the decoder finds relevant, returned as one compact byte string with the file's statistics.
+
+The coordinator then merges the kept records of all files in timestamp order (the same
+order the serial reader would produce) and runs the one engine over them. Sessions that
+cross file boundaries (rotated ring files) are stitched exactly as in the serial run,
+because the engine sees the same packets in the same order: results are identical by
+construction, not by reconciliation.
+
+Workers are processes on this machine (``workers=N``) or a Dask cluster (``client=``); a
+Dask worker must be able to open the same paths (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from .capture import CaptureError, CaptureSet, linktype_name
+from .decode.fastpath import Prefilter
+from .decode.packet import DecodeStats
+from .engine import Engine, Options, RunResult, _unsupported_linktypes
+
+#: One kept record in a worker's result: ts_ns, linktype, wirelen, caplen, then the frame.
+KEPT = struct.Struct("<qHII")
+
+
+@dataclass
+class FileScan:
+    """What one worker found in one file (picklable; small: only relevant packets)."""
+
+    path: str
+    order: int
+    kept: bytes = b""
+    count: int = 0
+    first_ts: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    records: int = 0
+    size: int = 0
+    format: str | None = None
+    linktypes: list[int] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def scan_file(path: str, order: int, options: Options) -> FileScan:
+    """Read one capture and keep what the engine would decode (runs in a worker)."""
+    result = FileScan(path, order)
+    captures = CaptureSet([path])
+    result.errors = list(captures.errors)
+    if not captures.readable:
+        result.damage = [d.describe() for d in captures.damage]
+        return result
+    engine = Engine(options)  # for its selector and decoder: the same rules as the coordinator's
+    result.errors += _unsupported_linktypes(captures)
+    if Prefilter.available:
+        captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
+    decode = engine.decoder.decode
+    out = bytearray()
+    pack = KEPT.pack
+    count = 0
+    for rec in captures:
+        if decode(*rec) is None:
+            continue
+        ts, linktype, buf, start, end, wirelen = rec
+        out += pack(ts, linktype, wirelen, end - start)
+        out += buf[start:end]
+        count += 1
+        if result.first_ts is None:
+            result.first_ts = ts
+    result.kept = bytes(out)
+    result.count = count
+    result.stats = engine.decoder.stats.as_dict()
+    result.records = captures.records
+    result.size = captures.total_bytes
+    result.format = captures.formats.get(path)
+    result.linktypes = sorted(captures.linktypes_by_file.get(path, set()))
+    result.damage = [d.describe() for d in captures.damage]
+    return result
+
+
+def _records(scan: FileScan) -> Iterator[tuple]:
+    data = scan.kept
+    pos = 0
+    size = KEPT.size
+    while pos < len(data):
+        ts, linktype, wirelen, caplen = KEPT.unpack_from(data, pos)
+        start = pos + size
+        yield ts, linktype, data, start, start + caplen, wirelen
+        pos = start + caplen
+
+
+def merge(scans: list[FileScan]) -> Iterator[tuple]:
+    """Kept records of all files in the serial reader's order: by timestamp, ties by file order."""
+    streams = [_records(s) for s in sorted(scans, key=lambda s: s.order)]
+    if len(streams) == 1:
+        return streams[0]
+    return heapq.merge(*streams, key=lambda rec: rec[0])  # stable: equal times keep file order
+
+
+def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunResult:
+    """Run the engine over the merged kept records; statistics are the workers'."""
+    engine = Engine(options)
+    stats = DecodeStats()
+    errors: list[str] = []
+    damage: list[str] = []
+    for scan in sorted(scans, key=lambda s: s.order):
+        errors += scan.errors
+        damage += scan.damage
+        if scan.stats:
+            other = DecodeStats()
+            for key, value in scan.stats.items():
+                setattr(other, key, dict(value) if isinstance(value, dict) else value)
+            stats.merge(other)
+    readable = [s for s in scans if s.format is not None]
+    if not readable and errors:
+        raise CaptureError(errors[0] if len(errors) == 1 else "; ".join(errors))
+    engine.feed(merge(readable))
+    engine.finish()
+    engine.decoder.stats = stats  # the workers saw every packet; the engine only the kept ones
+    linktypes = sorted({lt for s in readable for lt in s.linktypes})
+    capture_info = {
+        "files": files,
+        "formats": {s.path: s.format for s in readable},
+        "linktypes": linktypes,
+        "linktype_names": [linktype_name(lt) for lt in linktypes],
+        "records": sum(s.records for s in readable),
+        "bytes": sum(s.size for s in readable),
+        "workers": True,
+    }
+    for lt, count in sorted(stats.unsupported_linktypes.items()):
+        message = f"{count} packet(s) with unsupported link type {lt} ({linktype_name(lt)}) were skipped"
+        if message not in errors:
+            errors.append(message)
+    return engine.result(capture_info, errors, damage)
+
+
+def run_local(files: list[str], options: Options, workers: int) -> RunResult:
+    """Scan files in ``workers`` processes on this machine."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no inherited locks or threads
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        scans = list(pool.map(scan_file, files, range(len(files)), [options] * len(files)))
+    return combine(scans, options, files)
+
+
+def run_dask(files: list[str], options: Options, client: Any) -> RunResult:
+    """Scan files as Dask tasks (``client`` is a ``distributed.Client``)."""
+    futures = client.map(scan_file, files, list(range(len(files))), [options] * len(files), pure=False)
+    scans = client.gather(futures)
+    return combine(list(scans), options, files)
+
+
+def expand(paths: Iterable[str]) -> list[str]:
+    from .capture import expand_inputs
+
+    return expand_inputs(list(paths))
