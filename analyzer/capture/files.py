@@ -7,11 +7,12 @@ import glob
 import gzip
 import heapq
 import lzma
+import mmap
 import os
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
 
-from .errors import CaptureError, Damage
+from .errors import READ_ERRORS, CaptureError, Damage
 from .pcap import PcapReader, Record, byte_order_of
 from .pcapng import PcapngReader, looks_like_pcapng
 
@@ -49,6 +50,8 @@ class CaptureFile:
 
     def position(self) -> int:
         """Bytes of the file on disk consumed so far (for progress bars)."""
+        if self.reader.mapped is not None:
+            return self.reader.bytes_read
         try:
             return self.raw.tell()
         except (OSError, ValueError):
@@ -60,6 +63,13 @@ class CaptureFile:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            mapped = self.reader.mapped
+            if mapped is not None:
+                self.reader.mapped = None
+                try:
+                    mapped.close()
+                except BufferError:
+                    pass  # records still point into it: the garbage collector will unmap it
             try:
                 self.raw.close()
             except OSError:
@@ -98,22 +108,29 @@ def open_capture(path: str) -> CaptureFile:
         head = raw.read(8)
         raw.seek(0)
         stream, compression = _decompressing(raw, head, path)
-        try:
+        try:  # the readers read the file header: a broken stream can end or fail within it
             inner = stream.read(12) if compression else raw.read(12)
-        except (OSError, EOFError, lzma.LZMAError) as exc:
-            raise CaptureError(f"{path}: {compression} stream is unreadable: {exc}") from None
-        if not inner:
-            raise CaptureError(f"{path}: file is empty")
-        if looks_like_pcapng(inner):
-            reader: PcapReader | PcapngReader = PcapngReader(stream, path, head=inner)
-        elif byte_order_of(inner) is not None:
-            reader = PcapReader(stream, path, head=inner)
-        else:
-            what = _guess_content(inner)
-            raise CaptureError(f"{path}: not a pcap or pcapng capture{what}")
+            if not inner:
+                raise CaptureError(f"{path}: file is empty")
+            if looks_like_pcapng(inner):
+                reader: PcapReader | PcapngReader = PcapngReader(stream, path, head=inner)
+            elif byte_order_of(inner) is not None:
+                reader = PcapReader(stream, path, head=inner)
+            else:
+                what = _guess_content(inner)
+                raise CaptureError(f"{path}: not a pcap or pcapng capture{what}")
+        except READ_ERRORS as exc:
+            raise CaptureError(f"{path}: {compression or 'file'} stream is unreadable: {exc}") from None
     except CaptureError:
         raw.close()
         raise
+    if compression is None and size > 0:
+        try:
+            mapped = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+            mapped.madvise(mmap.MADV_SEQUENTIAL)
+            reader.mapped = mapped
+        except (OSError, ValueError, AttributeError):
+            pass  # a pipe, a special file: read it in chunks
     return CaptureFile(path=path, reader=reader, compression=compression, raw=raw, size=size)
 
 

@@ -12,10 +12,11 @@ record header (ifindex u32, protocol u16, pkt_type u8, pad u8); it is read too.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from typing import BinaryIO, Iterator
 
-from .errors import CaptureError, Damage
+from .errors import READ_ERRORS, CaptureError, Damage
 
 MAGIC_MICROSECONDS = 0xA1B2C3D4
 MAGIC_NANOSECONDS = 0xA1B23C4D
@@ -40,6 +41,31 @@ FIRST_READ_CHUNK = 1 << 16
 #: and the original length on the wire. The frame is not copied out of the buffer: the
 #: decoder looks at header bytes in place and copies only what it keeps.
 Record = tuple[int, int, bytes, int, int, int]
+
+
+#: A mapped file is scanned this many bytes at a time; the pages behind are then given back,
+#: so resident memory stays bounded however big the file (the page cache keeps them).
+MAPPED_WINDOW = 32 << 20
+
+
+def _nothing(_size: int) -> bytes:
+    """``read`` of a mapped file: everything is in the buffer already."""
+    return b""
+
+
+def release_pages(mapped: mmap.mmap, start: int, end: int) -> int:
+    """Drop the pages of ``mapped`` in [start, end) from this process; return the new start.
+
+    The mapping is read-only and file-backed, so a page touched again is simply read back."""
+    page = mmap.PAGESIZE
+    start -= start % page
+    end -= end % page
+    if end > start:
+        try:
+            mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (OSError, ValueError, AttributeError):
+            pass
+    return end
 
 
 def byte_order_of(magic_bytes: bytes) -> tuple[str, int] | None:
@@ -81,6 +107,8 @@ class PcapReader:
         self.bytes_read = FILE_HEADER_LEN
         #: Set by the layer above to drop irrelevant records in bulk (see decode.fastpath).
         self.prefilter = None
+        #: The whole file mapped in memory (uncompressed regular files): no reads, no copies.
+        self.mapped = None
 
     def __iter__(self) -> Iterator[Record]:
         read = self._file.read
@@ -93,16 +121,26 @@ class PcapReader:
         buf = self._rest
         pos = 0
         base = FILE_HEADER_LEN  # stream offset of buf[0]
+        mapped = self.mapped
+        released = 0
+        limit = -1
+        if mapped is not None:
+            buf, pos, base = mapped, FILE_HEADER_LEN, 0
+            read = _nothing
         count = 0
         chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
         prefilter = self.prefilter
         big = self._order == ">"
         try:
             while True:
+                if mapped is not None:
+                    if pos - released >= MAPPED_WINDOW:
+                        released = release_pages(mapped, released, pos)
+                    limit = pos + MAPPED_WINDOW
                 if prefilter is not None and len(buf) - pos >= hlen:
                     # Whole runs of records in one call; what it leaves (a record cut by the
                     # buffer's end, or a broken one) is handled record by record below.
-                    new_pos, hits, _status, dropped = prefilter.pcap(buf, pos, big, self.nanosecond, hlen, linktype, max_len)
+                    new_pos, hits, _status, dropped = prefilter.pcap(buf, pos, big, self.nanosecond, hlen, linktype, max_len, limit)
                     if new_pos != pos:
                         count += dropped + len(hits)
                         self.records = count
@@ -110,6 +148,8 @@ class PcapReader:
                         for ts, lt, start, end, wirelen in hits:
                             yield ts, lt, buf, start, end, wirelen
                         pos = new_pos
+                        if 0 <= limit <= pos:
+                            continue  # the window is done, not the file
                 if len(buf) - pos < hlen:
                     more = read(chunk)
                     chunk = READ_CHUNK
@@ -146,7 +186,7 @@ class PcapReader:
                 self.bytes_read = base + end
                 yield sec * 1_000_000_000 + frac * scale, linktype, buf, start, end, wirelen
                 pos = end
-        except (EOFError, OSError) as exc:  # truncated or corrupt compressed stream
+        except READ_ERRORS as exc:  # truncated or corrupt compressed stream
             self._damaged(base + pos, count, f"read error: {exc}")
 
     def _damaged(self, offset: int, count: int, reason: str) -> None:

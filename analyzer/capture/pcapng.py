@@ -18,8 +18,8 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO, Callable, Iterator
 
-from .errors import CaptureError, Damage
-from .pcap import FIRST_READ_CHUNK, READ_CHUNK, Record
+from .errors import READ_ERRORS, CaptureError, Damage
+from .pcap import FIRST_READ_CHUNK, MAPPED_WINDOW, READ_CHUNK, Record, _nothing, release_pages
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 0x00000001
@@ -37,12 +37,21 @@ MAX_BLOCK_LENGTH = 16 * 1024 * 1024
 MIN_BLOCK_LENGTH = 12
 
 
+def int64(value: int) -> int:
+    """``value`` wrapped into a signed 64-bit integer, as the C hot path computes timestamps.
+
+    Absurd timestamps (a corrupt block, a huge if_tsoffset) then stay machine integers
+    instead of overflowing wherever a timestamp must fit 64 bits.
+    """
+    return ((value + (1 << 63)) & 0xFFFF_FFFF_FFFF_FFFF) - (1 << 63)
+
+
 def ts_conversion(tsresol: int, tsoffset: int) -> tuple[int, int, int]:
     """How raw 64-bit timestamp units become integer nanoseconds: (kind, amount, offset_ns).
 
     kind 0: units × amount; kind 1: units ÷ amount; kind 2: (units × 10^9) >> amount.
     """
-    offset_ns = tsoffset * 1_000_000_000
+    offset_ns = int64(tsoffset * 1_000_000_000)
     if tsresol & 0x80:  # power of two: units of 2^-n seconds
         return 2, tsresol & 0x7F, offset_ns
     if tsresol <= 9:
@@ -54,10 +63,10 @@ def ts_converter(tsresol: int, tsoffset: int) -> Callable[[int], int]:
     """Return a function turning raw 64-bit timestamp units into integer nanoseconds."""
     kind, amount, offset_ns = ts_conversion(tsresol, tsoffset)
     if kind == 2:
-        return lambda units: ((units * 1_000_000_000) >> amount) + offset_ns
+        return lambda units: int64(((units * 1_000_000_000) >> amount) + offset_ns)
     if kind == 0:
-        return lambda units: units * amount + offset_ns
-    return lambda units: units // amount + offset_ns
+        return lambda units: int64(units * amount + offset_ns)
+    return lambda units: int64(units // amount + offset_ns)
 
 
 class _Interface:
@@ -98,12 +107,20 @@ class PcapngReader:
         self.skipped_blocks = 0
         #: Set by the layer above to drop irrelevant records in bulk (see decode.fastpath).
         self.prefilter = None
+        #: The whole file mapped in memory (uncompressed regular files): no reads, no copies.
+        self.mapped = None
 
     def __iter__(self) -> Iterator[Record]:
         read = self._file.read
         buf = self._rest
         pos = 0
         base = 0
+        mapped = self.mapped
+        released = 0
+        limit = -1
+        if mapped is not None:
+            buf = mapped
+            read = _nothing
         count = 0
         chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
         order = "<"
@@ -114,12 +131,16 @@ class PcapngReader:
         conversions: tuple = ()
         try:
             while True:
+                if mapped is not None:
+                    if pos - released >= MAPPED_WINDOW:
+                        released = release_pages(mapped, released, pos)
+                    limit = pos + MAPPED_WINDOW
                 if prefilter is not None and interfaces and len(buf) - pos >= 12 and u32(buf, pos)[0] == BT_EPB:
                     # A run of enhanced packet blocks in one call; other blocks, and a block cut
                     # by the buffer's end or broken, are handled below.
                     if len(conversions) != len(interfaces):
                         conversions = tuple(iface.conversion for iface in interfaces)
-                    new_pos, hits, _status, dropped = prefilter.pcapng(buf, pos, order == ">", conversions)
+                    new_pos, hits, _status, dropped = prefilter.pcapng(buf, pos, order == ">", conversions, limit)
                     if new_pos != pos:
                         count += dropped + len(hits)
                         self.records = count
@@ -127,6 +148,8 @@ class PcapngReader:
                         for ts, lt, start, end, wirelen in hits:
                             yield ts, lt, buf, start, end, wirelen
                         pos = new_pos
+                        if 0 <= limit <= pos:
+                            continue  # the window is done, not the file
                 if len(buf) - pos < 12:
                     more = read(chunk)
                     chunk = READ_CHUNK
@@ -225,7 +248,7 @@ class PcapngReader:
                     self.skipped_blocks += 1
                 pos = end
                 self.bytes_read = base + pos
-        except (EOFError, OSError) as exc:
+        except READ_ERRORS as exc:  # truncated or corrupt compressed stream
             self._damaged(base + pos, count, f"read error: {exc}")
 
     @staticmethod

@@ -322,13 +322,15 @@ static PyObject *finish(PyObject *hits, Py_ssize_t pos, int status, long long *s
 #define ST_BAD 1         /* a record is impossible (Python re-reads it to report the damage) */
 #define ST_OTHER_BLOCK 2 /* pcapng: a block that is not an EPB starts at pos (Python handles it) */
 
-/* scan_pcap(buf, pos, big_endian, nano, header_len, linktype, max_len, filter) */
+/* scan_pcap(buf, pos, big_endian, nano, header_len, linktype, max_len, filter[, limit]):
+ * records starting before limit (default: the whole buffer) are judged. */
 static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     Py_buffer view, fview;
     Py_ssize_t pos;
     int big, nano, hlen, linktype;
     unsigned long max_len;
-    if (!PyArg_ParseTuple(args, "y*npiiiky*", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview)) return NULL;
+    Py_ssize_t limit = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "y*npiiiky*|n", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit)) return NULL;
     Filter f;
     if (parse_filter(fview.buf, fview.len, &f) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
@@ -344,7 +346,7 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     long long frac_limit = nano ? 1000000000LL : 1000000LL;
     long long scale = nano ? 1 : 1000;
     if (hits == NULL) goto fail;
-    while (pos + hlen <= len) {
+    while (pos + hlen <= len && pos < limit) {
         const uint8_t *h = buf + pos;
         uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), caplen = rd32(h + 8, big), wirelen = rd32(h + 12, big);
         if (caplen > max_len || frac >= frac_limit) { status = ST_BAD; break; }
@@ -373,13 +375,15 @@ fail:
 
 /* scan_pcapng(buf, pos, big_endian, interfaces, filter): interfaces is a tuple of
  * (linktype, kind, amount, offset_ns): kind 0 = multiply units by amount, 1 = divide by
- * amount, 2 = (units * 1e9) >> amount (binary resolution). Stops at any block but an EPB. */
+ * amount, 2 = (units * 1e9) >> amount (binary resolution). Stops at any block but an EPB,
+ * and at the first block starting at or after the optional limit. */
 static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     Py_buffer view, fview;
     Py_ssize_t pos;
     int big;
     PyObject *ifaces;
-    if (!PyArg_ParseTuple(args, "y*npO!y*", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview)) return NULL;
+    Py_ssize_t limit = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "y*npO!y*|n", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit)) return NULL;
     Filter f;
     if (parse_filter(fview.buf, fview.len, &f) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
@@ -405,7 +409,7 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     PyObject *hits = PyList_New(0);
     int status = ST_NEED_MORE;
     if (hits == NULL) goto fail;
-    while (pos + 12 <= len) {
+    while (pos + 12 <= len && pos < limit) {
         const uint8_t *b = buf + pos;
         uint32_t btype = rd32(b, big), blen = rd32(b + 4, big);
         if (btype != 6) { status = ST_OTHER_BLOCK; break; }

@@ -90,11 +90,17 @@ class Prefilter:
                 stats.last_ts = last_ts
         return packets
 
-    def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int):
-        """(new position, kept records (ts, linktype, start, end, wirelen), status, records dropped)."""
-        new_pos, hits, status, st = _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob)
+    def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int, limit: int = -1):
+        """(new position, kept records (ts, linktype, start, end, wirelen), status, records dropped).
+
+        Records starting at or after ``limit`` (when given) are left for the next call."""
+        if limit < 0:
+            limit = len(buf)
+        new_pos, hits, status, st = _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit)
         return new_pos, hits, status, self._account(st)
 
-    def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple):
-        new_pos, hits, status, st = _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob)
+    def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple, limit: int = -1):
+        if limit < 0:
+            limit = len(buf)
+        new_pos, hits, status, st = _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit)
         return new_pos, hits, status, self._account(st)
