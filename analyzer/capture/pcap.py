@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+import threading
 from typing import BinaryIO, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
@@ -51,6 +52,31 @@ MAPPED_WINDOW = 32 << 20
 def _nothing(_size: int) -> bytes:
     """``read`` of a mapped file: everything is in the buffer already."""
     return b""
+
+
+class ScanAhead:
+    """The prefilter's scan of the next window of a mapped file, run in a helper thread while
+    the caller decodes this window's packets: the C scan releases the GIL, so a second core
+    reads (and page-faults) ahead."""
+
+    def __init__(self, scan, buf, pos: int, *args) -> None:
+        self.pos = pos
+        self._outcome: tuple = ()
+        self._thread = threading.Thread(target=self._run, args=(scan, buf, pos, *args), daemon=True, name="smtpflow-scan")
+        self._thread.start()
+
+    def _run(self, scan, *args) -> None:
+        try:
+            self._outcome = (scan(*args), None)
+        except BaseException as exc:  # handed to the caller's thread
+            self._outcome = (None, exc)
+
+    def result(self) -> tuple:
+        self._thread.join()
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return value
 
 
 def release_pages(mapped: mmap.mmap, start: int, end: int) -> int:
@@ -124,6 +150,7 @@ class PcapReader:
         mapped = self.mapped
         released = 0
         limit = -1
+        ahead: ScanAhead | None = None
         if mapped is not None:
             buf, pos, base = mapped, FILE_HEADER_LEN, 0
             read = _nothing
@@ -140,11 +167,19 @@ class PcapReader:
                 if prefilter is not None and len(buf) - pos >= hlen:
                     # Whole runs of records in one call; what it leaves (a record cut by the
                     # buffer's end, or a broken one) is handled record by record below.
-                    new_pos, hits, _status, dropped = prefilter.pcap(buf, pos, big, self.nanosecond, hlen, linktype, max_len, limit)
+                    if ahead is not None and ahead.pos == pos:
+                        new_pos, hits, _status, st = ahead.result()
+                    else:
+                        new_pos, hits, _status, st = prefilter.pcap(buf, pos, big, self.nanosecond, hlen, linktype, max_len, limit)
+                    ahead = None
+                    dropped = prefilter.account(st)
                     if new_pos != pos:
                         count += dropped + len(hits)
                         self.records = count
                         self.bytes_read = base + new_pos
+                        if 0 <= limit <= new_pos and len(buf) - new_pos >= hlen:
+                            ahead = ScanAhead(prefilter.pcap, buf, new_pos, big, self.nanosecond, hlen, linktype, max_len,
+                                              new_pos + MAPPED_WINDOW)
                         for ts, lt, start, end, wirelen in hits:
                             yield ts, lt, buf, start, end, wirelen
                         pos = new_pos

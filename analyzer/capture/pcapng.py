@@ -19,7 +19,7 @@ import struct
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
-from .pcap import FIRST_READ_CHUNK, MAPPED_WINDOW, READ_CHUNK, Record, _nothing, release_pages
+from .pcap import FIRST_READ_CHUNK, MAPPED_WINDOW, READ_CHUNK, Record, ScanAhead, _nothing, release_pages
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 0x00000001
@@ -118,6 +118,7 @@ class PcapngReader:
         mapped = self.mapped
         released = 0
         limit = -1
+        ahead: ScanAhead | None = None
         if mapped is not None:
             buf = mapped
             read = _nothing
@@ -140,11 +141,18 @@ class PcapngReader:
                     # by the buffer's end or broken, are handled below.
                     if len(conversions) != len(interfaces):
                         conversions = tuple(iface.conversion for iface in interfaces)
-                    new_pos, hits, _status, dropped = prefilter.pcapng(buf, pos, order == ">", conversions, limit)
+                    if ahead is not None and ahead.pos == pos:
+                        new_pos, hits, _status, st = ahead.result()
+                    else:
+                        new_pos, hits, _status, st = prefilter.pcapng(buf, pos, order == ">", conversions, limit)
+                    ahead = None
+                    dropped = prefilter.account(st)
                     if new_pos != pos:
                         count += dropped + len(hits)
                         self.records = count
                         self.bytes_read = base + new_pos
+                        if 0 <= limit <= new_pos and len(buf) - new_pos >= 12:
+                            ahead = ScanAhead(prefilter.pcapng, buf, new_pos, order == ">", conversions, new_pos + MAPPED_WINDOW)
                         for ts, lt, start, end, wirelen in hits:
                             yield ts, lt, buf, start, end, wirelen
                         pos = new_pos

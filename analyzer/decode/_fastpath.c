@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Link types (tcpdump.org LINKTYPE_*). */
@@ -302,19 +303,37 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
     return 0;
 }
 
-static int add_hit(PyObject *hits, long long ts, int linktype, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen) {
-    PyObject *t = Py_BuildValue("(LinnI)", ts, linktype, start, end, wirelen);
-    if (t == NULL) return -1;
-    int rc = PyList_Append(hits, t);
-    Py_DECREF(t);
-    return rc;
+/* Kept records, gathered without the GIL and turned into Python tuples afterwards. */
+typedef struct { long long ts; Py_ssize_t start, end; uint32_t wirelen; int linktype; } Hit;
+typedef struct { Hit *items; Py_ssize_t n, cap; } Hits;
+
+static int add_hit(Hits *h, long long ts, int linktype, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen) {
+    if (h->n == h->cap) {
+        Py_ssize_t cap = h->cap ? h->cap * 2 : 256;
+        Hit *items = realloc(h->items, (size_t)cap * sizeof(Hit));
+        if (items == NULL) return -1;
+        h->items = items;
+        h->cap = cap;
+    }
+    Hit *it = &h->items[h->n++];
+    it->ts = ts; it->linktype = linktype; it->start = start; it->end = end; it->wirelen = wirelen;
+    return 0;
 }
 
-static PyObject *finish(PyObject *hits, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
+/* (new position, [(ts, linktype, start, end, wirelen)...], status, stats); frees the hits. */
+static PyObject *finish(Hits *h, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
+    PyObject *list = PyList_New(h->n);
+    if (list == NULL) { free(h->items); return NULL; }
+    for (Py_ssize_t i = 0; i < h->n; i++) {
+        Hit *it = &h->items[i];
+        PyObject *t = Py_BuildValue("(LinnI)", it->ts, it->linktype, it->start, it->end, it->wirelen);
+        if (t == NULL) { Py_DECREF(list); free(h->items); return NULL; }
+        PyList_SET_ITEM(list, i, t);
+    }
+    free(h->items);
     PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10], first_ts, last_ts);
-    if (stats == NULL) { Py_DECREF(hits); return NULL; }
-    PyObject *result = Py_BuildValue("(nNiN)", pos, hits, status, stats);
-    return result;
+    if (stats == NULL) { Py_DECREF(list); return NULL; }
+    return Py_BuildValue("(nNiN)", pos, list, status, stats);
 }
 
 /* Status codes returned with the new position. */
@@ -341,11 +360,11 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     Py_ssize_t len = view.len;
     long long st[S_COUNT] = {0};
     long long first_ts = -1, last_ts = -1;
-    PyObject *hits = PyList_New(0);
-    int status = ST_NEED_MORE;
+    Hits hits = {NULL, 0, 0};
+    int status = ST_NEED_MORE, failed = 0;
     long long frac_limit = nano ? 1000000000LL : 1000000LL;
     long long scale = nano ? 1 : 1000;
-    if (hits == NULL) goto fail;
+    Py_BEGIN_ALLOW_THREADS  /* the buffer is pinned by the view: another thread may feed meanwhile */
     while (pos + hlen <= len && pos < limit) {
         const uint8_t *h = buf + pos;
         uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), caplen = rd32(h + 8, big), wirelen = rd32(h + 12, big);
@@ -354,7 +373,7 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
         if (end > len) break;
         long long ts = (long long)sec * 1000000000LL + (long long)frac * scale;
         if (judge(&f, linktype, buf + start, caplen, wirelen, st)) {
-            if (add_hit(hits, ts, linktype, start, end, wirelen) < 0) goto fail;
+            if (add_hit(&hits, ts, linktype, start, end, wirelen) < 0) { failed = 1; break; }
         } else {
             st[S_PACKETS]++;
             st[S_BYTES] += wirelen;
@@ -363,14 +382,11 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
         }
         pos = end;
     }
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyBuffer_Release(&fview);
-    return finish(hits, pos, status, st, first_ts, last_ts);
-fail:
-    Py_XDECREF(hits);
-    PyBuffer_Release(&view);
-    PyBuffer_Release(&fview);
-    return NULL;
+    if (failed) { free(hits.items); return PyErr_NoMemory(); }
+    return finish(&hits, pos, status, st, first_ts, last_ts);
 }
 
 /* scan_pcapng(buf, pos, big_endian, interfaces, filter): interfaces is a tuple of
@@ -406,9 +422,9 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     Py_ssize_t len = view.len;
     long long st[S_COUNT] = {0};
     long long first_ts = -1, last_ts = -1;
-    PyObject *hits = PyList_New(0);
-    int status = ST_NEED_MORE;
-    if (hits == NULL) goto fail;
+    Hits hits = {NULL, 0, 0};
+    int status = ST_NEED_MORE, failed = 0;
+    Py_BEGIN_ALLOW_THREADS
     while (pos + 12 <= len && pos < limit) {
         const uint8_t *b = buf + pos;
         uint32_t btype = rd32(b, big), blen = rd32(b + 4, big);
@@ -427,7 +443,7 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
         ts += offsets[ifid];
         Py_ssize_t start = pos + 28, end = start + caplen;
         if (judge(&f, lts[ifid], buf + start, caplen, wirelen, st)) {
-            if (add_hit(hits, ts, lts[ifid], start, end, wirelen) < 0) goto fail;
+            if (add_hit(&hits, ts, lts[ifid], start, end, wirelen) < 0) { failed = 1; break; }
         } else {
             st[S_PACKETS]++;
             st[S_BYTES] += wirelen;
@@ -436,14 +452,11 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
         }
         pos += blen;
     }
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyBuffer_Release(&fview);
-    return finish(hits, pos, status, st, first_ts, last_ts);
-fail:
-    Py_XDECREF(hits);
-    PyBuffer_Release(&view);
-    PyBuffer_Release(&fview);
-    return NULL;
+    if (failed) { free(hits.items); return PyErr_NoMemory(); }
+    return finish(&hits, pos, status, st, first_ts, last_ts);
 }
 
 static PyMethodDef methods[] = {

@@ -69,7 +69,11 @@ class Prefilter:
         self.blob = filter_blob(selector)
         self.stats = stats
 
-    def _account(self, st: tuple) -> int:
+    def account(self, st: tuple) -> int:
+        """Add a scan's counters to the statistics; return how many records it dropped.
+
+        Kept apart from the scan so that a scan may run in another thread (it releases the
+        GIL) while only the thread that decodes touches the statistics."""
         packets, nbytes, v4, v6, tcp, udp, icmp, other, non_ip, truncated, dns_ignored, first_ts, last_ts = st
         stats = self.stats
         stats.packets += packets
@@ -91,16 +95,16 @@ class Prefilter:
         return packets
 
     def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int, limit: int = -1):
-        """(new position, kept records (ts, linktype, start, end, wirelen), status, records dropped).
+        """(new position, kept records (ts, linktype, start, end, wirelen), status, counters).
 
-        Records starting at or after ``limit`` (when given) are left for the next call."""
+        Records starting at or after ``limit`` (when given) are left for the next call; pass
+        the counters to ``account``."""
         if limit < 0:
             limit = len(buf)
-        new_pos, hits, status, st = _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit)
-        return new_pos, hits, status, self._account(st)
+        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit)
 
     def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple, limit: int = -1):
+        """As ``pcap``, over a run of enhanced packet blocks."""
         if limit < 0:
             limit = len(buf)
-        new_pos, hits, status, st = _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit)
-        return new_pos, hits, status, self._account(st)
+        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit)

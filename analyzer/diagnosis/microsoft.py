@@ -19,6 +19,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: First labels of host names that are probably mail servers (smtp.contoso.com, mx1.…).
 MAIL_LABEL_PREFIXES = ("smtp", "mail", "mx", "relay", "outbound", "submit")
 #: Bytes in a DNS answer that suggest its CNAME chain leads to Microsoft.
+#: Servers whose published range is remembered (a bound: a scan of many addresses just recomputes).
+RANGE_CACHE_LIMIT = 4096
+
 CHAIN_MARKERS = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
 
 
@@ -80,6 +83,7 @@ class MicrosoftDirectory:
                     self.services.append((ipaddress.ip_network(cidr, strict=False), service))
         self.user_endpoints = list(user_endpoints)
         self._dns_interest: DnsInterest | None = None
+        self._range_cache: dict[str, tuple[Network, dict[str, Any]] | None] = {}
 
     @property
     def networks(self) -> list[Network]:
@@ -90,6 +94,15 @@ class MicrosoftDirectory:
 
     # -- single tests -----------------------------------------------------------------------
     def range_of(self, address: str) -> tuple[Network, dict[str, Any]] | None:
+        cache = self._range_cache
+        if address in cache:
+            return cache[address]
+        if len(cache) >= RANGE_CACHE_LIMIT:
+            cache.clear()
+        cache[address] = found = self._range_of(address)
+        return found
+
+    def _range_of(self, address: str) -> tuple[Network, dict[str, Any]] | None:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

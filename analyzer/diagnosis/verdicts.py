@@ -7,6 +7,8 @@ compiled from Microsoft's documentation and observed transcripts, with its confi
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from typing import Any
 
 from .knowledge import load_facts, load_replies
@@ -48,15 +50,20 @@ def _target(rec: dict[str, Any]) -> str:
     return f"{name} ({where})" if name else where
 
 
+@functools.lru_cache(maxsize=8)
+def _service_networks(role: str | None) -> tuple[dict[str, Any] | None, tuple]:
+    """The first published service with this role, and its networks (parsed once)."""
+    for service in load_facts().get("endpoints", {}).get("service", []):
+        if service.get("role") == role:
+            return service, tuple(ipaddress.ip_network(n) for n in service.get("ipv4", []) + service.get("ipv6", []))
+    return None, ()
+
+
 def _ms_ranges(role: str | None, server: str | None = None) -> str:
     """The published ranges of a Microsoft service: the server's own first, then the largest."""
-    import ipaddress
-
     facts = load_facts()
-    for service in facts.get("endpoints", {}).get("service", []):
-        if service.get("role") != role:
-            continue
-        nets = [ipaddress.ip_network(n) for n in service.get("ipv4", []) + service.get("ipv6", [])]
+    service, nets = _service_networks(role)
+    if service is not None:
         own = []
         if server:
             ip = ipaddress.ip_address(server)
