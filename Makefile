@@ -13,7 +13,7 @@ OUT    ?= out
 system-deps:
 	@scripts/install-system-deps.sh
 
-$(STAMP): pyproject.toml | system-deps
+$(STAMP): pyproject.toml setup.py analyzer/decode/_fastpath.c | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -29,6 +29,7 @@ test: system-deps $(STAMP)
 	$(PY) -m pytest
 
 bench: system-deps $(STAMP)
+	@$(PY) -m compileall -q analyzer >/dev/null  # timed runs must not compile sources (PYTHONDONTWRITEBYTECODE)
 	$(PY) benchmarks/run.py
 
 clean:
