@@ -3,6 +3,8 @@
 Feed :class:`TlsSession` each direction's reassembled bytes; it returns events
 (:mod:`.events`) and, at the end, a :meth:`~TlsSession.summary` with Zeek's ``ssl.log``
 vocabulary (``version``, ``cipher``, ``ssl_history`` letters …) plus the failure diagnosis.
+Given a :class:`KeyLog` (NSS ``SSLKEYLOGFILE``), it also decrypts the session
+(:mod:`.decrypt`) and hands out the plaintext as :class:`DecryptedData` events.
 """
 
 from .events import (
@@ -12,6 +14,8 @@ from .events import (
     CertInfo,
     ChangeCipherSpec,
     ClientHello,
+    DecryptedData,
+    DecryptionFailed,
     Event,
     HandshakeComplete,
     HandshakeFailed,
@@ -19,6 +23,7 @@ from .events import (
     NotTls,
     ServerHello,
 )
+from .keylog import KeyLog, KeyLogError
 from .parser import MAX_HANDSHAKE_MESSAGE, TlsSession, parse_certificate
 
 __all__ = [
@@ -28,10 +33,14 @@ __all__ = [
     "Certificate",
     "ChangeCipherSpec",
     "ClientHello",
+    "DecryptedData",
+    "DecryptionFailed",
     "Event",
     "HandshakeComplete",
     "HandshakeFailed",
     "HandshakeMessage",
+    "KeyLog",
+    "KeyLogError",
     "MAX_HANDSHAKE_MESSAGE",
     "NotTls",
     "ServerHello",

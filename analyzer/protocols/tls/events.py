@@ -101,9 +101,10 @@ class ChangeCipherSpec:
 class Alert:
     ts: int
     from_client: bool
-    level: int | None  # AlertLevel (1 warning, 2 fatal); None when encrypted
-    description: int | None  # AlertDescription (40 handshake_failure …); None when encrypted
-    encrypted: bool
+    level: int | None  # AlertLevel (1 warning, 2 fatal); None when encrypted and not decrypted
+    description: int | None  # AlertDescription (40 handshake_failure …); None when encrypted and not decrypted
+    encrypted: bool  # sent encrypted on the wire
+    decrypted: bool = False  # encrypted, and read with the key log
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,32 @@ class ApplicationData:
     ts: int
     from_client: bool
     length: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptedData:
+    """Application data plaintext (a key log decrypted it), in stream order per direction.
+
+    One event per record with content; the records of a direction are contiguous, so
+    ``data`` of successive events joins into that direction's plaintext stream.
+    """
+
+    ts: int
+    from_client: bool
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionFailed:
+    """This direction yields no (more) plaintext: its keys are missing, or a record failed.
+
+    Sent once per direction. Any DecryptedData before it stands; what follows in that
+    direction is only observed as ciphertext.
+    """
+
+    ts: int
+    from_client: bool
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +179,8 @@ Event = (
     | ChangeCipherSpec
     | Alert
     | ApplicationData
+    | DecryptedData
+    | DecryptionFailed
     | HandshakeComplete
     | HandshakeFailed
     | NotTls

@@ -26,6 +26,17 @@ Zeek trace corpus both rules give the same answers.)
 plaintext messages only (no letter for the encrypted Finished, encrypted alerts, or
 application data — Zeek documents ``D`` but its scripts never add it). One addition: ``Q``
 for a record of unknown content type (20–30), where Zeek stops with an analyzer violation.
+
+Decryption: given a :class:`~.keylog.KeyLog` holding this session's secrets, a direction's
+encrypted records are kept (one at a time) and opened by :mod:`.decrypt` instead of skipped,
+then handled like plaintext ones by their real content type: application data comes out as
+:class:`DecryptedData`, alerts with their description (``decrypted=True``), handshake
+messages are parsed and lettered in ``history`` as Zeek would if it could see them (the
+Finished in every version; in TLS 1.3 also EncryptedExtensions, Certificate,
+CertificateVerify, NewSessionTicket …). TLS 1.3 is then established for certain when both
+Finished messages were read and the server went on with anything but an alert. A direction
+whose keys are missing, or whose record fails to open, gets one :class:`DecryptionFailed`
+and is followed from there on as if there were no key log; the other direction carries on.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from . import constants as C
 from .events import (
@@ -42,6 +54,8 @@ from .events import (
     CertInfo,
     ChangeCipherSpec,
     ClientHello,
+    DecryptedData,
+    DecryptionFailed,
     Event,
     HandshakeComplete,
     HandshakeFailed,
@@ -49,6 +63,10 @@ from .events import (
     NotTls,
     ServerHello,
 )
+
+if TYPE_CHECKING:
+    from .decrypt import DirectionDecrypter, TlsDecrypter
+    from .keylog import KeyLog
 
 # -- named limits ---------------------------------------------------------------------------
 #: Largest handshake message reassembled; a longer one is skipped (and noted).
@@ -66,6 +84,9 @@ NOT_TLS_PREVIEW = 40
 #: A TLS 1.3 record up to this size is taken for an encrypted alert: 2-byte alert + 1-byte
 #: inner content type + 16-byte AEAD tag = 19; a Finished is at least 4 + 32 + 1 + 16 = 53.
 TLS13_ALERT_RECORD_MAX = 24
+
+#: The encrypt_then_mac extension (RFC 7366): how CBC records are protected, for decryption.
+EXT_ENCRYPT_THEN_MAC = 22
 
 #: Zeek's ssl_history letters (server side; the client's are upper-cased).
 HISTORY_LETTERS = {
@@ -255,7 +276,7 @@ class _Side:
         "from_client", "name", "stopped", "hdr", "body", "body_left", "skip",
         "rec_type", "sslv2", "records", "hs_buf", "hs_skip",
         "ccs", "finished", "app_data", "sealed13", "encrypted_records", "ended", "gap_bytes",
-        "big13", "small13", "quote",
+        "big13", "small13", "quote", "dec", "sealed", "rec_header",
     )
 
     def __init__(self, from_client: bool) -> None:
@@ -284,14 +305,26 @@ class _Side:
         self.small13 = 0
         #: Not TLS: the bytes collected for the NotTls reason (until a line end or the limit).
         self.quote: bytearray | None = None
+        #: With a key log: this direction's decryption state (see decrypt.py), else None.
+        self.dec: DirectionDecrypter | None = None
+        self.sealed = False  # the record being read is ciphertext to decrypt
+        self.rec_header = b""  # its header: part of the decryption's additional data
 
 
 class TlsSession:
     """Observes the TLS handshake of one connection. See the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, keylog: KeyLog | None = None) -> None:
         self.client = _Side(True)
         self.server = _Side(False)
+        self.keylog = keylog
+        self.decrypter: TlsDecrypter | None = None
+        if keylog is not None:
+            from .decrypt import TlsDecrypter  # imported here: cryptography only when decrypting
+
+            self.decrypter = TlsDecrypter(keylog)
+            self.client.dec, self.server.dec = self.decrypter.client, self.decrypter.server
+        self.decryption_error: str | None = None
         self.history: list[str] = []
         self.step = -1
         self.notes: list[str] = []
@@ -303,10 +336,14 @@ class TlsSession:
         self.sni: str | None = None
         self.alpn_offered: tuple[str, ...] = ()
         self.session_id = b""
+        self.client_random: bytes | None = None
         self.ticket_offered = False
         self.psk_offered = False
         # ServerHello and what follows
         self.version: int | None = None
+        self.server_random: bytes | None = None
+        self.compression = 0  # the ServerHello's compression method (TLS ≤ 1.2)
+        self.encrypt_then_mac = False
         self.cipher: int | None = None
         self.curve: int | None = None
         self.alpn: str | None = None
@@ -357,6 +394,9 @@ class TlsSession:
         if not side.stopped:
             self._stop(side, "gap")
             self._note(f"{length} bytes missing from the {side.name}'s stream: its TLS records are no longer followed")
+            if side.dec is not None and side.dec.active:
+                side.dec.fail(f"{length} bytes missing from the {side.name}'s stream: its later records are not decrypted")
+                self._decryption_failed(side, ts, out)
         return out
 
     def end_of_stream(self, from_client: bool, ts: int) -> list[Event]:
@@ -429,7 +469,19 @@ class TlsSession:
             "not_tls_from": self.not_tls_from,
             "gaps": {"client": self.client.gap_bytes, "server": self.server.gap_bytes},
             "notes": list(self.notes),
+            "decrypted": self._decrypted(),
+            "decryption_error": self.decryption_error,
+            "decrypted_records": {
+                "client": self.client.dec.records if self.client.dec else 0,
+                "server": self.server.dec.records if self.server.dec else 0,
+            },
         }
+
+    def _decrypted(self) -> bool | None:
+        """None without a key log; True when records were decrypted and nothing stopped it."""
+        if self.decrypter is None:
+            return None
+        return self.decryption_error is None and self.client.dec.records + self.server.dec.records > 0
 
     # -- record layer ---------------------------------------------------------------------
     def _consume(self, side: _Side, data: bytes, ts: int, out: list[Event]) -> None:
@@ -439,6 +491,12 @@ class TlsSession:
                 take = min(side.skip, n - pos)
                 side.skip -= take
                 pos += take
+            elif side.body_left and not side.body and n - pos >= side.body_left:
+                # the whole body is in this chunk: no copy into the buffer
+                end = pos + side.body_left
+                side.body_left = 0
+                body, pos = bytes(data[pos:end]), end
+                self._record(side, body, ts, out)
             elif side.body_left:
                 take = min(side.body_left, n - pos)
                 side.body += data[pos : pos + take]
@@ -475,7 +533,11 @@ class TlsSession:
             side.quote = bytearray(h)
             return
         side.rec_type = ctype
-        if self._keeps_body(side, ctype, length):
+        keep = self._keeps_body(side, ctype, length)
+        if not keep and side.dec is not None and ctype <= C.HEARTBEAT:
+            keep = side.sealed = self._can_open(side, ctype, ts, out)
+            side.rec_header = h
+        if keep:
             if length:
                 side.body_left = length
             else:
@@ -492,6 +554,23 @@ class TlsSession:
             # A TLS 1.3 alert is plaintext only before the keys exist: then exactly 2 bytes.
             return not side.sealed13 and (ctype != C.ALERT or length == C.ALERT_LEN)
         return not side.ccs
+
+    def _can_open(self, side: _Side, ctype: int, ts: int, out: list[Event]) -> bool:
+        """Can this encrypted record be decrypted? (A record before the keys ends decryption.)"""
+        if side.dec.active:
+            # TLS 1.3 encrypts only in application_data records; anything else is not its ciphertext
+            return ctype == C.APPLICATION_DATA or not self._tls13()
+        if side.dec.error is None:
+            side.dec.fail(f"the {side.name}'s encrypted records began before its keys could be derived "
+                          "(0-RTT data, or the handshake is not in the capture)")
+            self._decryption_failed(side, ts, out)
+        return False
+
+    def _decryption_failed(self, side: _Side, ts: int, out: list[Event]) -> None:
+        reason = side.dec.error
+        if self.decryption_error is None:
+            self.decryption_error = reason
+        out.append(DecryptionFailed(ts, side.from_client, reason))
 
     def _collect_not_tls(self, side: _Side, data: bytes, ts: int, out: list[Event]) -> None:
         """Gather the bytes a NotTls reason quotes, so it reads the same however they were split."""
@@ -531,34 +610,58 @@ class TlsSession:
             side.sslv2 = False
             self._sslv2_client_hello(side, body, ts, out)
             return
-        ctype = side.rec_type
+        if side.sealed:
+            side.sealed = False
+            opened = side.dec.open(side.rec_header, body)
+            if opened is None:
+                self._decryption_failed(side, ts, out)
+            self._ciphertext(side, side.rec_type, len(body), ts, out, opened)
+            return
+        self._content(side, side.rec_type, body, ts, out, False)
+
+    def _content(self, side: _Side, ctype: int, body: bytes, ts: int, out: list[Event], decrypted: bool) -> None:
+        """A plaintext record body, read off the wire or decrypted, by its (inner) content type."""
         if ctype == C.CHANGE_CIPHER_SPEC:
             self._change_cipher_spec(side, ts, out)
         elif ctype == C.ALERT:
             for i in range(0, len(body) - 1, C.ALERT_LEN):
-                self._alert(side, body[i], body[i + 1], ts, out)
+                self._alert(side, body[i], body[i + 1], ts, out, decrypted)
         elif ctype == C.HANDSHAKE:
             self._handshake_bytes(side, body, ts, out)
-        else:
+        elif ctype == C.APPLICATION_DATA:  # only ever decrypted
+            if body:
+                out.append(DecryptedData(ts, side.from_client, body))
+        elif ctype == C.HEARTBEAT:
             self._letter(side, LETTER_HEARTBEAT)
+        else:
+            self._letter(side, LETTER_UNKNOWN_CONTENT_TYPE)
 
-    def _ciphertext(self, side: _Side, ctype: int, length: int, ts: int, out: list[Event]) -> None:
-        """A record whose body is not read: ciphertext, or a content type we do not parse."""
+    def _ciphertext(
+        self, side: _Side, ctype: int, length: int, ts: int, out: list[Event],
+        opened: tuple[int, bytes] | None = None,
+    ) -> None:
+        """An encrypted record (``opened``: its content type and plaintext, when decrypted), or a
+        record of a content type we do not parse."""
         if ctype > C.HEARTBEAT:
             self._letter(side, LETTER_UNKNOWN_CONTENT_TYPE)
             return
         side.encrypted_records += 1
-        if ctype == C.ALERT:
+        if ctype == C.APPLICATION_DATA:
+            side.app_data += 1
+            if side.app_data == 1:
+                out.append(ApplicationData(ts, side.from_client, length))
+        if opened is not None:
+            self._content(side, opened[0], opened[1], ts, out, True)
+            if side is self.server and opened[0] != C.ALERT:
+                self._tls13_server_went_on(ts, out)
+        elif ctype == C.ALERT:
             self._encrypted_alert(side, ts, out)
         elif ctype == C.HANDSHAKE and not side.finished:
             side.finished = True
             out.append(HandshakeMessage(ts, side.from_client, "finished", length))
             self._advance("finished")
             self._check_established(side, ts, out)
-        elif ctype == C.APPLICATION_DATA:
-            side.app_data += 1
-            if side.app_data == 1:
-                out.append(ApplicationData(ts, side.from_client, length))
+        if ctype == C.APPLICATION_DATA:
             if self._tls13():
                 self._tls13_record(side, length, ts, out)
             else:
@@ -580,16 +683,29 @@ class TlsSession:
         if not side.from_client and self.cipher is not None and self.resumed is None:
             # An abbreviated handshake: the server's CCS follows its hello directly.
             self.resumed = not self.server_hello_done
+        if self.decrypter is not None and self.version is not None:
+            self._key_change(ts, out, self.decrypter.start_tls12, side.from_client, self.client_random,
+                             self.server_random, self.version, self.cipher, self.compression, self.encrypt_then_mac)
 
-    def _alert(self, side: _Side, level: int, description: int, ts: int, out: list[Event]) -> None:
+    def _key_change(self, ts: int, out: list[Event], change, *args) -> None:
+        """Run a TlsDecrypter key change; report each direction it leaves without keys."""
+        before = (self.client.dec.error, self.server.dec.error)
+        change(*args)
+        for side, had in zip((self.client, self.server), before):
+            if had is None and side.dec.error is not None:
+                self._decryption_failed(side, ts, out)
+
+    def _alert(
+        self, side: _Side, level: int, description: int, ts: int, out: list[Event], decrypted: bool = False,
+    ) -> None:
         level_name = C.alert_level_name(level)
         desc = C.alert_description_name(description)
-        out.append(Alert(ts, side.from_client, level, description, False))
+        out.append(Alert(ts, side.from_client, level, description, decrypted, decrypted))
         self._letter(side, LETTER_ALERT)
         fatal = level == C.FATAL
         if self._tls13():  # RFC 8446 §6: the level is ignored; all but these two are fatal
             fatal = description not in (C.CLOSE_NOTIFY, C.USER_CANCELED)
-        self._remember_alert(side, ts, "fatal" if fatal else level_name, desc, False)
+        self._remember_alert(side, ts, "fatal" if fatal else level_name, desc, decrypted, decrypted)
         if fatal and not self.established and self.failure is None and self.attempted:
             hint = ALERT_HINTS.get(desc)
             reason = f"the {side.name} sent a fatal {desc} alert" + (f" ({hint})" if hint else "")
@@ -601,11 +717,13 @@ class TlsSession:
         out.append(Alert(ts, side.from_client, None, None, True))
         self._remember_alert(side, ts, None, None, True)
 
-    def _remember_alert(self, side: _Side, ts: int, level: str | None, desc: str | None, encrypted: bool) -> None:
+    def _remember_alert(
+        self, side: _Side, ts: int, level: str | None, desc: str | None, encrypted: bool, decrypted: bool = False,
+    ) -> None:
         if len(self.alerts) < MAX_ALERTS:
             self.alerts.append({
                 "ts": ts, "from": side.name, "level": level, "description": desc,
-                "encrypted": encrypted, "during_handshake": not self.established,
+                "encrypted": encrypted, "decrypted": decrypted, "during_handshake": not self.established,
             })
 
     # -- handshake messages ---------------------------------------------------------------
@@ -662,10 +780,16 @@ class TlsSession:
             elif msg_type == C.CLIENT_KEY_EXCHANGE and side.from_client:
                 self.client_key_exchange = True
                 self._advance("client_key_exchange")
-            elif msg_type == C.FINISHED:  # plaintext Finished: only with a NULL cipher
+            elif msg_type == C.FINISHED:  # decrypted, or plaintext with a NULL cipher
                 side.finished = True
                 self._advance("finished")
                 self._check_established(side, ts, out)
+                if self.decrypter is not None and self._tls13():
+                    self._key_change(ts, out, self.decrypter.tls13_application, side.from_client)
+            elif msg_type == C.KEY_UPDATE and self.decrypter is not None and self._tls13():
+                self.decrypter.tls13_key_update(side.from_client)
+            elif msg_type == C.ENCRYPTED_EXTENSIONS and not side.from_client:
+                self._encrypted_extensions(body)
 
     def _client_hello(self, side: _Side, body: bytes, ts: int, out: list[Event]) -> None:
         self._letter(side, HISTORY_LETTERS[C.CLIENT_HELLO])
@@ -674,7 +798,7 @@ class TlsSession:
         malformed = None
         try:
             legacy = r.u16()
-            r.take(32)  # random
+            self.client_random = r.take(32)
             self.session_id = r.vec8()
             suites = _u16_list(r.vec16())
             r.vec8()  # compression methods
@@ -701,8 +825,7 @@ class TlsSession:
         try:
             r.u8()  # msg_type, checked by the record layer
             legacy = r.u16()
-            spec_len, sid_len = r.u16(), r.u16()
-            r.u16()  # challenge length
+            spec_len, sid_len, challenge_len = r.u16(), r.u16(), r.u16()
             specs = r.take(spec_len)
             # Three-byte SSL 2.0 cipher kinds; those starting with 0 are TLS cipher suites.
             suites = tuple(
@@ -711,6 +834,8 @@ class TlsSession:
                 if specs[i] == 0
             )
             self.session_id = r.take(sid_len)
+            # The challenge is the client random, right-aligned (RFC 5246 Appendix E.2).
+            self.client_random = r.take(challenge_len)[-32:].rjust(32, b"\0")
         except _Short:
             malformed = "SSL 2.0 compatible ClientHello truncated or malformed"
             self._note(f"{side.name}: {malformed}")
@@ -744,19 +869,20 @@ class TlsSession:
         legacy = suite = 0
         version = None
         hrr = msg_type == C.HELLO_RETRY_REQUEST
-        session_id, exts, malformed = b"", {}, None
+        session_id, exts, malformed, random_, compression = b"", {}, None, None, 0
         try:
             legacy = r.u16()
             # TLS 1.3 drafts before 22 dropped session_id and compression_method, and a
             # draft HelloRetryRequest (type 6) carries neither random nor cipher suite.
             draft = legacy >> 8 == C.TLS13_DRAFT_MAJOR and legacy & 0xFF < 22
             if not hrr:
-                hrr = r.take(32) == C.HELLO_RETRY_REQUEST_RANDOM
+                random_ = r.take(32)
+                hrr = random_ == C.HELLO_RETRY_REQUEST_RANDOM
                 if not draft:
                     session_id = r.vec8()
                 suite = r.u16()
                 if not draft:
-                    r.u8()  # compression method
+                    compression = r.u8()
             exts = _extensions(r)
             if C.EXT_SUPPORTED_VERSIONS in exts:
                 version = _Reader(exts[C.EXT_SUPPORTED_VERSIONS]).u16()
@@ -768,6 +894,10 @@ class TlsSession:
         self.version = version
         if msg_type != C.HELLO_RETRY_REQUEST:
             self.cipher = suite
+        if not hrr:
+            self.server_random = random_
+            self.compression = compression
+            self.encrypt_then_mac = EXT_ENCRYPT_THEN_MAC in exts
         self.hello_retry = self.hello_retry or hrr
         self.retry_pending = hrr
         draft_key_share = version >> 8 == C.TLS13_DRAFT_MAJOR and version & 0xFF < 23
@@ -788,6 +918,8 @@ class TlsSession:
         out.append(
             ServerHello(ts, side.from_client, legacy, version, suite, hrr, self.resumed, self.alpn, group, malformed)
         )
+        if self.decrypter is not None and not hrr and C.is_tls13(version):
+            self._key_change(ts, out, self.decrypter.start_tls13, self.client_random, version, suite)
 
     def _server_hello_extensions(self, exts: dict[int, bytes], draft_key_share: bool) -> int | None:
         group = None
@@ -803,6 +935,16 @@ class TlsSession:
             self._note("server: malformed ServerHello extension")
         return group
 
+    def _encrypted_extensions(self, body: bytes) -> None:
+        """TLS 1.3 (decrypted): the server's ALPN choice lives here, not in the ServerHello."""
+        try:
+            exts = _extensions(_Reader(body))
+            if C.EXT_APPLICATION_LAYER_PROTOCOL_NEGOTIATION in exts:
+                selected = _alpn_names(exts[C.EXT_APPLICATION_LAYER_PROTOCOL_NEGOTIATION])
+                self.alpn = selected[0] if selected else None
+        except _Short:
+            self._note("server: malformed EncryptedExtensions")
+
     def _server_key_exchange(self, body: bytes) -> None:
         suite = C.cipher_suite_name(self.cipher) or ""
         # ServerECDHParams (RFC 8422 §5.4) open with curve_type, then the named curve.
@@ -812,10 +954,16 @@ class TlsSession:
     def _certificate(self, side: _Side, body: bytes, ts: int, out: list[Event]) -> None:
         chain: list[CertInfo] = []
         count = 0
+        tls13 = self._tls13()
         try:
-            certs = _Reader(_Reader(body).vec24())
+            r = _Reader(body)
+            if tls13:
+                r.vec8()  # certificate_request_context
+            certs = _Reader(r.vec24())
             while certs.remaining():
                 der = certs.vec24()
+                if tls13:
+                    certs.vec16()  # the entry's extensions (OCSP status, SCTs)
                 count += 1
                 if len(chain) < MAX_CHAIN_CERTIFICATES:
                     chain.append(parse_certificate(der))
@@ -865,6 +1013,16 @@ class TlsSession:
             else:
                 self.server_alerts13 += 1
 
+    def _tls13_server_went_on(self, ts: int, out: list[Event]) -> None:
+        """TLS 1.3, decrypted: a server record other than an alert after both Finished messages
+        shows that the server accepted the client's Finished (and certificate, if it asked)."""
+        c, s = self.client, self.server
+        if self._tls13() and c.finished and s.finished and not self.established and self.failure is None:
+            self._establish(
+                out, ts, False, False,
+                "TLS 1.3: both Finished messages decrypted, and the server went on after the client's",
+            )
+
     def _tls13_completed_at_end(self) -> bool:
         """Client Finished flight and more client data, no alert-sized answer: it worked."""
         return self.client.big13 >= 2 and self.server_alerts13 == 0
@@ -890,7 +1048,7 @@ class TlsSession:
             if self.not_tls_from == "server" and _SMTP_REPLY.match(self.not_tls_data):
                 reason += "; the server speaks plaintext SMTP here: it expects STARTTLS, not implicit TLS, on this port"
             return reason, False, self.not_tls_from == "client"
-        encrypted = [a for a in self.alerts if a["encrypted"] and a["during_handshake"]]
+        encrypted = [a for a in self.alerts if a["encrypted"] and not a["decrypted"] and a["during_handshake"]]
         if encrypted:
             sender = encrypted[0]["from"]
             return (
@@ -956,15 +1114,15 @@ class TlsSession:
         return self.client_max is not None and C.version_rank(self.client_max) < C.version_rank(C.TLSv1_2)
 
     def _significant_alert(self) -> dict | None:
-        """First fatal alert; else an encrypted one during the handshake; else the last warning."""
+        """First fatal alert; else an undecrypted one during the handshake; else the last warning."""
         for a in self.alerts:
             if a["level"] == "fatal":
                 return a
         for a in self.alerts:
-            if a["encrypted"] and a["during_handshake"]:
+            if a["encrypted"] and not a["decrypted"] and a["during_handshake"]:
                 return a
         for a in reversed(self.alerts):
-            if not a["encrypted"] and a["description"] != "close_notify":
+            if a["description"] is not None and a["description"] != "close_notify":
                 return a
         return None
 
