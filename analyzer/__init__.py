@@ -30,6 +30,7 @@ def analyze(
     endpoints: Iterable[str] = (),
     checksums: str = "auto",
     reveal_username: bool = False,
+    keylog: Any = None,
     workers: int = 1,
     client: Any = None,
 ) -> "Analysis":
@@ -39,6 +40,9 @@ def analyze(
     connection), or an iterable of port numbers. ``endpoints``: extra endpoints to treat as
     Microsoft/mail servers ("10.0.0.0/8", "mail.contoso.com", "*.contoso.com", "x=label").
     ``checksums``: "auto" | "verify" | "off". ``reveal_username``: show AUTH user names.
+    ``keylog``: an NSS key log file (``SSLKEYLOGFILE``), a list of them, or a loaded
+    ``KeyLog``: TLS sessions found in it are decrypted and their SMTP dialogue read
+    (raises ``analyzer.protocols.tls.KeyLogError`` for a file that cannot be used).
     ``workers``: read several files in that many processes; ``client``: a Dask
     ``distributed.Client`` to read them on a cluster. Results are identical to a serial run.
     """
@@ -55,6 +59,7 @@ def analyze(
         endpoints=tuple(UserEndpoint.parse(e) for e in endpoints),
         checksums=checksums,
         reveal_username=reveal_username,
+        keylog=_keylog_option(keylog),
     )
     return Analysis(run(path_list, options, workers=workers, client=client))
 
@@ -72,6 +77,7 @@ def live(
     endpoints: Iterable[str] = (),
     checksums: str = "auto",
     reveal_username: bool = False,
+    keylog: Any = None,
     start: bool = True,
 ):
     """Capture live on ``interfaces`` (Linux; CAP_NET_RAW needed) and diagnose as traffic flows.
@@ -81,6 +87,7 @@ def live(
     has been seen so far; ``.stop()`` stops it and returns the final Analysis; it also stops
     by itself after ``duration`` seconds or ``count`` packets (``.wait()`` waits for that).
     ``ring_dir`` keeps the packets in rotating pcapng files for ``analyze()`` later.
+    ``keylog``: key log file(s) the clients are writing; re-read as they grow.
     """
     from .diagnosis.microsoft import UserEndpoint
     from .engine import Options
@@ -91,12 +98,28 @@ def live(
         endpoints=tuple(UserEndpoint.parse(e) for e in endpoints),
         checksums=checksums,
         reveal_username=reveal_username,
+        keylog=_keylog_option(keylog),
     )
     capture = LiveCapture(
         interfaces, options=options, bpf=filter, duration=duration, count=count, ring_dir=ring_dir,
         ring_size_mb=ring_size_mb, ring_files=ring_files,
     )
     return capture.start() if start else capture
+
+
+def _keylog_option(keylog: Any) -> Any:
+    """Options.keylog from what a caller gave: None, a path, paths, or a KeyLog."""
+    import os
+
+    if keylog is None:
+        return ()
+    if isinstance(keylog, (str, os.PathLike)):
+        return (os.fspath(keylog),)
+    from .protocols.tls import KeyLog
+
+    if isinstance(keylog, KeyLog):
+        return keylog
+    return tuple(os.fspath(p) for p in keylog)
 
 
 def parse_ports(ports: Iterable[int] | str | None) -> frozenset[int] | None:

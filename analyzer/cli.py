@@ -39,6 +39,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checksums", choices=("auto", "verify", "off"), help="TCP checksum policy (default auto)")
     parser.add_argument("--show-auth-user", action="store_true", default=None,
                         help="show the user name of AUTH exchanges (passwords and tokens are never shown)")
+    parser.add_argument("--keylog", action="append", default=[], metavar="FILE",
+                        help="NSS key log (SSLKEYLOGFILE) to decrypt TLS sessions with (repeatable)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no banner")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of internal errors")
 
@@ -123,6 +125,7 @@ def _options(args: argparse.Namespace):
         endpoints=tuple(endpoints),
         checksums=args.checksums or config.checksums or "auto",
         reveal_username=show_user,
+        keylog=tuple(args.keylog) if args.keylog else tuple(config.keylog),
     )
 
 
@@ -331,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     debug = getattr(args, "debug", False)
     from .capture import CaptureError
+    from .protocols.tls.keylog import KeyLogError
     from .report.safe import ExportError
 
     try:
@@ -343,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"smtpflow: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except CaptureError as exc:
+    except (CaptureError, KeyLogError) as exc:
         from .report.safe import printable
 
         print(f"smtpflow: {printable(exc)}", file=sys.stderr)

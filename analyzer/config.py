@@ -9,6 +9,7 @@ Looked for at ``--config PATH``, else ``$SMTPFLOW_CONFIG``, else
     ports = [25, 465, 587, 2525, 2526]   # or "all"
     checksums = "auto"                  # auto | verify | off
     show_auth_user = false
+    keylog = ["/var/log/smtpflow/sslkeys.log"]   # NSS key logs to decrypt TLS with
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Config:
     ports: Any = None
     checksums: str | None = None
     show_auth_user: bool | None = None
+    keylog: list[str] = field(default_factory=list)
 
 
 def default_paths() -> list[Path]:
@@ -63,7 +65,7 @@ def load(path: str | None = None) -> Config:
 
 
 def _from_dict(data: dict[str, Any], path: str) -> Config:
-    known = {"endpoints", "ports", "checksums", "show_auth_user"}
+    known = {"endpoints", "ports", "checksums", "show_auth_user", "keylog"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -76,4 +78,10 @@ def _from_dict(data: dict[str, Any], path: str) -> Config:
     show = data.get("show_auth_user")
     if show is not None and not isinstance(show, bool):
         raise ConfigError(f"{path}: show_auth_user must be true or false")
-    return Config(path=path, endpoints=endpoints, ports=data.get("ports"), checksums=checksums, show_auth_user=show)
+    keylog = data.get("keylog", [])
+    if isinstance(keylog, str):
+        keylog = [keylog]
+    if not isinstance(keylog, list) or not all(isinstance(k, str) for k in keylog):
+        raise ConfigError(f"{path}: keylog must be a file name or a list of them")
+    return Config(path=path, endpoints=endpoints, ports=data.get("ports"), checksums=checksums, show_auth_user=show,
+                  keylog=keylog)

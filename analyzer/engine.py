@@ -10,7 +10,7 @@ Nothing here is asynchronous: the engine runs the same in a script, a test or a 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from .capture import CaptureError, CaptureSet, expand_inputs, linktype_name
@@ -23,6 +23,7 @@ from .diagnosis.summary import summarize
 from .flows import ConnectionTable, TcpConnection
 from .protocols.dns import DnsTracker
 from .protocols.session import MailSession
+from .protocols.tls import GrowingKeyLog, KeyLog
 
 DNS_PORT = 53
 
@@ -35,6 +36,8 @@ class Options:
     ``endpoints``: user-declared Microsoft/mail endpoints (networks or host names).
     ``checksums``: "auto", "verify" (Zeek's behaviour) or "off" (Zeek's ``-C``).
     ``reveal_username``: show AUTH user names (never passwords).
+    ``keylog``: NSS key log files (``SSLKEYLOGFILE``) to decrypt TLS with, or a loaded
+    :class:`~analyzer.protocols.tls.KeyLog`; files are re-read as they grow (live capture).
     """
 
     ports: frozenset[int] | None = DEFAULT_SMTP_PORTS
@@ -42,6 +45,7 @@ class Options:
     checksums: str = "auto"
     reveal_username: bool = False
     use_published_ranges: bool = True
+    keylog: tuple[str, ...] | KeyLog = ()
 
 
 @dataclass
@@ -63,6 +67,10 @@ class RunResult:
 class Engine:
     def __init__(self, options: Options | None = None) -> None:
         self.options = options = options or Options()
+        #: TLS secrets (raises KeyLogError for a key log file that cannot be used at all).
+        self.keylog: KeyLog | None = (
+            options.keylog if isinstance(options.keylog, KeyLog) else GrowingKeyLog(options.keylog) if options.keylog else None
+        )
         self.directory = MicrosoftDirectory(options.endpoints, options.use_published_ranges)
         ports = None if options.ports is None else frozenset(options.ports) | {DNS_PORT}
         self.selector = Selector(ports, self.directory.networks, self.directory.dns_interest())
@@ -79,7 +87,7 @@ class Engine:
     def _attach(self, conn: TcpConnection):
         if DNS_PORT in (conn.orig_port, conn.resp_port):
             return self.dns.tcp_analyzer(conn)
-        return MailSession(conn, reveal_username=self.options.reveal_username)
+        return MailSession(conn, reveal_username=self.options.reveal_username, keylog=self.keylog)
 
     def _finished(self, conn: TcpConnection, at_end: bool) -> None:
         if DNS_PORT in (conn.orig_port, conn.resp_port):
@@ -137,17 +145,48 @@ class Engine:
         run_stats["connections"] = self.table.created
         run_stats["elapsed_s"] = round(self.elapsed, 3)
         run_stats["dns"] = self.dns.stats()
+        errors = list(errors or [])
+        if self.keylog is not None:
+            run_stats["tls_decryption"] = decryption = _decryption_stats(records)
+            errors += _keylog_warnings(self.keylog, decryption)
         return RunResult(
             records=records,
             summary=summary,
             dns=dns,
             capture=capture or {},
             stats=run_stats,
-            errors=list(errors or []),
+            errors=errors,
             damage=list(damage or []),
             orphan_icmp=list(self.table.orphan_icmp),
             events={facts["uid"]: sorted(facts["events"], key=lambda e: e[0]) for facts in list(self.facts)},
         )
+
+
+def _decryption_stats(records: list[dict[str, Any]]) -> dict[str, int]:
+    from .protocols.tls.decrypt import NO_KEY  # cryptography: only when decrypting
+
+    encrypted = [r["tls"] for r in records if (r.get("tls") or {}).get("attempted")]
+    return {
+        "tls_sessions": len(encrypted),
+        "decrypted": sum(1 for tls in encrypted if tls.get("decrypted")),
+        "no_key": sum(1 for tls in encrypted if tls.get("decryption_error") == NO_KEY),
+        "failed": sum(1 for tls in encrypted if tls.get("decryption_error") not in (None, NO_KEY)),
+    }
+
+
+def _keylog_warnings(keylog: KeyLog, decryption: dict[str, int]) -> list[str]:
+    """What the user should know about the key log: unusable lines, keys matching nothing."""
+    warnings = []
+    if keylog.problem_count:
+        shown = "; ".join(keylog.problems[:3])
+        more = f" (and {keylog.problem_count - 3} more)" if keylog.problem_count > 3 else ""
+        warnings.append(f"key log: {keylog.problem_count} line(s) not used: {shown}{more}")
+    if decryption["tls_sessions"] and not decryption["decrypted"] and decryption["no_key"] == decryption["tls_sessions"]:
+        warnings.append(
+            f"key log: none of the {decryption['tls_sessions']} TLS session(s) has its secrets in "
+            f"{', '.join(keylog.sources) or 'the key log'} (was it written by the client of these sessions?)"
+        )
+    return warnings
 
 
 ProgressCallback = Callable[[int, int, int], None]  # (bytes done, bytes total, packets)
@@ -163,10 +202,12 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
     if isinstance(paths, str):
         paths = [paths]
     files = expand_inputs(paths)
+    options = options or Options()
+    if options.keylog and not isinstance(options.keylog, KeyLog):
+        options = replace(options, keylog=GrowingKeyLog(options.keylog))  # a bad key log fails before any reading
     if client is not None or (workers > 1 and len(files) > 1):
         from . import parallel
 
-        options = options or Options()
         if client is not None:
             return parallel.run_dask(files, options, client)
         return parallel.run_local(files, options, min(workers, len(files)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from .capture import CaptureError, CaptureSet, linktype_name
@@ -57,7 +57,9 @@ def scan_file(path: str, order: int, options: Options) -> FileScan:
     if not captures.readable:
         result.damage = [d.describe() for d in captures.damage]
         return result
-    engine = Engine(options)  # for its selector and decoder: the same rules as the coordinator's
+    # For its selector and decoder: the same rules as the coordinator's. Workers never decrypt
+    # (the coordinator does), so they need no key log — a cluster node may not even have it.
+    engine = Engine(replace(options, keylog=()) if options.keylog else options)
     result.errors += _unsupported_linktypes(captures)
     if Prefilter.available:
         captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
@@ -148,13 +150,13 @@ def run_local(files: list[str], options: Options, workers: int) -> RunResult:
 
     context = multiprocessing.get_context("spawn")  # no inherited locks or threads
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        scans = list(pool.map(scan_file, files, range(len(files)), [options] * len(files)))
+        scans = list(pool.map(scan_file, files, range(len(files)), [replace(options, keylog=())] * len(files)))
     return combine(scans, options, files)
 
 
 def run_dask(files: list[str], options: Options, client: Any) -> RunResult:
     """Scan files as Dask tasks (``client`` is a ``distributed.Client``)."""
-    futures = client.map(scan_file, files, list(range(len(files))), [options] * len(files), pure=False)
+    futures = client.map(scan_file, files, list(range(len(files))), [replace(options, keylog=())] * len(files), pure=False)
     scans = client.gather(futures)
     return combine(list(scans), options, files)
 

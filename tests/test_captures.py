@@ -35,8 +35,15 @@ def expected_sessions(entry: dict) -> list[dict]:
     return out
 
 
-def check_session(rec: dict, exp: dict, where: str) -> None:
+def check_session(rec: dict, exp: dict, where: str, keys: bool = False) -> None:
+    """``keys``: the capture was analysed with its key log: the encrypted replies are visible too."""
     assert rec["server"] == exp["server"] and rec["server_port"] == exp["server_port"], where
+    if keys:
+        exp = dict(exp, outcome=exp.get("expected_with_keys", exp["outcome"]))
+        assert rec["tls"].get("decrypted") is (True if exp.get("encrypted_replies") else rec["tls"].get("decrypted")), where
+        inside = [r["code"] for r in (rec.get("smtp") or {}).get("replies") or [] if r["encrypted"]]
+        assert inside == exp.get("encrypted_replies", []), f"{where}: decrypted replies {inside} != {exp.get('encrypted_replies')}"
+        assert all(r["decrypted"] for r in (rec.get("smtp") or {}).get("replies") or [] if r["encrypted"]), where
     for field in ("conn_state", "outcome", "rst_from"):
         if field in exp:
             assert rec[field] == exp[field], f"{where}: {field} {rec[field]!r} != {exp[field]!r} ({rec['outcome_reason']})"
@@ -51,9 +58,10 @@ def check_session(rec: dict, exp: dict, where: str) -> None:
         assert visible == exp["smtp_replies"], f"{where}: replies {visible} != {exp['smtp_replies']}"
 
 
-def analyse_against(entry: dict, path: str) -> analyzer.Analysis:
-    a = analyzer.analyze(path)
+def analyse_against(entry: dict, path: str, keylog: str | None = None) -> analyzer.Analysis:
+    a = analyzer.analyze(path, keylog=keylog)
     assert a.exit_code == 0, (path, a.errors, a.damage)
+    keys = keylog is not None
     expected = expected_sessions(entry)
     records = sorted(a.records, key=lambda r: r["first_seen"])
     assert len(records) == len(expected), [(r["server"], r["server_port"], r["outcome"]) for r in records]
@@ -65,13 +73,13 @@ def analyse_against(entry: dict, path: str) -> analyzer.Analysis:
         assert candidates, where
         for rec in candidates:
             try:
-                check_session(rec, exp, where)
+                check_session(rec, exp, where, keys)
             except AssertionError:
                 continue
             remaining.remove(rec)
             break
         else:
-            check_session(candidates[0], exp, where)  # none fits: report against the first
+            check_session(candidates[0], exp, where, keys)  # none fits: report against the first
     dns = a.dns
     for exp in entry.get("dns") or []:
         rows = dns[(dns["qname"] == exp["qname"]) & ((dns["qtype"] == exp.get("qtype", "A")) if "qtype" in exp else True)]
@@ -99,6 +107,64 @@ def _names():
 @pytest.mark.parametrize("name", _names())
 def test_bundled_capture(entries, name):
     analyse_against(entries[name], os.path.join(CAPTURES, name))
+
+
+def _keyed_names():
+    return [e["file"] for e in manifest() if e.get("keylog")] if os.path.exists(MANIFEST) else []
+
+
+@pytest.mark.parametrize("name", _keyed_names())
+def test_bundled_capture_with_its_key_log(entries, name):
+    """With the key log the recorder wrote, the dialogue inside TLS is read: every encrypted
+    reply the lab client saw, and the outcome that follows from them."""
+    entry = entries[name]
+    a = analyse_against(entry, os.path.join(CAPTURES, name), keylog=os.path.join(CAPTURES, entry["keylog"]))
+    assert a.stats["tls_decryption"]["decrypted"] >= 1
+    assert not [e for e in a.errors if e.startswith("key log")], a.errors
+
+
+def test_a_key_log_of_other_sessions_is_reported_not_fatal(tmp_path):
+    keys = os.path.join(CAPTURES, "starttls-auth-ok.keys")
+    a = analyzer.analyze(os.path.join(CAPTURES, "auth-disabled-535.pcap"), keylog=keys)
+    rec = a.records[0]
+    assert rec["tls"]["decrypted"] is False and rec["tls"]["decryption_error"]
+    assert rec["outcome"] == "completed"  # as without keys
+    assert any("none of the 1 TLS session(s) has its secrets" in e for e in a.errors), a.errors
+    bad = tmp_path / "bad.keys"
+    bad.write_text("this is not a key log\n")
+    out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--keylog", str(bad), os.path.join(CAPTURES, "auth-disabled-535.pcap")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "bad.keys holds no usable line" in out.stderr and "Traceback" not in out.stderr
+    missing = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--keylog", str(tmp_path / "nope.keys"), os.path.join(CAPTURES, "auth-disabled-535.pcap")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "cannot read key log" in missing.stderr
+
+
+def test_decrypted_credentials_never_appear_in_any_output(tmp_path):
+    """Decryption puts AUTH LOGIN's base64 password back in view: it is redacted like clear text."""
+    path = os.path.join(CAPTURES, "starttls-auth-ok.pcap")
+    keys = os.path.join(CAPTURES, "starttls-auth-ok.keys")
+    a = analyzer.analyze(path, keylog=keys)
+    assert a.records[0]["smtp"]["auth_result"] == "success"
+    outputs = [repr(a.records) + repr(a.events.to_dict()) + a.follow(0)]
+    for fmt in ("table", "jsonl", "csv"):
+        out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--keylog", keys, "--format", fmt, path],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        outputs.append(out.stdout + out.stderr)
+    subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--keylog", keys, "--format", "zeek", "-o", str(tmp_path / "zeek"), path], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "analyzer", "report", "--keylog", keys, "-o", str(tmp_path / "report"), path], check=True, timeout=180, capture_output=True)
+    outputs.append(subprocess.run([sys.executable, "-m", "analyzer", "follow", "--keylog", keys, path, "0"], capture_output=True, text=True, timeout=120).stdout)
+    for root, _dirs, files in os.walk(tmp_path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as fh:
+                outputs.append(fh.read().decode("latin-1"))
+    for text in outputs:
+        for secret in SECRETS + ("cHJpbnRlckBjb250b3NvLmNvbQ==",):
+            assert secret not in text
+    transcript = a.follow(0)
+    assert "[redacted]" in transcript and "decrypted with the key log" in transcript
+    assert "235" in transcript
 
 
 def test_gateway_capture_answers_the_question(entries):

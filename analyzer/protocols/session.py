@@ -13,7 +13,9 @@ TCP connection. It waits for the first bytes to decide:
 - anything else → a text protocol watched only for a switch to TLS (IMAP/POP3/FTP STARTTLS).
 
 After the server's 220 to STARTTLS, both directions go to the TLS observer, as Zeek and
-Wireshark do. The session keeps the facts the diagnosis needs in :class:`SmtpFacts` and the
+Wireshark do. Given a key log, the observer decrypts, and the plaintext goes to a second SMTP
+parser — the dialogue inside TLS: EHLO first after STARTTLS, the greeting first with
+implicit TLS — whose events count like any others, marked ``encrypted``. The session keeps the facts the diagnosis needs in :class:`SmtpFacts` and the
 TLS observer's summary, and appends readable events to the connection's event list.
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 
 from .smtp import AuthUser, Command, MessageBody, Reply, SmtpConversation, StartTls, Weird
 from .smtp.constants import END_OF_DATA, PATH_ARGUMENT, SASL_RESPONSE
-from .tls import TlsSession
+from .tls import KeyLog, TlsSession
 from .tls import events as tls_events
 from .tls.constants import alert_description_name, cipher_suite_name, version_name
 
@@ -193,7 +195,7 @@ class SmtpFacts:
                     "command": ev.command,
                     "lines": len(ev.lines),
                     "encrypted": encrypted,
-                    "decrypted": encrypted,
+                    "decrypted": encrypted,  # a reply inside TLS is only ever seen decrypted
                     "ts": ev.ts,
                 }
             )
@@ -233,11 +235,17 @@ class MailSession:
 
     ``conn`` is the flow layer's connection: only its ``event()`` method and addresses are used.
     ``reveal_username``: decode AUTH user names (never passwords) into the facts.
+    ``keylog``: TLS secrets; sessions found in it are decrypted and their SMTP read.
     """
 
-    def __init__(self, conn: Any, reveal_username: bool = False) -> None:
+    def __init__(self, conn: Any, reveal_username: bool = False, keylog: KeyLog | None = None) -> None:
         self.conn = conn
         self.reveal_username = reveal_username
+        self.keylog = keylog
+        #: The SMTP dialogue inside TLS, read from decrypted records (with a key log only).
+        self.inner: SmtpConversation | None = None
+        self._inner_ended = {True: False, False: False}
+        self._decrypting = False
         self.service: str | None = None  # "smtp", "tls", "text", "unknown"
         self.smtp: SmtpConversation | None = None
         self.facts = SmtpFacts()
@@ -278,6 +286,7 @@ class MailSession:
                 self._decide(from_client, pending, ts, final=True)
         if self.tls is not None and self.service == "tls":
             self._tls_events(self.tls.end_of_stream(from_client, ts))
+            self._end_inner(from_client, ts)
         if self.smtp is not None and self.smtp.mode != "TLS":
             self._smtp_events(self.smtp.end_of_stream(from_client, ts), encrypted=False)
 
@@ -293,6 +302,8 @@ class MailSession:
                 reset_by = "client" if from_orig else "server"
                 break
             self._tls_events(self.tls.finish(ts, reset_by))
+            for from_client in (True, False):
+                self._end_inner(from_client, ts)
 
     # -- detection ------------------------------------------------------------------------
     def _detect_service(self, from_client: bool, data: bytes, ts: int) -> None:
@@ -364,7 +375,12 @@ class MailSession:
             self._text_tls_watch = True
 
     def _begin_tls(self, mode: str, ts: int) -> None:
-        self.tls = TlsSession()
+        self.tls = TlsSession(keylog=self.keylog)
+        if self.keylog is not None:
+            self.inner = SmtpConversation(reveal_username=self.reveal_username)
+            # After STARTTLS the client speaks first (EHLO again); implicit TLS opens with
+            # the server's greeting, like a plain connection.
+            self.inner.greeted = mode == "starttls"
         self.tls_mode = mode
         self.tls_started_at = ts
         self.service = "tls"
@@ -450,11 +466,29 @@ class MailSession:
     def _tls_events(self, events: list) -> None:
         event = self.conn.event
         for ev in events:
+            kind = type(ev)
+            if kind is tls_events.DecryptedData:
+                # Plaintext (credentials included) goes to the SMTP parser only, which redacts.
+                if self.inner is not None and not self._inner_ended[ev.from_client]:
+                    if not self._decrypting:
+                        self._decrypting = True
+                        event(ev.ts, "client" if ev.from_client else "server", "tls_decrypted",
+                              "decrypted with the key log: what follows was inside TLS")
+                    self._smtp_events(self.inner.receive(ev.from_client, ev.data, ev.ts), encrypted=True)
+                continue
+            if kind is tls_events.DecryptionFailed:
+                self._end_inner(ev.from_client, ev.ts)
             detail = tls_event_detail(ev)
             if detail is None:
                 continue
             kind, text = detail
             event(ev.ts, "client" if ev.from_client else "server", kind, text)
+
+    def _end_inner(self, from_client: bool, ts: int) -> None:
+        """No more plaintext in this direction: let the inner parser finish what it has."""
+        if self.inner is not None and not self._inner_ended[from_client]:
+            self._inner_ended[from_client] = True
+            self._smtp_events(self.inner.end_of_stream(from_client, ts), encrypted=True)
 
     # -- results --------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -465,7 +499,7 @@ class MailSession:
             tls["started_ts"] = self.tls_started_at
         return {
             "service": self.service,
-            "smtp": self.facts.as_dict() if self.smtp is not None or self.facts.banner is not None else None,
+            "smtp": self.facts.as_dict() if self.smtp is not None or self.facts.banner is not None or self.facts.replies else None,
             "tls": tls,
             "notes": list(self.notes),
             "tunnel": self.tunnel,
@@ -498,10 +532,12 @@ def tls_event_detail(ev: Any) -> tuple[str, str] | None:
         leaf = ev.chain[0]
         return "tls_certificate", f"subject {leaf.subject}, issuer {leaf.issuer}, valid until {leaf.not_after}"
     if isinstance(ev, tls_events.Alert):
-        if ev.encrypted:
+        if ev.encrypted and not ev.decrypted:
             return "tls_alert", "encrypted alert"
         level = {1: "warning", 2: "fatal"}.get(ev.level, str(ev.level))
-        return "tls_alert", f"{level} {alert_description_name(ev.description)}"
+        return "tls_alert", f"{level} {alert_description_name(ev.description)}" + (" (decrypted)" if ev.decrypted else "")
+    if isinstance(ev, tls_events.DecryptionFailed):
+        return "tls_decryption_failed", f"not decrypted from here on: {ev.reason}"
     if isinstance(ev, tls_events.ChangeCipherSpec):
         return "tls_change_cipher_spec", ""
     if isinstance(ev, tls_events.HandshakeComplete):

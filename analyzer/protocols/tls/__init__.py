@@ -23,7 +23,7 @@ from .events import (
     NotTls,
     ServerHello,
 )
-from .keylog import KeyLog, KeyLogError
+from .keylog import GrowingKeyLog, KeyLog, KeyLogError
 from .parser import MAX_HANDSHAKE_MESSAGE, TlsSession, parse_certificate
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "HandshakeComplete",
     "HandshakeFailed",
     "HandshakeMessage",
+    "GrowingKeyLog",
     "KeyLog",
     "KeyLogError",
     "MAX_HANDSHAKE_MESSAGE",

@@ -107,7 +107,8 @@ class KeyLog:
     def add_text(self, text: str, source: str = "") -> int:
         """Add the secrets in key log text; returns how many lines were usable."""
         where = source or "<text>"
-        self.sources.append(where)
+        if where not in self.sources:
+            self.sources.append(where)
         usable = 0
         for number, line in enumerate(text.lstrip("\ufeff").splitlines(), 1):
             line = line.strip()
@@ -169,3 +170,76 @@ class KeyLog:
         self.problem_count += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(text)
+
+
+#: A key log that lacks a session is read again at most this often (seconds).
+REFRESH_INTERVAL_S = 1.0
+
+
+class GrowingKeyLog(KeyLog):
+    """Key log files that are still being written (a live capture next to ``SSLKEYLOGFILE``).
+
+    A lookup that finds nothing reads what was appended to the files since — at most once per
+    :data:`REFRESH_INTERVAL_S` — and tries again. For finished files this costs one ``stat``
+    per second of misses. Raises :class:`KeyLogError` like :meth:`KeyLog.load`, except that
+    a file that is still empty is accepted (its writer has not logged a session yet).
+    """
+
+    def __init__(self, paths: str | os.PathLike | Iterable[str | os.PathLike], clock=None) -> None:
+        super().__init__()
+        import time
+
+        self._clock = clock or time.monotonic
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self._offsets: dict[str, int] = {os.fspath(p): 0 for p in paths}
+        self._capped: set[str] = set()
+        self._last_refresh = float("-inf")
+        for name in self._offsets:
+            self._read_new(name, first=True)
+        self._last_refresh = self._clock()
+
+    def secrets(self, client_random: bytes) -> dict[str, bytes]:
+        found = super().secrets(client_random)
+        if not found and self._clock() - self._last_refresh >= REFRESH_INTERVAL_S:
+            self.refresh()
+            found = super().secrets(client_random)
+        return found
+
+    def refresh(self) -> None:
+        """Read whatever was appended to the files since the last read."""
+        self._last_refresh = self._clock()
+        for name in self._offsets:
+            try:
+                self._read_new(name, first=False)
+            except KeyLogError as exc:
+                self._problem(str(exc))
+
+    def _read_new(self, name: str, first: bool) -> None:
+        offset = self._offsets[name]
+        try:
+            with open(name, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < offset:  # truncated and rewritten: read it again from the start
+                    offset = 0
+                if size == offset or offset >= MAX_FILE_BYTES:
+                    if size > MAX_FILE_BYTES and name not in self._capped:
+                        self._capped.add(name)
+                        self._problem(f"{name}: larger than {MAX_FILE_BYTES / 2**20:g} MiB; only the first complete lines were read")
+                    return
+                f.seek(offset)
+                raw = f.read(min(size, MAX_FILE_BYTES) - offset)
+        except OSError as exc:
+            raise KeyLogError(f"cannot read key log {name}: {exc.strerror or exc}") from None
+        complete = raw[: raw.rfind(b"\n") + 1]  # a line being written is read next time
+        if not complete:
+            return
+        self._offsets[name] = offset + len(complete)
+        before = self.problem_count
+        usable = self.add_text(complete.decode("utf-8", errors="replace"), name)
+        if first and not usable:
+            found = self.problem_count - before
+            raise KeyLogError(
+                f"key log {name} holds no usable line ({found} malformed line{'s' if found != 1 else ''}); expected NSS "
+                "key log lines such as 'CLIENT_RANDOM <client random hex> <master secret hex>'"
+            )
