@@ -162,6 +162,9 @@ def test_decrypted_credentials_never_appear_in_any_output(tmp_path):
     for text in outputs:
         for secret in SECRETS + ("cHJpbnRlckBjb250b3NvLmNvbQ==",):
             assert secret not in text
+    assert "TLS decryption: 1 of 1 TLS session(s) decrypted with the key log" in outputs[1]  # the table
+    html = open(tmp_path / "report" / "report.html", encoding="utf-8").read()
+    assert "TLS decryption: 1 of 1" in html and "TLSv1.2 starttls, decrypted" in html
     transcript = a.follow(0)
     assert "[redacted]" in transcript and "decrypted with the key log" in transcript
     assert "235" in transcript
@@ -213,7 +216,8 @@ def test_credentials_never_appear_in_any_output(tmp_path):
 
 
 # -- fresh recordings (CI runs as root) ------------------------------------------------------------
-LIVE = ["syn-dropped", "rst-forged-by-router", "icmp-admin-prohibited", "starttls-required-530", "tls10-refused-alert", "cert-unknown-ca"]
+LIVE = ["syn-dropped", "rst-forged-by-router", "icmp-admin-prohibited", "starttls-required-530", "tls10-refused-alert", "cert-unknown-ca",
+        "auth-disabled-535", "tls10-accepted-421", "implicit-tls-465-ok"]
 
 
 def _lab():
@@ -241,4 +245,9 @@ def test_fresh_recording(tmp_path, name):
     result = record(name, tmp_path)
     assert result.problems == [], result.problems
     entry = manifest_entry(result)
-    analyse_against(entry, str(result.pcap_path))
+    plain = analyse_against(entry, str(result.pcap_path))
+    if result.keylog_path:
+        # The client's key log, written by Python's ssl during the recording, opens the dialogue.
+        keyed = analyse_against(entry, str(result.pcap_path), keylog=str(result.keylog_path))
+        assert keyed.stats["tls_decryption"]["decrypted"] == len([r for r in keyed.records if r["tls"]["established"]])
+        assert not any(r["encrypted"] for rec in plain.records for r in (rec.get("smtp") or {}).get("replies") or [])

@@ -149,11 +149,27 @@ def test_client_rejects_certificate(tmp_path):
 
 def test_tls13_completed_is_encrypted_dialogue(tmp_path):
     pem = self_signed_cert(tmp_path)
-    flights = tls_exchange(pem, client_min=TLS13, app_data=[(True, b"EHLO x\r\n"), (False, b"250 ok\r\n" * 3)])
+    flights = tls_exchange(pem, client_min=TLS13, app_data=[(True, b"EHLO x\r\n"), (False, b"250 ok\r\n" * 3),
+                                                            (True, b"QUIT\r\n"), (False, b"221 bye\r\n")])
     rec = session(tmp_path, starttls_then(flights))
     assert rec["tls"]["established"] and rec["tls"]["version"] == "TLSv1.3" and rec["tls"]["mode"] == "starttls"
     assert rec["outcome"] == "completed"
     assert "key log" in rec["verdict"]["remediation"]
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_one_encrypted_command_then_the_end_is_inferred_as_a_refusal(tmp_path, version):
+    """A client that sends one command inside TLS, gets one answer and closes without QUIT gave
+    up on an error (Exchange Online's 421 4.7.66, 535 5.7.139 …): an inference, said as such."""
+    pem = self_signed_cert(tmp_path)
+    flights = tls_exchange(pem, client_min=version, client_max=version,
+                           app_data=[(True, b"EHLO x\r\n"), (False, b"421 4.7.66 TLS 1.0 and 1.1 are not supported\r\n")])
+    rec = session(tmp_path, starttls_then(flights))
+    assert rec["tls"]["established"]
+    assert rec["outcome"] == "closed_early"
+    assert "inferred" in rec["outcome_reason"] and "cut short" in rec["outcome_reason"]
+    assert rec["verdict"]["title"].startswith("Likely refused inside TLS (inferred)")
+    assert "--keylog" in rec["verdict"]["remediation"]
 
 
 def test_implicit_tls_on_587(tmp_path):

@@ -41,10 +41,24 @@ MINOR_COMMANDS = frozenset({"VRFY", "EXPN", "HELP", "NOOP", "RSET", "QUIT", "XCL
 
 NS = 1_000_000_000
 
-#: A server that closes after this few encrypted records from the client, without a TLS
-#: close_notify, cut the encrypted dialogue short (a TLS 1.0 client splits one command into two
-#: records, so two records can still be a single command).
-CUT_SHORT_RECORDS = 2
+#: A session that ends after this few encrypted commands from the client, without QUIT or a TLS
+#: close_notify, was cut short. A normal client sends at least two (EHLO
+#: and QUIT), so one command and an end is a refusal (inferred).
+CUT_SHORT_COMMANDS = 1
+
+
+def encrypted_commands(tls: dict[str, Any]) -> int:
+    """How many commands the client's encrypted records amount to (an estimate from counts).
+
+    TLS 1.0 clients split each write into two records (1/n-1 record splitting against BEAST);
+    with TLS 1.3 the client's Finished also travels as an application-data record."""
+    records = (tls.get("application_data_records") or {}).get("client", 0)
+    version = tls.get("version")
+    if version == "TLSv1.0":
+        return (records + 1) // 2
+    if version == "TLSv1.3":
+        return max(records - 1, 0)
+    return records
 
 
 def decisive_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -139,18 +153,26 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
     if quit_ok:
         return "completed", "the client said QUIT and the server acknowledged it"
     who, how = _who_closed(facts)
+    if tls.get("established") and tls.get("decrypted"):
+        return "closed_early", f"the {who} closed the connection ({how}) before the SMTP dialogue inside TLS ended (no QUIT)"
     if tls.get("established"):
         if who == "server" and how == "RST":
             return "closed_early", "TLS was established, then the server reset the connection"
-        client_records = (tls.get("application_data_records") or {}).get("client", 0)
         server_said_goodbye = any(
             a.get("from") == "server" and not a.get("during_handshake") for a in tls.get("alerts") or []
         )
-        if who == "server" and client_records <= CUT_SHORT_RECORDS and not server_said_goodbye:
+        commands = encrypted_commands(tls)
+        if commands <= CUT_SHORT_COMMANDS and not server_said_goodbye:
+            if who == "server":
+                return "closed_early", (
+                    f"the server closed the connection after the client's first encrypted command ({commands} command(s) "
+                    "judging by the client's records) and without a TLS close_notify: the dialogue inside TLS was cut short "
+                    "(inferred; most likely the server refused the first command)"
+                )
             return "closed_early", (
-                f"the server closed the connection after {client_records} encrypted record(s) from the client and "
-                "without a TLS close_notify: the dialogue inside TLS was cut short (inferred; most likely the server "
-                "refused the first command)"
+                "the client closed the connection right after the server's answer to its first encrypted command, "
+                "without QUIT or a TLS close_notify: the dialogue inside TLS was cut short (inferred; most likely that "
+                "answer was an error)"
             )
         return "completed", "TLS was established and the connection closed without a visible failure (the dialogue is encrypted)"
     service = app.get("service")

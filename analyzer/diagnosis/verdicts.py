@@ -401,13 +401,13 @@ def _closed_early(rec, facts, app, reset):
     evidence = [rec.get("outcome_reason", "")]
     if tls.get("established") and "cut short" in rec.get("outcome_reason", ""):
         return {
-            "title": "The server ended the encrypted session after the first command (reason encrypted)",
+            "title": "Likely refused inside TLS (inferred): the session ended after the client's first encrypted command",
             "severity": "warning",
             "explanation": rec["outcome_reason"][0].upper() + rec["outcome_reason"][1:] + ". A server that refuses a "
             "session inside TLS (Exchange Online: 421 4.7.66 for TLS 1.0/1.1, or 535/530 errors) closes like this; the "
             "reply itself is encrypted.",
-            "remediation": "Capture a key log on the client and pass it with --keylog (see README) to read the server's "
-            "reply, or look at the client's log.",
+            "remediation": "Capture a key log on the client and pass it with --keylog (see README) to confirm and read the "
+            "server's reply, or look at the client's log.",
             "evidence": evidence,
         }
     if tls.get("established"):
@@ -449,6 +449,11 @@ def _completed(rec, facts, app, reset):
         evidence.append(f"{accepted} message(s) accepted by the server")
     encrypted_dialogue = tls.get("established") and not any(r.get("encrypted") for r in smtp.get("replies") or [])
     if encrypted_dialogue:
+        records = tls.get("application_data_records") or {}
+        if records:
+            evidence.append(f"{records.get('client', 0)} encrypted record(s) from the client, {records.get('server', 0)} from the server")
+        if tls.get("decryption_error"):
+            evidence.append(f"not decrypted: {tls['decryption_error']}")
         return {
             "title": "Session completed; the dialogue was encrypted",
             "severity": "ok",

@@ -17,6 +17,7 @@ from typing import Any
 from .. import __version__
 from . import plots
 from .follow import transcript_text
+from .terminal import decryption_line
 
 MAX_TIMELINE_PAGES = 8
 
@@ -62,6 +63,17 @@ def _when(seconds: float | None) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _tls_cell(tls: dict[str, Any]) -> str:
+    if not tls.get("attempted"):
+        return "—"
+    text = f"{tls.get('version') or 'TLS'} {tls.get('mode') or ''}".strip() if tls.get("established") else "failed"
+    if tls.get("decrypted"):
+        text += ", decrypted"
+    elif tls.get("decryption_error"):
+        text += f", not decrypted ({tls['decryption_error']})"
+    return text
+
+
 def render(analysis: Any, images: dict[str, bytes]) -> str:
     summary = analysis.summary()
     records = analysis.records
@@ -84,6 +96,9 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
         parts.append(f'<p class="warn">Capture damaged: {e(message)} — results are partial.</p>')
     for message in analysis.errors:
         parts.append(f'<p class="warn">{e(message)}</p>')
+    decryption = analysis.stats.get("tls_decryption")
+    if decryption:
+        parts.append(f'<p class="meta">{e(decryption_line(decryption))}.</p>')
 
     answer = dropped.get("answer", "unknown")
     parts += [
@@ -109,7 +124,7 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
     if not records:
         parts.append("<p>No SMTP session was found in this capture.</p>")
     else:
-        parts.append("<table><tr><th>#</th><th>start (UTC)</th><th>client → server</th><th>TCP</th><th>outcome</th><th>verdict and what to do</th></tr>")
+        parts.append("<table><tr><th>#</th><th>start (UTC)</th><th>client → server</th><th>TCP</th><th>TLS</th><th>outcome</th><th>verdict and what to do</th></tr>")
         for index, rec in enumerate(records):
             verdict = rec.get("verdict") or {}
             server = f"{rec['server']}:{rec['server_port']}"
@@ -121,6 +136,7 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
                 f'<tr id="s{index}"><td class="num">{index}</td><td>{e(_when(rec["first_seen"]))}</td>'
                 f"<td>{e(rec['client'])}:{rec['client_port']} → {e(server)}" + (" <b>[Microsoft]</b>" if rec.get("microsoft") else "") + "</td>"
                 f"<td><code>{e(rec['conn_state'])} {e(rec['history'])}</code></td>"
+                f"<td>{e(_tls_cell(rec.get('tls') or {}))}</td>"
                 f'<td><span class="badge {e(verdict.get("severity", "info"))}">{e(rec["outcome"])}</span></td>'
                 f"<td><b>{e(verdict.get('title'))}</b><details><summary>explanation and remediation</summary>"
                 f"<p>{e(verdict.get('explanation'))}</p><p><b>What to do:</b> {e(verdict.get('remediation'))}</p>"

@@ -64,6 +64,17 @@ def render_summary(console: Console, summary: dict[str, Any], capture: dict[str,
         console.print(table)
 
 
+def decryption_line(decryption: dict[str, int]) -> str:
+    """One line on what the key log decrypted (run statistics' ``tls_decryption``)."""
+    line = f"TLS decryption: {decryption['decrypted']} of {decryption['tls_sessions']} TLS session(s) decrypted with the key log"
+    others = []
+    if decryption.get("no_key"):
+        others.append(f"{decryption['no_key']} without keys in it")
+    if decryption.get("failed"):
+        others.append(f"{decryption['failed']} failed (see tls.decryption_error)")
+    return line + (f"; {', '.join(others)}" if others else "")
+
+
 def render_sessions(console: Console, records: Iterable[dict[str, Any]]) -> None:
     table = Table(box=box.SIMPLE_HEAD, show_lines=False, header_style="bold")
     table.add_column("#", justify="right", no_wrap=True)
@@ -108,6 +119,10 @@ def _detail(rec: dict[str, Any]) -> str:
             parts.append(f"{tls.get('version') or 'TLS'} {tls.get('mode') or ''}".strip())
         else:
             parts.append("TLS failed" + (f": {tls['alert']}" if tls.get("alert") else ""))
+        if tls.get("decrypted"):
+            parts.append("decrypted")
+        elif tls.get("decryption_error"):
+            parts.append("not decrypted")
     reply = rec.get("decisive_reply")
     if reply:
         parts.append(f"{reply['code']} {reply.get('enhanced') or ''}".strip())
@@ -130,6 +145,9 @@ def render_analysis(console: Console, analysis: Any, only_failed: bool = False, 
         console.print(_t("warning: " + message + " — results are partial", "yellow"))
     for message in analysis.errors:
         console.print(_t("error: " + message, "red"))
+    decryption = stats.get("tls_decryption")
+    if decryption:
+        console.print(_t(decryption_line(decryption), "dim"))
     render_summary(console, analysis.summary(), capture, stats)
     records = analysis.records
     if only_failed:
