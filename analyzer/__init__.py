@@ -31,7 +31,7 @@ def analyze(
     checksums: str = "auto",
     reveal_username: bool = False,
     keylog: Any = None,
-    workers: int = 1,
+    workers: int | str = 1,
     client: Any = None,
 ) -> "Analysis":
     """Analyse one or more capture files (pcap, pcapng, gzip …; directories and globs too).
@@ -43,8 +43,9 @@ def analyze(
     ``keylog``: an NSS key log file (``SSLKEYLOGFILE``), a list of them, or a loaded
     ``KeyLog``: TLS sessions found in it are decrypted and their SMTP dialogue read
     (raises ``analyzer.protocols.tls.KeyLogError`` for a file that cannot be used).
-    ``workers``: read several files in that many processes; ``client``: a Dask
-    ``distributed.Client`` to read them on a cluster. Results are identical to a serial run.
+    ``workers``: processes to use — several files are read in parallel, one capture is split
+    by connection ("auto": the cores, for inputs over 128 MB); ``client``: a Dask
+    ``distributed.Client`` to read the files on a cluster. Results are identical to a serial run.
     """
     from .diagnosis.microsoft import UserEndpoint
     from .engine import Options, run

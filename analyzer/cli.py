@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     analyze.add_argument("-o", "--output", metavar="PATH", help="write to this file (jsonl, csv) or directory (parquet, zeek, csv)")
     analyze.add_argument("--failed", action="store_true", help="table: list only sessions with a problem")
-    analyze.add_argument("--workers", type=int, default=1, metavar="N", help="read several files in N processes (same results)")
+    analyze.add_argument("--workers", type=_workers, default=1, metavar="N|auto",
+                         help="use N processes: several files are read in parallel, one capture is split by connection "
+                         "(same results); auto: the cores, for inputs over 128 MB")
     analyze.add_argument("--dask", metavar="ADDRESS", help="read the files on a Dask cluster (tcp://scheduler:8786); workers need the same paths")
     _common(analyze)
 
@@ -135,7 +137,19 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
-def _run(files: list[str], options: Any, quiet: bool, workers: int = 1, dask: str | None = None):
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, dask: str | None = None):
     from .capture import expand_inputs
     from .engine import run
     from .report.analysis import Analysis
@@ -171,8 +185,6 @@ def _run(files: list[str], options: Any, quiet: bool, workers: int = 1, dask: st
             client = Client(dask, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise UsageError(f"--dask {dask}: cannot reach the scheduler: {exc}") from None
-    if workers < 1:
-        raise UsageError("--workers must be at least 1")
     try:
         return Analysis(run(files, options, progress, workers=workers, client=client))
     finally:

@@ -21,6 +21,7 @@ from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
 from .diagnosis.records import RecordBuilder
 from .diagnosis.summary import summarize
 from .flows import ConnectionTable, TcpConnection
+from .flows.table import MAX_ORPHAN_ICMP
 from .protocols.dns import DnsTracker
 from .protocols.session import MailSession
 from .protocols.tls import GrowingKeyLog, KeyLog
@@ -64,9 +65,26 @@ class RunResult:
     events: dict[str, list[tuple[int, str, str, str]]] = field(default_factory=dict)
 
 
+def shard_of(src: bytes, sport: int, dst: bytes, dport: int, shards: int) -> int:
+    """Which of ``shards`` processes follows this TCP connection (the same both ways).
+
+    DNS over TCP stays with shard 0, which keeps the DNS table."""
+    if sport == DNS_PORT or dport == DNS_PORT:
+        return 0
+    return (sport + dport + src[-1] + dst[-1]) % shards
+
+
 class Engine:
-    def __init__(self, options: Options | None = None) -> None:
+    """One instance of each layer, fed capture records (see the module docstring).
+
+    ``shard=(index, count)``: follow only the TCP connections ``shard_of`` gives this index
+    (and, for index 0, DNS); ``analyzer.parallel.run_sharded`` runs one engine per shard over
+    the same capture and merges their sessions, with the results of a single engine.
+    """
+
+    def __init__(self, options: Options | None = None, shard: tuple[int, int] | None = None) -> None:
         self.options = options = options or Options()
+        self.shard = shard
         #: TLS secrets (raises KeyLogError for a key log file that cannot be used at all).
         self.keylog: KeyLog | None = (
             options.keylog if isinstance(options.keylog, KeyLog) else GrowingKeyLog(options.keylog) if options.keylog else None
@@ -101,6 +119,8 @@ class Engine:
 
     # -- the hot loop -------------------------------------------------------------------------
     def feed(self, records: Iterable[tuple]) -> None:
+        if self.shard is not None:
+            return self._feed_shard(records)
         decode = self.decoder.decode
         tcp = self.table.tcp
         icmp = self.table.icmp
@@ -128,6 +148,54 @@ class Engine:
                     icmp(pkt)
         self.packets_seen += count
         self.elapsed += time.perf_counter() - started
+
+    def _feed_shard(self, records: Iterable[tuple]) -> None:
+        """``feed`` for one shard: every packet is decoded (so the statistics are whole), but only
+        this shard's connections are followed; the others only advance the table's clock."""
+        index, shards = self.shard  # type: ignore[misc]
+        primary = index == 0
+        decode = self.decoder.decode
+        tcp = self.table.tcp
+        observe = self.table.observe
+        icmp = self.table.icmp
+        dns = self.dns
+        started = time.perf_counter()
+        count = 0
+        last_expiry = 0
+        for rec in records:
+            count += 1
+            pkt = decode(*rec)
+            if pkt is None:
+                continue
+            kind = type(pkt)
+            if kind is TcpSegment:
+                if shard_of(pkt.src, pkt.sport, pkt.dst, pkt.dport, shards) == index:
+                    tcp(pkt)
+                else:
+                    observe(pkt)
+            elif kind is UdpDatagram:
+                if primary:
+                    dns.udp(pkt)
+                    if pkt.ts - last_expiry > 5_000_000_000:
+                        last_expiry = pkt.ts
+                        dns.expire(pkt.ts)
+            elif kind is IcmpError:
+                if pkt.q_proto == 17:
+                    if primary:
+                        dns.icmp_unreachable(pkt)
+                elif shard_of(pkt.q_src, pkt.q_sport, pkt.q_dst, pkt.q_dport, shards) == index:
+                    icmp(pkt)
+        self.packets_seen += count
+        self.elapsed += time.perf_counter() - started
+
+    def absorb(self, facts: list[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]]) -> None:
+        """Take in what another shard's engine found (after both have finished)."""
+        self.facts.extend(facts)
+        self.table.created += created
+        orphans = self.table.orphan_icmp
+        orphans.extend(orphan_icmp)
+        orphans.sort(key=lambda record: record["ts"])
+        del orphans[MAX_ORPHAN_ICMP:]
 
     def finish(self) -> None:
         self.table.finish()
@@ -192,12 +260,21 @@ def _keylog_warnings(keylog: KeyLog, decryption: dict[str, int]) -> list[str]:
 ProgressCallback = Callable[[int, int, int], None]  # (bytes done, bytes total, packets)
 
 
+#: Inputs at least this big are split across processes by connection when ``workers`` is
+#: "auto" (smaller ones finish before a second process has started).
+SHARD_MIN_BYTES = 128 * 1024 * 1024
+#: Most processes "auto" uses: each one decodes every packet, so more gain less.
+MAX_AUTO_SHARDS = 4
+
+
 def run(paths: list[str] | str, options: Options | None = None, progress: ProgressCallback | None = None,
-        workers: int = 1, client: Any = None) -> RunResult:
+        workers: int | str = 1, client: Any = None) -> RunResult:
     """Analyse capture files. Raises CaptureError when no input at all can be read.
 
-    ``workers`` > 1 reads several files in parallel processes, ``client`` (a Dask
-    ``distributed.Client``) on a cluster: see :mod:`analyzer.parallel`; results are the same.
+    ``workers``: processes to use — several files are read in parallel, one capture is split
+    by connection; "auto" uses the cores for inputs worth it. ``client`` (a Dask
+    ``distributed.Client``) reads the files on a cluster. See :mod:`analyzer.parallel`: the
+    results are the same as with one process.
     """
     if isinstance(paths, str):
         paths = [paths]
@@ -205,12 +282,44 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
     options = options or Options()
     if options.keylog and not isinstance(options.keylog, KeyLog):
         options = replace(options, keylog=GrowingKeyLog(options.keylog))  # a bad key log fails before any reading
+    if workers == "auto":
+        workers = _auto_workers(files)
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive number or 'auto', not {workers!r}")
     if client is not None or (workers > 1 and len(files) > 1):
         from . import parallel
 
         if client is not None:
             return parallel.run_dask(files, options, client)
         return parallel.run_local(files, options, min(workers, len(files)))
+    if workers > 1:
+        from . import parallel
+
+        if parallel.can_shard():
+            return parallel.run_sharded(files, options, workers, progress)
+    return run_serial(files, options, progress)
+
+
+def _auto_workers(files: list[str]) -> int:
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2:
+        return 1
+    total = 0
+    for path in files:
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue
+        total += size * (4 if path.endswith((".gz", ".bz2", ".xz")) else 1)  # compressed ones hold more
+    return min(cores, MAX_AUTO_SHARDS) if total >= SHARD_MIN_BYTES else 1
+
+
+def run_serial(files: list[str], options: Options, progress: ProgressCallback | None = None,
+               shard: tuple[int, int] | None = None, others: Callable[[], list[tuple]] | None = None) -> RunResult:
+    """One engine over the files. ``shard``: follow only that shard's connections, then take in
+    ``others()`` — the (facts, connections created, orphan ICMP) of the other shards."""
     captures = CaptureSet(files)
     if not captures.readable:
         if captures.errors:
@@ -218,7 +327,7 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
         if captures.damage:
             raise CaptureError(captures.damage[0].describe())
     unsupported = _unsupported_linktypes(captures)
-    engine = Engine(options)
+    engine = Engine(options, shard)
     if Prefilter.available:
         captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
     if captures.readable:
@@ -227,6 +336,9 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
             records = _with_progress(captures, progress)
         engine.feed(records)
     engine.finish()
+    if others is not None:
+        for facts, created, orphans in others():
+            engine.absorb(facts, created, orphans)
     capture_info = {
         "files": files,
         "formats": captures.formats,

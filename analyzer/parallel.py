@@ -165,3 +165,77 @@ def expand(paths: Iterable[str]) -> list[str]:
     from .capture import expand_inputs
 
     return expand_inputs(list(paths))
+
+
+# -- one capture, several processes: connections split by shard ------------------------------
+def can_shard() -> bool:
+    """Sharding forks worker processes that inherit the loaded engine (POSIX only)."""
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def run_sharded(files: list[str], options: Options, shards: int, progress=None) -> RunResult:
+    """Analyse the capture in ``shards`` processes, each following the TCP connections that
+    ``shard_of`` gives it; this process (shard 0) also keeps DNS and builds the records from
+    everyone's sessions. Every process reads and decodes every packet, so the clock, the
+    statistics and the checksum knowledge are those of one engine: the results are identical."""
+    import multiprocessing
+    import warnings
+
+    from .engine import run_serial
+
+    ctx = multiprocessing.get_context("fork")
+    workers = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+): the child uses none of them
+        for index in range(1, shards):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_shard_worker, args=(files, options, index, shards, sender), daemon=True,
+                               name=f"smtpflow-shard-{index}")
+            proc.start()
+            sender.close()
+            workers.append((proc, receiver))
+
+    def others() -> list[tuple]:
+        found = []
+        for proc, receiver in workers:
+            try:
+                status, *payload = receiver.recv()
+            except EOFError:
+                proc.join()
+                raise RuntimeError(f"shard process {proc.name} ended without a result (exit code {proc.exitcode})") from None
+            proc.join()
+            if status != "ok":
+                raise RuntimeError(f"shard process {proc.name} failed: {payload[0]}")
+            found.append(tuple(payload))
+        return found
+
+    try:
+        result = run_serial(files, options, progress, shard=(0, shards), others=others)
+        result.capture["shards"] = shards
+        return result
+    finally:
+        for proc, receiver in workers:
+            receiver.close()
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+
+
+def _shard_worker(files: list[str], options: Options, index: int, shards: int, sender) -> None:
+    try:
+        captures = CaptureSet(files)
+        engine = Engine(options, shard=(index, shards))
+        if Prefilter.available:
+            captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
+        if captures.readable:
+            engine.feed(captures)
+        engine.finish()
+        payload: tuple = ("ok", engine.facts, engine.table.created, engine.table.orphan_icmp)
+    except BaseException as exc:  # noqa: BLE001 - reported by the coordinator
+        payload = ("error", f"{type(exc).__name__}: {exc}")
+    try:
+        sender.send(payload)
+    finally:
+        sender.close()

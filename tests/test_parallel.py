@@ -89,3 +89,82 @@ def test_dask_local_cluster_gives_identical_results(tmp_path):
         with distributed.Client(cluster) as client:
             on_dask = analyzer.analyze(ring, client=client)
     assert fingerprint(on_dask) == fingerprint(serial)
+
+
+# -- one capture split by connection across processes ---------------------------------------------
+def whole_result(a):
+    """Everything a run produced: records, statistics, DNS transactions, orphan ICMP, events."""
+    records, stats = fingerprint(a)
+    result = a._result
+    return records, stats, json.dumps([result.dns, result.orphan_icmp, result.events], sort_keys=True, default=str)
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_one_capture_split_by_connection_gives_identical_results(shards):
+    """Every bundled capture (and Zeek's SMTP captures where present) analysed in several
+    processes, each following some of the connections, equals the single-process analysis."""
+    import glob
+
+    from conftest import ZEEK_CORPUS
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "captures", "*.pcap*")))
+    if os.path.isdir(ZEEK_CORPUS):
+        paths += sorted(glob.glob(os.path.join(ZEEK_CORPUS, "**", "*smtp*.pcap*"), recursive=True))
+    several = 0
+    for path in paths:
+        serial = analyzer.analyze(path)
+        sharded = analyzer.analyze(path, workers=shards)
+        assert sharded.capture["shards"] == shards
+        assert whole_result(sharded) == whole_result(serial), path
+        several += len(serial.records) > 1
+    assert several >= 3  # captures whose sessions really were split
+
+
+def test_split_keeps_cross_connection_knowledge(tmp_path):
+    """What one connection teaches the table reaches the others, whichever process follows
+    them: a host known for good checksums has its corrupt segment dropped ('auto'), an idle
+    connection expires on the capture's clock (advanced by other connections' packets), an
+    ICMP error finds the connection it quotes."""
+    from scapy.all import IP, TCP
+
+    from analyzer.engine import shard_of
+
+    t = 1_700_000_000.0
+    packets = []
+    ports = []
+    for i in range(12):  # connections in every shard
+        conv = plain_smtp_session(Conversation(cport=45000 + i, t=t + i * 0.5, sport=587))
+        ports.append(45000 + i)
+        packets += conv.packets
+    quiet = Conversation(cport=46000, t=t + 1, sport=587).handshake()
+    quiet.server_sends(b"220 mx ESMTP\r\n", dt=0.01)
+    packets += quiet.packets
+    packets += plain_smtp_session(Conversation(cport=46001, t=t + 4000, sport=587)).packets
+    # Another server: good segments on one connection, then a corrupt SYN-ACK (its only packet)
+    # on a connection that another process follows, for every process count tried below.
+    from ipaddress import ip_address
+
+    other, client_raw = "52.96.10.99", ip_address(quiet.client).packed
+    other_raw = ip_address(other).packed
+    good_port = 47000
+    bad_port = next(p for p in range(47001, 48000)
+                    if all(shard_of(client_raw, p, other_raw, 587, n) != shard_of(client_raw, good_port, other_raw, 587, n) for n in (2, 3, 4)))
+    packets += plain_smtp_session(Conversation(cport=good_port, server=other, t=t + 4000.5, sport=587)).packets
+    bad = Conversation(cport=bad_port, server=other, t=t + 4001, sport=587).handshake()  # SYN, SYN-ACK, ACK
+    ts, raw = bad.packets[1]
+    corrupt = IP(raw)
+    corrupt[TCP].chksum ^= 0x5A5A
+    packets += [bad.packets[0], (ts, bytes(corrupt)), bad.packets[2]]
+    refused = Conversation(cport=46003, t=t + 4002, sport=587).syn().icmp_from_router()
+    packets += refused.packets
+    path = write_pcap(tmp_path / "x.pcap", frames(sorted(packets), 1))
+
+    c, s_ = client_raw, ip_address(quiet.server).packed
+    assert len({shard_of(c, port, s_, 587, 2) for port in ports}) == 2
+    serial = analyzer.analyze(str(path))
+    by_port = {r["client_port"]: r for r in serial.records}
+    assert by_port[46000]["outcome"] == "incomplete" and "long time" in by_port[46000]["outcome_reason"]
+    assert "c" in by_port[bad_port]["history"]  # the corrupt SYN-ACK was dropped: its sender is known for good ones
+    assert by_port[46003]["outcome"] == "rejected_icmp"
+    for shards in (2, 3, 4):
+        assert whole_result(analyzer.analyze(str(path), workers=shards)) == whole_result(serial), shards

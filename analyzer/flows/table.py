@@ -38,6 +38,9 @@ LIKELY_SERVER_PORTS = frozenset(
 AnalyzerFactory = Callable[[TcpConnection], StreamAnalyzer | None]
 FinishedSink = Callable[[TcpConnection, bool], None]
 
+#: ICMP errors kept that quote no known connection.
+MAX_ORPHAN_ICMP = 10_000
+
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -110,6 +113,17 @@ class ConnectionTable:
             self.active.move_to_end(conn)
         conn.process(seg, key == conn.key)
 
+    def observe(self, seg: TcpSegment) -> None:
+        """A segment of a connection another shard follows (see ``analyzer.parallel``): only
+        keep the clock and what it shows of its sender's checksums, as a serial run would."""
+        ts = seg.ts
+        if ts > self.now:
+            self.now = ts
+            if ts >= self.next_sweep:
+                self.sweep(ts)
+        if seg.checksum == CHECKSUM_OK and len(self.good_checksum_hosts) < MAX_CHECKSUM_HOSTS:
+            self.good_checksum_hosts.add(seg.src)
+
     def icmp(self, err: IcmpError) -> None:
         """Tie an ICMP error to the connection whose packet it quotes."""
         record = {
@@ -126,7 +140,7 @@ class ConnectionTable:
         if conn is None:
             record["quoted"] = f"{address_text(err.q_src)}:{err.q_sport} > {address_text(err.q_dst)}:{err.q_dport}"
             record["proto"] = "tcp" if err.q_proto == 6 else "udp"
-            if len(self.orphan_icmp) < 10_000:
+            if len(self.orphan_icmp) < MAX_ORPHAN_ICMP:
                 self.orphan_icmp.append(record)
             return
         if len(conn.icmp) < MAX_ICMP_RECORDS:

@@ -41,6 +41,7 @@ and is followed from there on as if there were no key log; the other direction c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from datetime import datetime, timezone
@@ -238,8 +239,18 @@ def _looks_like_text(sample: bytes) -> bool:
     return bool(sample) and printable * 10 >= len(sample) * 9
 
 
+#: Certificates remembered once read: a server presents the same chain to every client, and
+#: parsing one costs far more than anything else in a session.
+CERTIFICATE_CACHE_SIZE = 256
+
+
 def parse_certificate(der: bytes) -> CertInfo:
     """A CertInfo from DER bytes; a certificate that cannot be read gives one with ``error`` set."""
+    return _parse_certificate(bytes(der))
+
+
+@functools.lru_cache(maxsize=CERTIFICATE_CACHE_SIZE)
+def _parse_certificate(der: bytes) -> CertInfo:
     from cryptography import x509  # imported here: only connections with certificates pay for it
 
     fingerprint = hashlib.sha256(der).hexdigest()
