@@ -459,7 +459,45 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     return finish(&hits, pos, status, st, first_ts, last_ts);
 }
 
+/* checksum_state(buf, l4, l4_end, src, dst, proto): the TCP/UDP checksum check of
+ * packet._checksum_state, word by word: 0 = correct, 1 = unknown (the field holds only the
+ * pseudo-header sum: offloaded to the NIC), 2 = wrong. Same arithmetic: totals modulo 0xFFFF. */
+static PyObject *checksum_state(PyObject *self, PyObject *args) {
+    Py_buffer view, sview, dview;
+    Py_ssize_t l4, l4_end;
+    int proto;
+    if (!PyArg_ParseTuple(args, "y*nny*y*i", &view, &l4, &l4_end, &sview, &dview, &proto)) return NULL;
+    int result = -1;
+    if (l4 < 0 || l4_end > view.len || l4_end < l4 || (sview.len != 4 && sview.len != 16) || dview.len != sview.len) {
+        PyErr_SetString(PyExc_ValueError, "bad checksum arguments");
+        goto done;
+    }
+    const uint8_t *seg = (const uint8_t *)view.buf + l4;
+    Py_ssize_t n = l4_end - l4;
+    unsigned long long pseudo = (unsigned long long)proto + (unsigned long long)n;
+    const uint8_t *a = sview.buf, *b = dview.buf;
+    for (Py_ssize_t i = 0; i < sview.len; i += 2) pseudo += ((unsigned)a[i] << 8) | a[i + 1];
+    for (Py_ssize_t i = 0; i < dview.len; i += 2) pseudo += ((unsigned)b[i] << 8) | b[i + 1];
+    unsigned long long body = 0;
+    Py_ssize_t i = 0;
+    for (; i + 1 < n; i += 2) body += ((unsigned)seg[i] << 8) | seg[i + 1];
+    if (i < n) body += (unsigned)seg[i] << 8;
+    if ((pseudo + body) % 0xFFFF == 0) { result = 0; goto done; }
+    Py_ssize_t field_off = proto == 6 ? 16 : 6;
+    if (field_off + 1 >= n) { result = 2; goto done; }
+    unsigned field = ((unsigned)seg[field_off] << 8) | seg[field_off + 1];
+    unsigned folded = (unsigned)(pseudo % 0xFFFF);
+    result = (field == folded || field == ((~folded) & 0xFFFF) || (folded == 0 && field == 0xFFFF)) ? 1 : 2;
+done:
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&sview);
+    PyBuffer_Release(&dview);
+    if (result < 0) return NULL;
+    return PyLong_FromLong(result);
+}
+
 static PyMethodDef methods[] = {
+    {"checksum_state", checksum_state, METH_VARARGS, "TCP/UDP checksum: 0 correct, 1 unknown (offloaded), 2 wrong."},
     {"scan_pcap", scan_pcap, METH_VARARGS, "Keep the possibly relevant records of a buffer of pcap records."},
     {"scan_pcapng", scan_pcapng, METH_VARARGS, "Keep the possibly relevant enhanced packet blocks of a pcapng buffer."},
     {NULL, NULL, 0, NULL},
