@@ -75,7 +75,13 @@ def decryption_line(decryption: dict[str, int]) -> str:
     return line + (f"; {', '.join(others)}" if others else "")
 
 
+#: Below this many columns the sessions table stacks its fields in two columns.
+WIDE_TABLE_MIN_WIDTH = 120
+
+
 def render_sessions(console: Console, records: Iterable[dict[str, Any]]) -> None:
+    if console.width < WIDE_TABLE_MIN_WIDTH:
+        return _render_sessions_narrow(console, records)
     table = Table(box=box.SIMPLE_HEAD, show_lines=False, header_style="bold")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("start (UTC)", no_wrap=True)
@@ -101,6 +107,31 @@ def render_sessions(console: Console, records: Iterable[dict[str, Any]]) -> None
             _t(verdict.get("title", "")),
             _t(_detail(rec)),
         )
+    console.print(table)
+
+
+def _render_sessions_narrow(console: Console, records: Iterable[dict[str, Any]]) -> None:
+    """A narrow terminal: who and when on the left, outcome, verdict and detail on the right."""
+    table = Table(box=box.SIMPLE_HEAD, show_lines=True, header_style="bold", expand=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("session", ratio=2)
+    table.add_column("outcome and verdict", ratio=3)
+    for index, rec in enumerate(records):
+        server = f"{rec['server']}:{rec['server_port']}"
+        if rec.get("server_name"):
+            server = f"{rec['server_name']} {server}"
+        who = Text.assemble(
+            printable(f"{rec['client']}:{rec['client_port']}"), " →\n", (printable(server), "bold"),
+            (" [MS]", "blue") if rec.get("microsoft") else "",
+            ("\n" + _clock(rec.get("first_seen")) + f"  {rec['conn_state']} {rec['history']}", "dim"),
+        )
+        verdict = rec.get("verdict") or {}
+        detail = _detail(rec)
+        what = Text.assemble(
+            (rec["outcome"], OUTCOME_STYLES.get(rec["outcome"], "")), "\n", printable(verdict.get("title", "")),
+            ("\n" + printable(detail), "dim") if detail else "",
+        )
+        table.add_row(str(index), who, what)
     console.print(table)
 
 
