@@ -16,6 +16,8 @@ import sys
 import pandas as pd
 import pytest
 
+from conftest import ROOT
+
 import analyzer
 from analyzer.report import plots
 from analyzer.report.zeeklogs import read_log
@@ -198,6 +200,19 @@ def test_terminal_never_passes_control_sequences(capture):
     assert "\x1b" not in out.stdout  # not a TTY: no colour, and the banner's ESC is shown escaped
     follow = subprocess.run([sys.executable, "-m", "analyzer", "follow", capture, "4"], capture_output=True, text=True, timeout=120)
     assert "\x1b" not in follow.stdout and "\\x1b[31mred" in follow.stdout
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 160])
+def test_sessions_table_fits_the_terminal_without_breaking_words(width):
+    """At any width the table stays inside the terminal and keeps outcome names whole."""
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", path], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": str(width)})
+    assert out.returncode == 0
+    assert max(len(line) for line in out.stdout.splitlines()) <= width
+    table = out.stdout[out.stdout.index("Sessions"):]
+    assert table.count("syn_unanswered") == 9 and table.count("completed") >= 3
+    assert "smtp.office365.com" in table
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
