@@ -32,5 +32,12 @@ bench: system-deps $(STAMP)
 	@$(PY) -m compileall -q analyzer >/dev/null  # timed runs must not compile sources (PYTHONDONTWRITEBYTECODE)
 	$(PY) benchmarks/run.py
 
+# Robustness: seeded mutants of captures/ (and ../shared/corpus/zeek) until a million packets
+# went through; prints crashes, hangs and peak RSS, and fails if anything was found.
+FUZZ_SEED ?= 1
+.PHONY: fuzz
+fuzz: system-deps $(STAMP)
+	$(PY) -m tests.fuzz.run --packets 1000000 --seed $(FUZZ_SEED)
+
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import lzma
+import zlib
 from dataclasses import dataclass
+
+#: What reading a capture stream raises when a file, or its compression, is truncated or corrupt.
+READ_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
 
 
 class CaptureError(Exception):

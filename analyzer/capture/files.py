@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
-from .pcap import PcapReader, Record, byte_order_of
+from .pcap import READ_CHUNK, PcapReader, Record, byte_order_of
 from .pcapng import PcapngReader, looks_like_pcapng
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -76,13 +76,46 @@ class CaptureFile:
                 pass
 
 
+class _Salvaging:
+    """A decompressing stream whose ``read`` returns every byte decompressed before an error.
+
+    ``GzipFile.read(n)`` (and bz2's, lzma's) drops what it already decompressed when the
+    stream breaks later in the same call, so a truncated ``.gz`` would yield no record at
+    all. Reading with ``read1`` keeps those bytes; the error is raised by the next read.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        parts: list[bytes] = []
+        got = 0
+        while size < 0 or got < size:
+            try:
+                chunk = self._stream.read1(size - got if size >= 0 else READ_CHUNK)
+            except READ_ERRORS as exc:
+                if not parts:
+                    raise
+                self._error = exc
+                break
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+
 def _decompressing(raw: BinaryIO, head: bytes, path: str) -> tuple[BinaryIO, str | None]:
     if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip"  # type: ignore[return-value]
+        return _Salvaging(gzip.GzipFile(fileobj=raw, mode="rb")), "gzip"  # type: ignore[return-value]
     if head.startswith(BZIP2_MAGIC):
-        return bz2.BZ2File(raw, mode="rb"), "bzip2"  # type: ignore[return-value]
+        return _Salvaging(bz2.BZ2File(raw, mode="rb")), "bzip2"  # type: ignore[return-value]
     if head.startswith(XZ_MAGIC):
-        return lzma.LZMAFile(raw, mode="rb"), "xz"  # type: ignore[return-value]
+        return _Salvaging(lzma.LZMAFile(raw, mode="rb")), "xz"  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
         raise CaptureError(f"{path}: compressed with zstd, which smtpflow cannot read; run `zstd -d` on it first")
     return raw, None
@@ -95,6 +128,10 @@ def open_capture(path: str) -> CaptureFile:
     """
     if os.path.isdir(path):
         raise CaptureError(f"{path}: is a directory (pass the directory to `analyze` to read all captures in it)")
+    if os.path.exists(path) and not os.path.isfile(path):
+        # Opening a FIFO blocks until a writer comes, and each file is read twice (its first
+        # timestamp, then its records): pipes and devices cannot be read.
+        raise CaptureError(f"{path}: not a regular file (a pipe or a device); save the capture to a file first")
     try:
         raw: BinaryIO = open(path, "rb")
     except FileNotFoundError:

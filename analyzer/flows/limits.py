@@ -33,3 +33,7 @@ UNANSWERED_GRACE_S = 1.0
 
 #: Hosts remembered as "sends correct checksums" (the checksum-offload heuristic).
 MAX_CHECKSUM_HOSTS = 100_000
+
+#: Letters kept in a connection's ``history``. Zeek repeats S/H/F/R for every new sequence
+#: number, so a flood of RSTs would otherwise grow it by one letter per packet.
+MAX_HISTORY_LENGTH = 256

@@ -77,7 +77,8 @@ class Reassembler:
                 self.dropped += 1
                 return
             self._buffer(off, data, length)
-            if self.pending_bytes > MAX_OUT_OF_ORDER_BYTES or len(self.pending) > MAX_OUT_OF_ORDER_SEGMENTS:
+            # Over a limit: give up on the lowest hole, then the next, until back within both.
+            while self.pending_bytes > MAX_OUT_OF_ORDER_BYTES or len(self.pending) > MAX_OUT_OF_ORDER_SEGMENTS:
                 self._skip_to(min(self.pending), ts)
                 self._drain(ts)
             return

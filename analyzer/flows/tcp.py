@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..decode.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
-from .limits import MAX_EVENTS_PER_SESSION, MAX_ICMP_RECORDS, MAX_RST_RECORDS, MAX_SYN_RECORDS
+from .limits import MAX_EVENTS_PER_SESSION, MAX_HISTORY_LENGTH, MAX_ICMP_RECORDS, MAX_RST_RECORDS, MAX_SYN_RECORDS
 from .reassembly import MASK32, Reassembler, seq_delta
 
 # Endpoint states (Zeek's TCP_ENDPOINT_*).
@@ -192,7 +192,8 @@ class TcpConnection:
 
     # -- history ------------------------------------------------------------------------
     def _add(self, ep: Endpoint, letter: str) -> None:
-        self.history.append(letter if ep.is_orig else letter.lower())
+        if len(self.history) < MAX_HISTORY_LENGTH:
+            self.history.append(letter if ep.is_orig else letter.lower())
 
     def _check(self, ep: Endpoint, bit: int, letter: str) -> bool:
         """Add ``letter`` the first time ``bit`` is seen for ``ep``; True if seen before."""
