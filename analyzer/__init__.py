@@ -137,7 +137,10 @@ def parse_ports(ports: Iterable[int] | str | None) -> frozenset[int] | None:
         items = list(ports)
     result = set()
     for item in items:
-        port = int(item)
+        try:
+            port = int(item)
+        except (TypeError, ValueError):
+            raise ValueError(f"{item!r} is not a port number") from None
         if not 0 < port < 65536:
             raise ValueError(f"port {port} is out of range")
         result.add(port)

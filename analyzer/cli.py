@@ -108,19 +108,23 @@ def _options(args: argparse.Namespace):
         config = load(args.config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    ports_spec: Any = args.ports if args.ports is not None else config.ports
+    # A bad value is blamed on where it came from: the flag, or the configuration file.
+    from_flag = args.ports is not None
+    ports_spec: Any = args.ports if from_flag else config.ports
     if ports_spec is None:
         ports_spec = "default"
     try:
         ports = parse_ports(ports_spec)
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"--ports: {exc} (give e.g. 25,587 or all)") from None
+        if from_flag:
+            raise UsageError(f"--ports: {exc} (give e.g. 25,587 or all)") from None
+        raise UsageError(f"{config.path}: ports: {exc} (give e.g. [25, 587] or \"all\")") from None
     endpoints = []
-    for spec in list(config.endpoints) + list(args.endpoint):
+    for spec, where in [(e, f"{config.path}: endpoints") for e in config.endpoints] + [(e, "--endpoint") for e in args.endpoint]:
         try:
             endpoints.append(UserEndpoint.parse(spec))
         except ValueError as exc:
-            raise UsageError(f"--endpoint: {exc}") from None
+            raise UsageError(f"{where}: {exc}") from None
     show_user = args.show_auth_user if args.show_auth_user is not None else bool(config.show_auth_user)
     return Options(
         ports=ports,
@@ -217,6 +221,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from .report import exports
 
         exports.write(analysis, fmt, args.output)
+    if fmt != "table" and not analysis.records and not args.quiet:
+        from .report.safe import printable
+        from .report.terminal import nothing_found
+
+        # Machine formats stay clean on stdout; the human still learns why they are empty.
+        print(f"smtpflow: {printable(nothing_found(analysis))}", file=sys.stderr)
     _report_problems(analysis)
     return analysis.exit_code
 
@@ -333,6 +343,8 @@ def _report_problems(analysis: Any) -> None:
         print(f"smtpflow: warning: {printable(message)} — results are partial", file=sys.stderr)
     for message in analysis.errors:
         print(f"smtpflow: error: {printable(message)}", file=sys.stderr)
+    for message in analysis.warnings:
+        print(f"smtpflow: warning: {printable(message)}", file=sys.stderr)
 
 
 COMMANDS = {"analyze": cmd_analyze, "follow": cmd_follow, "report": cmd_report, "live": cmd_live}
@@ -357,7 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ExportError, OSError) as exc:
         from .report.safe import printable
 
-        print(f"smtpflow: {printable(exc)}", file=sys.stderr)
+        if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+            message = f"{exc.filename}: {exc.strerror}"  # not Python's "[Errno 2] …" form
+        else:
+            message = str(exc)
+        print(f"smtpflow: {printable(message)}", file=sys.stderr)
         return EXIT_USAGE
     except (CaptureError, KeyLogError) as exc:
         from .report.safe import printable

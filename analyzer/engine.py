@@ -63,6 +63,8 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
     orphan_icmp: list[dict[str, Any]] = field(default_factory=list)
+    #: Things the user should know that do not make the results partial (the key log's fit).
+    warnings: list[str] = field(default_factory=list)
     #: Notable events per session id: (ts ns, direction, kind, detail), in time order.
     events: dict[str, list[tuple[int, str, str, str]]] = field(default_factory=dict)
 
@@ -215,17 +217,18 @@ class Engine:
         run_stats["connections"] = self.table.created
         run_stats["elapsed_s"] = round(self.elapsed, 3)
         run_stats["dns"] = self.dns.stats()
-        errors = list(errors or [])
+        warnings: list[str] = []
         if self.keylog is not None:
             run_stats["tls_decryption"] = decryption = _decryption_stats(records)
-            errors += _keylog_warnings(self.keylog, decryption)
+            warnings += _keylog_warnings(self.keylog, decryption)
         return RunResult(
             records=records,
             summary=summary,
             dns=dns,
             capture=capture or {},
             stats=run_stats,
-            errors=errors,
+            errors=list(errors or []),
+            warnings=warnings,
             damage=list(damage or []),
             orphan_icmp=list(self.table.orphan_icmp),
             events={facts["uid"]: sorted(facts["events"], key=lambda e: e[0]) for facts in list(self.facts)},
@@ -367,7 +370,11 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
         "bytes": captures.total_bytes,
     }
     errors = list(captures.errors) + unsupported
+    # Link types already named for a whole file are not named again packet by packet.
+    named = {lt for lts in captures.linktypes_by_file.values() if lts and not lts & SUPPORTED_LINKTYPES for lt in lts}
     for lt, count in sorted(engine.decoder.stats.unsupported_linktypes.items()):
+        if lt in named:
+            continue
         message = f"{count} packet(s) with unsupported link type {lt} ({linktype_name(lt)}) were skipped"
         if message not in errors:
             errors.append(message)

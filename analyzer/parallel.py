@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from .capture import CaptureError, CaptureSet, linktype_name
+from .capture.linktypes import SUPPORTED_LINKTYPES
 from .decode.fastpath import Prefilter
 from .decode.packet import DecodeStats
 from .engine import Engine, Options, RunResult, _unsupported_linktypes
@@ -136,7 +137,10 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
         "bytes": sum(s.size for s in readable),
         "workers": True,
     }
+    named = {lt for s in readable if s.linktypes and not set(s.linktypes) & SUPPORTED_LINKTYPES for lt in s.linktypes}
     for lt, count in sorted(stats.unsupported_linktypes.items()):
+        if lt in named:
+            continue  # already named for a whole file, as in a serial run
         message = f"{count} packet(s) with unsupported link type {lt} ({linktype_name(lt)}) were skipped"
         if message not in errors:
             errors.append(message)

@@ -120,7 +120,7 @@ def test_bundled_capture_with_its_key_log(entries, name):
     entry = entries[name]
     a = analyse_against(entry, os.path.join(CAPTURES, name), keylog=os.path.join(CAPTURES, entry["keylog"]))
     assert a.stats["tls_decryption"]["decrypted"] >= 1
-    assert not [e for e in a.errors if e.startswith("key log")], a.errors
+    assert not a.warnings and not a.errors, (a.warnings, a.errors)
 
 
 def test_a_key_log_of_other_sessions_is_reported_not_fatal(tmp_path):
@@ -129,7 +129,8 @@ def test_a_key_log_of_other_sessions_is_reported_not_fatal(tmp_path):
     rec = a.records[0]
     assert rec["tls"]["decrypted"] is False and rec["tls"]["decryption_error"]
     assert rec["outcome"] == "completed"  # as without keys
-    assert any("none of the 1 TLS session(s) has its secrets" in e for e in a.errors), a.errors
+    assert any("none of the 1 TLS session(s) has its secrets" in w for w in a.warnings), a.warnings
+    assert a.exit_code == 0  # the analysis is whole: a key log that fits nothing is a warning
     bad = tmp_path / "bad.keys"
     bad.write_text("this is not a key log\n")
     out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--keylog", str(bad), os.path.join(CAPTURES, "auth-disabled-535.pcap")],
@@ -251,3 +252,12 @@ def test_fresh_recording(tmp_path, name):
         keyed = analyse_against(entry, str(result.pcap_path), keylog=str(result.keylog_path))
         assert keyed.stats["tls_decryption"]["decrypted"] == len([r for r in keyed.records if r["tls"]["established"]])
         assert not any(r["encrypted"] for rec in plain.records for r in (rec.get("smtp") or {}).get("replies") or [])
+
+
+def test_a_capture_cut_inside_its_only_session_does_not_claim_completion(tmp_path):
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(open(os.path.join(CAPTURES, "relay-denied-550.pcap"), "rb").read()[:1000])
+    a = analyzer.analyze(str(path))
+    assert [r["outcome"] for r in a.records] == ["incomplete"]
+    headline = a.summary()["headline"]
+    assert "completed" not in headline.split(";")[0] and "did not finish within the capture" in headline

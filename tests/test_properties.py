@@ -280,8 +280,6 @@ analyzer.analyze(write_pcap({path!r}, [(1_700_000_000 * NS, frame)]))
 
 
 @pytest.mark.skipif(not Prefilter.available, reason="the C hot path is not built")
-@pytest.mark.xfail(strict=True, reason="reported: _fastpath.c wants_dns() copies a DNS name into char name[512] "
-                                       "without a bound; a 3,840-character name overruns the stack (SIGSEGV)")
 def test_prefilter_survives_a_dns_name_longer_than_its_buffer(tmp_path):
     """DNS allows 255 octets per name, but a packet can carry 127 labels of 63: the C judge must not overflow."""
     code = LONG_DNS_NAME.format(tests=TESTS, path=str(tmp_path / "long-name.pcap"))

@@ -172,6 +172,7 @@ static int wants_dns(const Filter *f, const uint8_t *d, Py_ssize_t n) {
         if (l == 0) { pos++; break; }
         if ((l & 0xC0) || labels >= 127) return 1;
         if (pos + 1 + (Py_ssize_t)l > n) return 1; /* Python slices short here; the full parser decides */
+        if (nl + 2 + (Py_ssize_t)l > (Py_ssize_t)sizeof name) return 1; /* longer than DNS allows: Python decides */
         if (labels) name[nl++] = '.';
         for (unsigned i = 0; i < l; i++) {
             uint8_t c = d[pos + 1 + i];

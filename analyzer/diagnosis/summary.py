@@ -167,7 +167,14 @@ def _headline(sessions: list[dict[str, Any]], findings: list[dict[str, Any]]) ->
         return "No SMTP session was found in this capture."
     problems = [f for f in findings if f["severity"] in ("error", "warning")]
     if not problems:
-        return f"All {_plural(len(sessions), 'session')} completed; no failure was seen."
+        completed = sum(1 for r in sessions if r.get("outcome") == "completed")
+        if completed == len(sessions):
+            return f"All {_plural(len(sessions), 'session')} completed; no failure was seen."
+        unfinished = len(sessions) - completed
+        return (
+            f"No failure was seen, but {unfinished} of {_plural(len(sessions), 'session')} did not finish "
+            "within the capture (see their outcome)."
+        )
     top = problems[0]
     failing = sum(1 for r in sessions if (r.get("verdict") or {}).get("severity") in ("error", "warning"))
     prefix = f"{failing} of {_plural(len(sessions), 'session')} failed. " if sessions else ""

@@ -35,6 +35,7 @@ class Analysis:
         self.capture: dict[str, Any] = result.capture
         self.stats: dict[str, Any] = result.stats
         self.errors: list[str] = result.errors
+        self.warnings: list[str] = result.warnings
         self.damage: list[str] = result.damage
 
     # -- frames -------------------------------------------------------------------------------

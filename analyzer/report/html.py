@@ -94,7 +94,7 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
     ]
     for message in analysis.damage:
         parts.append(f'<p class="warn">Capture damaged: {e(message)} — results are partial.</p>')
-    for message in analysis.errors:
+    for message in list(analysis.errors) + list(analysis.warnings):
         parts.append(f'<p class="warn">{e(message)}</p>')
     decryption = analysis.stats.get("tls_decryption")
     if decryption:

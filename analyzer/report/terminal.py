@@ -176,6 +176,8 @@ def render_analysis(console: Console, analysis: Any, only_failed: bool = False, 
         console.print(_t("warning: " + message + " — results are partial", "yellow"))
     for message in analysis.errors:
         console.print(_t("error: " + message, "red"))
+    for message in analysis.warnings:
+        console.print(_t("warning: " + message, "yellow"))
     decryption = stats.get("tls_decryption")
     if decryption:
         console.print(_t(decryption_line(decryption), "dim"))
@@ -188,10 +190,10 @@ def render_analysis(console: Console, analysis: Any, only_failed: bool = False, 
         render_sessions(console, records)
         console.print(Text("Use `smtpflow follow FILE SESSION` (a number or an id) to see one session as a dialogue.", style="dim"))
     elif not analysis.records:
-        console.print(Text(_nothing_found(analysis), style="yellow"))
+        console.print(Text(nothing_found(analysis), style="yellow"))
 
 
-def _nothing_found(analysis: Any) -> str:
+def nothing_found(analysis: Any) -> str:
     stats = analysis.stats
     if not stats.get("packets"):
         return "The capture holds no packets."
