@@ -337,6 +337,25 @@ static PyObject *finish(Hits *h, Py_ssize_t pos, int status, long long *st, long
     return Py_BuildValue("(nNiN)", pos, list, status, stats);
 }
 
+/* One record: kept for Python (added to the hits), or counted as the decoder would and
+ * dropped. Returns -1 when out of memory. */
+static int sift(const Filter *f, int linktype, const uint8_t *buf, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen,
+                long long ts, Hits *hits, long long *st, long long *first_ts, long long *last_ts) {
+    if (judge(f, linktype, buf + start, end - start, wirelen, st))
+        return add_hit(hits, ts, linktype, start, end, wirelen);
+    st[S_PACKETS]++;
+    st[S_BYTES] += wirelen;
+    if (*first_ts < 0 || ts < *first_ts) *first_ts = ts;
+    if (ts > *last_ts) *last_ts = ts;
+    return 0;
+}
+
+/* A scan's result, once the GIL is held again. */
+static PyObject *conclude(Hits *hits, int failed, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
+    if (failed) { free(hits->items); return PyErr_NoMemory(); }
+    return finish(hits, pos, status, st, first_ts, last_ts);
+}
+
 /* Status codes returned with the new position. */
 #define ST_NEED_MORE 0   /* the buffer ends inside a record: read more, call again from pos */
 #define ST_BAD 1         /* a record is impossible (Python re-reads it to report the damage) */
@@ -373,21 +392,13 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
         Py_ssize_t start = pos + hlen, end = start + caplen;
         if (end > len) break;
         long long ts = (long long)sec * 1000000000LL + (long long)frac * scale;
-        if (judge(&f, linktype, buf + start, caplen, wirelen, st)) {
-            if (add_hit(&hits, ts, linktype, start, end, wirelen) < 0) { failed = 1; break; }
-        } else {
-            st[S_PACKETS]++;
-            st[S_BYTES] += wirelen;
-            if (first_ts < 0 || ts < first_ts) first_ts = ts;
-            if (ts > last_ts) last_ts = ts;
-        }
+        if (sift(&f, linktype, buf, start, end, wirelen, ts, &hits, st, &first_ts, &last_ts) < 0) { failed = 1; break; }
         pos = end;
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyBuffer_Release(&fview);
-    if (failed) { free(hits.items); return PyErr_NoMemory(); }
-    return finish(&hits, pos, status, st, first_ts, last_ts);
+    return conclude(&hits, failed, pos, status, st, first_ts, last_ts);
 }
 
 /* scan_pcapng(buf, pos, big_endian, interfaces, filter): interfaces is a tuple of
@@ -443,21 +454,13 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
         else ts = (long long)(((unsigned __int128)units * 1000000000ULL) >> amounts[ifid]);
         ts += offsets[ifid];
         Py_ssize_t start = pos + 28, end = start + caplen;
-        if (judge(&f, lts[ifid], buf + start, caplen, wirelen, st)) {
-            if (add_hit(&hits, ts, lts[ifid], start, end, wirelen) < 0) { failed = 1; break; }
-        } else {
-            st[S_PACKETS]++;
-            st[S_BYTES] += wirelen;
-            if (first_ts < 0 || ts < first_ts) first_ts = ts;
-            if (ts > last_ts) last_ts = ts;
-        }
+        if (sift(&f, lts[ifid], buf, start, end, wirelen, ts, &hits, st, &first_ts, &last_ts) < 0) { failed = 1; break; }
         pos += blen;
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyBuffer_Release(&fview);
-    if (failed) { free(hits.items); return PyErr_NoMemory(); }
-    return finish(&hits, pos, status, st, first_ts, last_ts);
+    return conclude(&hits, failed, pos, status, st, first_ts, last_ts);
 }
 
 /* checksum_state(buf, l4, l4_end, src, dst, proto): the TCP/UDP checksum check of
