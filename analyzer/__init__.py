@@ -44,7 +44,7 @@ def analyze(
     ``KeyLog``: TLS sessions found in it are decrypted and their SMTP dialogue read
     (raises ``analyzer.protocols.tls.KeyLogError`` for a file that cannot be used).
     ``workers``: processes to use — several files are read in parallel, one capture is split
-    by connection ("auto": the cores, for inputs over 128 MB); ``client``: a Dask
+    by connection ("auto": the cores, for inputs over 32 MB; the command line's default); ``client``: a Dask
     ``distributed.Client`` to read the files on a cluster. Results are identical to a serial run.
     """
     from .diagnosis.microsoft import UserEndpoint

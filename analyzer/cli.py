@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     analyze.add_argument("-o", "--output", metavar="PATH", help="write to this file (jsonl, csv) or directory (parquet, zeek, csv)")
     analyze.add_argument("--failed", action="store_true", help="table: list only sessions with a problem")
-    analyze.add_argument("--workers", type=_workers, default=1, metavar="N|auto",
+    analyze.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
                          help="use N processes: several files are read in parallel, one capture is split by connection "
-                         "(same results); auto: the cores, for inputs over 128 MB")
+                         "(same results); auto (default): the cores, for inputs over 32 MB")
     analyze.add_argument("--dask", metavar="ADDRESS", help="read the files on a Dask cluster (tcp://scheduler:8786); workers need the same paths")
     _common(analyze)
 

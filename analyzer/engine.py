@@ -267,7 +267,7 @@ ProgressCallback = Callable[[int, int, int], None]  # (bytes done, bytes total, 
 
 #: Inputs at least this big are split across processes by connection when ``workers`` is
 #: "auto" (smaller ones finish before a second process has started).
-SHARD_MIN_BYTES = 128 * 1024 * 1024
+SHARD_MIN_BYTES = 32 * 1024 * 1024
 #: Most processes "auto" uses: each one decodes every packet, so more gain less.
 MAX_AUTO_SHARDS = 4
 

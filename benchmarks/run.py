@@ -166,10 +166,25 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}; " + "; ".join(versions)
 
 
+BURN = "x = 0\nfor i in range(15_000_000):\n    x += i * i\n"
+
+
+def parallel_throughput() -> float:
+    """How much two CPU-bound processes at once get done, relative to one (2.0 = two real cores)."""
+    alone, _, _ = measure_once([PY, "-c", BURN])
+    started = time.perf_counter()
+    procs = [subprocess.Popen([PY, "-c", BURN]) for _ in range(2)]
+    for proc in procs:
+        proc.wait()
+    together = time.perf_counter() - started
+    return 2 * alone / together
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000, help="gateway capture size")
     parser.add_argument("--relay-packets", type=int, default=200_000, help="all-SMTP capture size")
+    parser.add_argument("--scale-gigabytes", type=float, default=2.0, help="volume streamed by the memory-at-scale run (0: skip)")
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     args = parser.parse_args(argv)
     os.makedirs(WORK, exist_ok=True)
@@ -204,6 +219,16 @@ def main(argv=None) -> int:
     for label in ("gateway", "relay"):
         lines += ["", f"Ratios on the {label} capture (packets/s of smtpflow ÷ packets/s of the other tool):", "", "| comparison | ratio |", "|---|---:|"]
         lines += ratios([r for r in results if r["capture"] == label])
+    speedup = parallel_throughput()
+    lines += ["", f"Two CPU-bound processes at once ran at {speedup:.2f}× the throughput of one on this machine "
+              f"({os.cpu_count()} CPUs reported): parallel work (`--workers`, the read-ahead thread) gains only what that allows."]
+    if args.scale_gigabytes > 0:
+        import scale
+
+        print(f"memory at scale ({args.scale_gigabytes:g} GB streamed) …", file=sys.stderr)
+        samples = scale.measure(args.scale_gigabytes, 0.02, 1, 500_000, None)
+        lines += ["", f"Memory at scale (`benchmarks/scale.py --gigabytes {args.scale_gigabytes:g}`): a steady gateway capture "
+                  "streamed through the engine, RSS sampled as it goes.", "", "```", scale.report(samples), "```"]
     text = "\n".join(lines) + "\n"
     with open(args.out, "w", encoding="utf-8") as fh:
         fh.write(text)
