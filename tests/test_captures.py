@@ -261,3 +261,10 @@ def test_a_capture_cut_inside_its_only_session_does_not_claim_completion(tmp_pat
     assert [r["outcome"] for r in a.records] == ["incomplete"]
     headline = a.summary()["headline"]
     assert "completed" not in headline.split(";")[0] and "did not finish within the capture" in headline
+
+
+def test_forged_rst_finding_says_where_it_came_from(entries):
+    a = analyzer.analyze(os.path.join(CAPTURES, "rst-forged-by-router.pcap"))
+    finding = next(f for f in a.summary()["findings"] if f["outcome"] == "reset_by_middlebox")
+    assert "not by Microsoft" in finding["detail"]
+    assert "0 hops away: the device where the capture was taken" in finding["detail"]  # TTL 64 as sent

@@ -33,6 +33,13 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def _hops_text(hops: list[int]) -> str:
+    """Where forged RSTs came from, in words: 0 hops is the device the capture was taken on."""
+    if hops == [0]:
+        return "0 hops away: the device where the capture was taken, or one beside it on the same link"
+    return f"{', '.join(map(str, hops))} hop(s) away"
+
+
 def summarize(records: list[dict[str, Any]], dns: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Build the summary dict: headline, dropped_before_microsoft, findings, outcomes, targets."""
     sessions = [r for r in records if r.get("service") != "dns"]
@@ -88,7 +95,7 @@ def _target_findings(target: str, recs: list[dict[str, Any]]) -> list[dict[str, 
             hops = sorted({(m.get("rst") or {}).get("hops") for m in members if (m.get("rst") or {}).get("hops") is not None})
             detail = (
                 f"{k} of {total} attempt(s) to {target} were reset by a device on the path, not by {where}"
-                + (f" (the RSTs came from {', '.join(map(str, hops))} hop(s) away)" if hops else "")
+                + (f" (the RSTs came from {_hops_text(hops)})" if hops else "")
                 + "."
             )
         elif outcome == "rejected_icmp":
