@@ -123,40 +123,10 @@ class Engine:
 
     # -- the hot loop -------------------------------------------------------------------------
     def feed(self, records: Iterable[tuple]) -> None:
-        if self.shard is not None:
-            return self._feed_shard(records)
-        decode = self.decoder.decode
-        tcp = self.table.tcp
-        icmp = self.table.icmp
-        dns = self.dns
-        started = time.perf_counter()
-        count = 0
-        last_expiry = 0
-        for rec in records:
-            count += 1
-            pkt = decode(*rec)
-            if pkt is None:
-                continue
-            kind = type(pkt)
-            if kind is TcpSegment:
-                tcp(pkt)
-            elif kind is UdpDatagram:
-                dns.udp(pkt)
-                if pkt.ts - last_expiry > 5_000_000_000:
-                    last_expiry = pkt.ts
-                    dns.expire(pkt.ts)
-            elif kind is IcmpError:
-                if pkt.q_proto == 17:
-                    dns.icmp_unreachable(pkt)
-                else:
-                    icmp(pkt)
-        self.packets_seen += count
-        self.elapsed += time.perf_counter() - started
-
-    def _feed_shard(self, records: Iterable[tuple]) -> None:
-        """``feed`` for one shard: every packet is decoded (so the statistics are whole), but only
-        this shard's connections are followed; the others only advance the table's clock."""
-        index, shards = self.shard  # type: ignore[misc]
+        """Run the packets through the layers. With a shard, every packet is still decoded (so
+        the statistics are whole), but only this shard's connections are followed; the others
+        only advance the table's clock and checksum knowledge."""
+        index, shards = self.shard or (0, 1)
         primary = index == 0
         decode = self.decoder.decode
         tcp = self.table.tcp
@@ -173,10 +143,10 @@ class Engine:
                 continue
             kind = type(pkt)
             if kind is TcpSegment:
-                if shard_of(pkt.src, pkt.sport, pkt.dst, pkt.dport, shards) == index:
-                    tcp(pkt)
-                else:
+                if shards > 1 and shard_of(pkt.src, pkt.sport, pkt.dst, pkt.dport, shards) != index:
                     observe(pkt)
+                else:
+                    tcp(pkt)
             elif kind is UdpDatagram:
                 if primary:
                     dns.udp(pkt)
@@ -187,7 +157,7 @@ class Engine:
                 if pkt.q_proto == 17:
                     if primary:
                         dns.icmp_unreachable(pkt)
-                elif shard_of(pkt.q_src, pkt.q_sport, pkt.q_dst, pkt.q_dport, shards) == index:
+                elif shards == 1 or shard_of(pkt.q_src, pkt.q_sport, pkt.q_dst, pkt.q_dport, shards) == index:
                     icmp(pkt)
         self.packets_seen += count
         self.elapsed += time.perf_counter() - started
