@@ -94,6 +94,35 @@ def release_pages(mapped: mmap.mmap, start: int, end: int) -> int:
     return end
 
 
+class Windows:
+    """How a reader hands its buffer to the prefilter. A mapped file is scanned window by
+    window: the pages behind the reader are released, and the next window is scanned in a
+    helper thread while the caller decodes this one. Anything else is scanned whole."""
+
+    def __init__(self, mapped: mmap.mmap | None) -> None:
+        self.mapped = mapped
+        self.released = 0
+        self._ahead: ScanAhead | None = None
+
+    def limit(self, pos: int) -> int:
+        """Where a scan starting at ``pos`` stops (-1: the buffer's end)."""
+        if self.mapped is None:
+            return -1
+        if pos - self.released >= MAPPED_WINDOW:
+            self.released = release_pages(self.mapped, self.released, pos)
+        return pos + MAPPED_WINDOW
+
+    def scan(self, scan, buf, pos: int, *args, limit: int, min_left: int) -> tuple:
+        """``scan(buf, pos, *args, limit)``, or its result from the helper thread; then start
+        the next window's scan if this one ended at its limit with ``min_left`` bytes to go."""
+        ahead, self._ahead = self._ahead, None
+        result = ahead.result() if ahead is not None and ahead.pos == pos else scan(buf, pos, *args, limit)
+        new_pos = result[0]
+        if 0 <= limit <= new_pos and len(buf) - new_pos >= min_left:
+            self._ahead = ScanAhead(scan, buf, new_pos, *args, new_pos + MAPPED_WINDOW)
+        return result
+
+
 def byte_order_of(magic_bytes: bytes) -> tuple[str, int] | None:
     """Return (struct byte-order prefix, magic) if ``magic_bytes`` opens a pcap file."""
     if len(magic_bytes) < 4:
@@ -147,12 +176,9 @@ class PcapReader:
         buf = self._rest
         pos = 0
         base = FILE_HEADER_LEN  # stream offset of buf[0]
-        mapped = self.mapped
-        released = 0
-        limit = -1
-        ahead: ScanAhead | None = None
-        if mapped is not None:
-            buf, pos, base = mapped, FILE_HEADER_LEN, 0
+        windows = Windows(self.mapped)
+        if self.mapped is not None:
+            buf, pos, base = self.mapped, FILE_HEADER_LEN, 0
             read = _nothing
         count = 0
         chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
@@ -160,26 +186,17 @@ class PcapReader:
         big = self._order == ">"
         try:
             while True:
-                if mapped is not None:
-                    if pos - released >= MAPPED_WINDOW:
-                        released = release_pages(mapped, released, pos)
-                    limit = pos + MAPPED_WINDOW
+                limit = windows.limit(pos)
                 if prefilter is not None and len(buf) - pos >= hlen:
                     # Whole runs of records in one call; what it leaves (a record cut by the
                     # buffer's end, or a broken one) is handled record by record below.
-                    if ahead is not None and ahead.pos == pos:
-                        new_pos, hits, _status, st = ahead.result()
-                    else:
-                        new_pos, hits, _status, st = prefilter.pcap(buf, pos, big, self.nanosecond, hlen, linktype, max_len, limit)
-                    ahead = None
+                    new_pos, hits, _status, st = windows.scan(prefilter.pcap, buf, pos, big, self.nanosecond, hlen, linktype,
+                                                              max_len, limit=limit, min_left=hlen)
                     dropped = prefilter.account(st)
                     if new_pos != pos:
                         count += dropped + len(hits)
                         self.records = count
                         self.bytes_read = base + new_pos
-                        if 0 <= limit <= new_pos and len(buf) - new_pos >= hlen:
-                            ahead = ScanAhead(prefilter.pcap, buf, new_pos, big, self.nanosecond, hlen, linktype, max_len,
-                                              new_pos + MAPPED_WINDOW)
                         for ts, lt, start, end, wirelen in hits:
                             yield ts, lt, buf, start, end, wirelen
                         pos = new_pos

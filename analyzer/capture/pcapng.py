@@ -19,7 +19,7 @@ import struct
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
-from .pcap import FIRST_READ_CHUNK, MAPPED_WINDOW, READ_CHUNK, Record, ScanAhead, _nothing, release_pages
+from .pcap import FIRST_READ_CHUNK, READ_CHUNK, Record, Windows, _nothing
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 0x00000001
@@ -115,12 +115,9 @@ class PcapngReader:
         buf = self._rest
         pos = 0
         base = 0
-        mapped = self.mapped
-        released = 0
-        limit = -1
-        ahead: ScanAhead | None = None
-        if mapped is not None:
-            buf = mapped
+        windows = Windows(self.mapped)
+        if self.mapped is not None:
+            buf = self.mapped
             read = _nothing
         count = 0
         chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
@@ -132,27 +129,19 @@ class PcapngReader:
         conversions: tuple = ()
         try:
             while True:
-                if mapped is not None:
-                    if pos - released >= MAPPED_WINDOW:
-                        released = release_pages(mapped, released, pos)
-                    limit = pos + MAPPED_WINDOW
+                limit = windows.limit(pos)
                 if prefilter is not None and interfaces and len(buf) - pos >= 12 and u32(buf, pos)[0] == BT_EPB:
                     # A run of enhanced packet blocks in one call; other blocks, and a block cut
                     # by the buffer's end or broken, are handled below.
                     if len(conversions) != len(interfaces):
                         conversions = tuple(iface.conversion for iface in interfaces)
-                    if ahead is not None and ahead.pos == pos:
-                        new_pos, hits, _status, st = ahead.result()
-                    else:
-                        new_pos, hits, _status, st = prefilter.pcapng(buf, pos, order == ">", conversions, limit)
-                    ahead = None
+                    new_pos, hits, _status, st = windows.scan(prefilter.pcapng, buf, pos, order == ">", conversions,
+                                                              limit=limit, min_left=12)
                     dropped = prefilter.account(st)
                     if new_pos != pos:
                         count += dropped + len(hits)
                         self.records = count
                         self.bytes_read = base + new_pos
-                        if 0 <= limit <= new_pos and len(buf) - new_pos >= 12:
-                            ahead = ScanAhead(prefilter.pcapng, buf, new_pos, order == ">", conversions, new_pos + MAPPED_WINDOW)
                         for ts, lt, start, end, wirelen in hits:
                             yield ts, lt, buf, start, end, wirelen
                         pos = new_pos
