@@ -54,6 +54,22 @@ class KeyLogError(Exception):
     """A key log file that cannot be used at all; the message is one line naming the file."""
 
 
+def _unreadable(name: str, exc: OSError) -> KeyLogError:
+    return KeyLogError(f"cannot read key log {name}: {exc.strerror or exc}")
+
+
+def _unusable(name: str, malformed: int) -> KeyLogError:
+    detail = f"{malformed} malformed line{'s' if malformed != 1 else ''}" if malformed else "it is empty or only comments"
+    return KeyLogError(
+        f"key log {name} holds no usable line ({detail}); expected NSS key log lines such as "
+        "'CLIENT_RANDOM <client random hex> <master secret hex>'"
+    )
+
+
+def _too_big(name: str) -> str:
+    return f"{name}: larger than {MAX_FILE_BYTES / 2**20:g} MiB; only the first complete lines were read"
+
+
 class KeyLog:
     """Secrets by client random, merged from any number of key log files or texts."""
 
@@ -89,19 +105,14 @@ class KeyLog:
             with open(name, "rb") as f:
                 raw = f.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            raise KeyLogError(f"cannot read key log {name}: {exc.strerror or exc}") from None
+            raise _unreadable(name, exc) from None
         if len(raw) > MAX_FILE_BYTES:
             raw = raw[: raw.rfind(b"\n", 0, MAX_FILE_BYTES) + 1]
-            self._problem(f"{name}: larger than {MAX_FILE_BYTES / 2**20:g} MiB; only the first complete lines were read")
+            self._problem(_too_big(name))
         before = self.problem_count
         usable = self.add_text(raw.decode("utf-8", errors="replace"), name)
         if not usable:
-            found = self.problem_count - before
-            detail = f"{found} malformed line{'s' if found != 1 else ''}" if found else "it is empty or only comments"
-            raise KeyLogError(
-                f"key log {name} holds no usable line ({detail}); expected NSS key log lines such as "
-                "'CLIENT_RANDOM <client random hex> <master secret hex>'"
-            )
+            raise _unusable(name, self.problem_count - before)
         return usable
 
     def add_text(self, text: str, source: str = "") -> int:
@@ -225,12 +236,12 @@ class GrowingKeyLog(KeyLog):
                 if size == offset or offset >= MAX_FILE_BYTES:
                     if size > MAX_FILE_BYTES and name not in self._capped:
                         self._capped.add(name)
-                        self._problem(f"{name}: larger than {MAX_FILE_BYTES / 2**20:g} MiB; only the first complete lines were read")
+                        self._problem(_too_big(name))
                     return
                 f.seek(offset)
                 raw = f.read(min(size, MAX_FILE_BYTES) - offset)
         except OSError as exc:
-            raise KeyLogError(f"cannot read key log {name}: {exc.strerror or exc}") from None
+            raise _unreadable(name, exc) from None
         complete = raw[: raw.rfind(b"\n") + 1]  # a line being written is read next time
         if not complete:
             return
@@ -238,8 +249,4 @@ class GrowingKeyLog(KeyLog):
         before = self.problem_count
         usable = self.add_text(complete.decode("utf-8", errors="replace"), name)
         if first and not usable:
-            found = self.problem_count - before
-            raise KeyLogError(
-                f"key log {name} holds no usable line ({found} malformed line{'s' if found != 1 else ''}); expected NSS "
-                "key log lines such as 'CLIENT_RANDOM <client random hex> <master secret hex>'"
-            )
+            raise _unusable(name, self.problem_count - before)
