@@ -211,6 +211,7 @@ class ConnectionTable:
         conn.flush(conn.last_ts)
         self.finalised += 1
         self.on_finished(conn, at_end)
+        conn.release()
 
     def sweep(self, now: int) -> None:
         """Finalise connections idle past their timeout (least recently active first)."""

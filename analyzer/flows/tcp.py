@@ -631,6 +631,12 @@ class TcpConnection:
                 total += ep.reassembler.missed
         return total
 
+    def release(self) -> None:
+        """Once finalised: drop the analyzer and the reassemblers, which refer back to this
+        connection, so that its memory is freed at once rather than by the cycle collector."""
+        self.analyzer = None
+        self.orig.reassembler = self.resp.reassembler = None
+
     def flush(self, ts: int) -> None:
         """Deliver buffered bytes and tell the analyzer the connection is over."""
         for is_orig, ep in ((True, self.orig), (False, self.resp)):
