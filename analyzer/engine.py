@@ -121,6 +121,11 @@ class Engine:
         if self.on_finished is not None:
             self.on_finished(facts)
 
+    def prefilter(self) -> Prefilter:
+        """The C scan for this engine's readers: it drops what the decoder would drop and
+        decodes plain TCP segments itself (``feed`` takes both kinds of record)."""
+        return Prefilter(self.selector, self.decoder.stats, decode_tcp=True, verify_checksums=self.decoder.verify_checksums)
+
     # -- the hot loop -------------------------------------------------------------------------
     def feed(self, records: Iterable[tuple]) -> None:
         """Run the packets through the layers. With a shard, every packet is still decoded (so
@@ -138,7 +143,7 @@ class Engine:
         last_expiry = 0
         for rec in records:
             count += 1
-            pkt = decode(*rec)
+            pkt = decode(*rec) if len(rec) == 6 else rec[1]  # or (ts, TcpSegment) from the C scan
             if pkt is None:
                 continue
             kind = type(pkt)
@@ -321,7 +326,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
     unsupported = _unsupported_linktypes(captures)
     engine = Engine(options, shard)
     if Prefilter.available:
-        captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
+        captures.prefilter = engine.prefilter()
     if captures.readable:
         records: Iterable[tuple] = captures
         if progress is not None:

@@ -232,7 +232,7 @@ def _shard_worker(files: list[str], options: Options, index: int, shards: int, s
         captures = CaptureSet(files)
         engine = Engine(options, shard=(index, shards))
         if Prefilter.available:
-            captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
+            captures.prefilter = engine.prefilter()
         if captures.readable:
             engine.feed(captures)
         engine.finish()

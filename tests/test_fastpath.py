@@ -6,6 +6,7 @@ import glob
 import gzip
 import json
 import os
+import struct
 
 import pytest
 
@@ -158,3 +159,75 @@ def test_checksum_in_c_answers_as_python_does(mode):
         assert seen == expected
     else:
         assert packet.CHECKSUM_BAD in seen
+
+
+def _variants(rng):
+    """Frames of every shape a scan might decode or must leave to Python: VLAN stacks up to
+    past the decoder's depth, IPv6, TSO (IP length 0), cut by a snaplen, wrong or offloaded
+    checksums, SYNs with options, padding after the IP packet, header lengths out of range."""
+    from crafting import MS_SERVER6
+
+    packets = []
+    for i in range(4):
+        packets += plain_smtp_session(Conversation(cport=41000 + i, t=1_700_000_001.0 + i)).packets
+        packets += plain_smtp_session(Conversation(client=CLIENT6, server=MS_SERVER6, cport=42000 + i, t=1_700_000_010.0 + i)).packets
+    for ts, ip in packets:
+        ip = bytearray(ip)
+        v6 = ip[0] >> 4 == 6
+        l4 = 40 if v6 else (ip[0] & 0x0F) * 4
+        kind = rng.randrange(7)
+        if kind == 1:
+            ip[l4 + 16] ^= 0x5A  # a wrong checksum
+        elif kind == 2 and not v6:
+            ip[2:4] = b"\0\0"  # TSO: the IP length left blank
+        elif kind == 3:
+            ip[l4 + 12] = rng.choice((0x40, 0xF0, 0x50))  # data offset 16, 60 or plain 20
+        elif kind == 4 and not v6:
+            ip[2:4] = rng.randrange(0, 20).to_bytes(2, "big")  # shorter than its own header
+        frame = ethernet(bytes(ip), vlans=(7,) * rng.randrange(11)) + (b"\0" * rng.randrange(8) if kind == 5 else b"")
+        yield ts, frame, (len(frame) - rng.randrange(1, 20) if kind == 6 else len(frame))
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_segments_decoded_in_c_are_those_python_builds(tmp_path, verify):
+    """Each TcpSegment a scan builds has, slot for slot, the values Decoder.decode gives the
+    same record, and the statistics count it the same way; the rest are left to Python."""
+    import random
+
+    from analyzer.decode import Decoder, Selector, TcpSegment
+    from analyzer.engine import Engine, Options
+
+    engine = Engine(Options(checksums="auto" if verify else "off"))
+    rng = random.Random(11)
+    records = []
+    data = bytearray()
+    for ts, frame, caplen in _variants(rng):
+        start = len(data)
+        data += frame[:caplen]
+        records.append((ts, start, len(data), len(frame)))
+    python = Decoder(engine.selector, verify_checksums=verify)
+    scanned = Decoder(engine.selector, verify_checksums=verify)
+    prefilter = fastpath.Prefilter(engine.selector, scanned.stats, decode_tcp=True, verify_checksums=verify)
+    decoded = kept = 0
+    buf = bytes(data)
+    for ts, start, end, wirelen in records:
+        hdr = struct.pack("<IIII", ts // 10**9, ts % 10**9 // 1000, end - start, wirelen)
+        chunk = hdr + buf[start:end]
+        _pos, hits, _status, st = prefilter.pcap(chunk, 0, False, False, 16, 1, 262144)
+        prefilter.account(st)
+        want = python.decode(ts // 1000 * 1000, 1, buf, start, end, wirelen)
+        got = None
+        for hit in hits:
+            if len(hit) == 2:
+                decoded += 1
+                got = hit[1]
+                assert type(got) is TcpSegment
+            else:
+                kept += 1
+                got = scanned.decode(hit[0], hit[1], chunk, hit[2], hit[3], hit[4])
+        if want is None:
+            assert got is None
+        else:
+            assert {s: getattr(got, s) for s in TcpSegment.__slots__} == {s: getattr(want, s) for s in TcpSegment.__slots__}
+    assert decoded > 100 and kept > 50  # both ways were taken
+    assert scanned.stats.as_dict() == python.stats.as_dict()

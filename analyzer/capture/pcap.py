@@ -197,8 +197,12 @@ class PcapReader:
                         count += dropped + len(hits)
                         self.records = count
                         self.bytes_read = base + new_pos
-                        for ts, lt, start, end, wirelen in hits:
-                            yield ts, lt, buf, start, end, wirelen
+                        for hit in hits:
+                            if len(hit) == 2:
+                                yield hit  # (ts, TcpSegment): decoded by the scan
+                            else:
+                                ts, lt, start, end, wirelen = hit
+                                yield ts, lt, buf, start, end, wirelen
                         pos = new_pos
                         if 0 <= limit <= pos:
                             continue  # the window is done, not the file

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "structmember.h"
 
 /* Link types (tcpdump.org LINKTYPE_*). */
 #define LT_NULL 0
@@ -39,7 +40,17 @@
 #define IPPROTO_ICMPV6_ 58
 
 /* Stats slots, in the order fastpath.py adds them to DecodeStats. */
-enum { S_PACKETS, S_BYTES, S_V4, S_V6, S_TCP, S_UDP, S_ICMP, S_OTHER_IP, S_NON_IP, S_TRUNCATED, S_DNS_IGNORED, S_COUNT };
+enum { S_PACKETS, S_BYTES, S_V4, S_V6, S_TCP, S_UDP, S_ICMP, S_OTHER_IP, S_NON_IP, S_TRUNCATED, S_DNS_IGNORED,
+       S_RELEVANT, S_BAD_CHECKSUMS, S_COUNT };
+
+/* Python's CHECKSUM_* values (decode/packet.py). */
+#define PY_CHECKSUM_BAD 0
+#define PY_CHECKSUM_OK 1
+#define PY_CHECKSUM_UNKNOWN 2
+/* How a scan treats wanted TCP segments: hand them to Python, or decode them here. */
+enum { DECODE_NONE, DECODE_TCP, DECODE_TCP_NO_CHECKSUMS };
+/* Python's MAX_ENCAPSULATION_DEPTH: more VLAN tags than this and Python calls the frame non-IP. */
+#define MAX_VLAN_TAGS 8
 
 /* The filter, flattened by fastpath.py:
  *   ports[8192] bitmap, non_smtp[8192] bitmap, u8 all_ports, u8 pad[3],
@@ -208,11 +219,93 @@ static int wants_dns(const Filter *f, const uint8_t *d, Py_ssize_t n) {
     return 0;
 }
 
-/* Decide one frame. Returns 1 to keep it for Python, 0 when it was counted and dropped. */
-static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len, uint32_t wirelen, long long *st) {
+/* The TCP/UDP checksum check of packet._checksum_state, word by word: 0 = correct, 1 =
+ * unknown (the field holds only the pseudo-header sum: offloaded to the NIC), 2 = wrong.
+ * Same arithmetic: totals modulo 0xFFFF. alen is 4 or 16. */
+static int checksum_verdict(const uint8_t *seg, Py_ssize_t n, const uint8_t *a, const uint8_t *b, Py_ssize_t alen, int proto) {
+    unsigned long long pseudo = (unsigned long long)proto + (unsigned long long)n;
+    for (Py_ssize_t i = 0; i < alen; i += 2) pseudo += ((unsigned)a[i] << 8) | a[i + 1];
+    for (Py_ssize_t i = 0; i < alen; i += 2) pseudo += ((unsigned)b[i] << 8) | b[i + 1];
+    unsigned long long body = 0;
+    Py_ssize_t i = 0;
+    for (; i + 1 < n; i += 2) body += ((unsigned)seg[i] << 8) | seg[i + 1];
+    if (i < n) body += (unsigned)seg[i] << 8;
+    if ((pseudo + body) % 0xFFFF == 0) return 0;
+    Py_ssize_t field_off = proto == 6 ? 16 : 6;
+    if (field_off + 1 >= n) return 2;
+    unsigned field = ((unsigned)seg[field_off] << 8) | seg[field_off + 1];
+    unsigned folded = (unsigned)(pseudo % 0xFFFF);
+    return (field == folded || field == ((~folded) & 0xFFFF) || (folded == 0 && field == 0xFFFF)) ? 1 : 2;
+}
+
+/* checksum_state(buf, l4, l4_end, src, dst, proto): checksum_verdict for Python. */
+static PyObject *checksum_state(PyObject *self, PyObject *args) {
+    Py_buffer view, sview, dview;
+    Py_ssize_t l4, l4_end;
+    int proto;
+    if (!PyArg_ParseTuple(args, "y*nny*y*i", &view, &l4, &l4_end, &sview, &dview, &proto)) return NULL;
+    int result = -1;
+    if (l4 < 0 || l4_end > view.len || l4_end < l4 || (sview.len != 4 && sview.len != 16) || dview.len != sview.len)
+        PyErr_SetString(PyExc_ValueError, "bad checksum arguments");
+    else
+        result = checksum_verdict((const uint8_t *)view.buf + l4, l4_end - l4, sview.buf, dview.buf, sview.len, proto);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&sview);
+    PyBuffer_Release(&dview);
+    if (result < 0) return NULL;
+    return PyLong_FromLong(result);
+}
+
+/* The TcpSegment class (decode/packet.py) and where its __slots__ live in an instance, so
+ * that a scan can build segments without running Python code. Set by segment_type(). */
+static const char *SEGMENT_FIELDS[] = {
+    "ts", "version", "src", "dst", "ttl", "ip_len", "sport", "dport",
+    "seq", "ack", "flags", "win", "payload", "length", "options", "checksum",
+};
+#define SEGMENT_NFIELDS 16
+static PyTypeObject *segment_cls = NULL;
+static Py_ssize_t segment_offsets[SEGMENT_NFIELDS];
+
+static PyObject *segment_type(PyObject *self, PyObject *cls) {
+    if (!PyType_Check(cls)) { PyErr_SetString(PyExc_TypeError, "a class is needed"); return NULL; }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    Py_ssize_t offsets[SEGMENT_NFIELDS];
+    for (int i = 0; i < SEGMENT_NFIELDS; i++) {
+        PyObject *d = PyDict_GetItemString(type->tp_dict, SEGMENT_FIELDS[i]);
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "%s is not a __slots__ member", SEGMENT_FIELDS[i]);
+            return NULL;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || m->offset <= 0 || m->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "%s is not an object slot", SEGMENT_FIELDS[i]);
+            return NULL;
+        }
+        offsets[i] = m->offset;
+    }
+    memcpy(segment_offsets, offsets, sizeof offsets);
+    Py_INCREF(cls);
+    Py_XSETREF(segment_cls, type);
+    Py_RETURN_NONE;
+}
+
+/* A TCP segment decoded here: where its parts are, relative to the record's start. */
+typedef struct {
+    Py_ssize_t ip, l4, ip_end, payload; /* ip_end and payload: from the IP header */
+    int version, checksum;              /* checksum: Python's CHECKSUM_* value */
+} TcpFields;
+
+/* Outcomes of judge(). */
+#define DROP 0       /* counted as the decoder would count it, and dropped */
+#define KEEP 1       /* for the Python decoder */
+#define DECODED 2    /* a plain TCP segment, counted, its parts in *tcp: built into a TcpSegment */
+
+/* Decide one frame (see the outcomes above). decode: DECODE_*. */
+static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len, uint32_t wirelen, long long *st,
+                 int decode, TcpFields *tcp) {
     Py_ssize_t off;
     unsigned etype;
-    int version;
+    int version, tags = 0;
     switch (linktype) {
     case LT_ETHERNET:
         if (len < 14) return 1;
@@ -222,6 +315,7 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
             if (off + 4 > len) return 1;
             etype = be16(p + off + 2);
             off += 4;
+            tags++;
         }
         break;
     case LT_SLL2:
@@ -278,7 +372,29 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
     if (proto == IPPROTO_TCP_) {
         if (l4 + 20 > avail) return 1;
         unsigned sport = be16(ip + l4), dport = be16(ip + l4 + 2);
-        if (wants_tcp(f, sport, dport, saddr, daddr, v6)) return 1;
+        if (wants_tcp(f, sport, dport, saddr, daddr, v6)) {
+            /* Decoded here only when the Python decoder would take the plain path: whole
+             * packet, no SYN (its options are parsed in Python), sane lengths. */
+            if (decode == DECODE_NONE || segment_cls == NULL || truncated || tags > MAX_VLAN_TAGS) return KEEP;
+            Py_ssize_t doff = (ip[l4 + 12] >> 4) * 4;
+            if (doff < 20 || l4 + doff > avail || ip_end < l4 + doff || (ip[l4 + 13] & 0x02)) return KEEP;
+            tcp->ip = off;
+            tcp->l4 = l4;
+            tcp->ip_end = ip_end;
+            tcp->payload = l4 + doff;
+            tcp->version = v6 ? 6 : 4;
+            if (decode == DECODE_TCP) {
+                int verdict = checksum_verdict(ip + l4, ip_end - l4, saddr, daddr, v6 ? 16 : 4, IPPROTO_TCP_);
+                tcp->checksum = verdict == 0 ? PY_CHECKSUM_OK : verdict == 1 ? PY_CHECKSUM_UNKNOWN : PY_CHECKSUM_BAD;
+                if (verdict == 2) st[S_BAD_CHECKSUMS]++;
+            } else {
+                tcp->checksum = PY_CHECKSUM_UNKNOWN;
+            }
+            st[S_TCP]++;
+            st[S_RELEVANT]++;
+            st[v6 ? S_V6 : S_V4]++;
+            return DECODED;
+        }
         st[S_TCP]++;
     } else if (proto == IPPROTO_UDP_) {
         if (l4 + 8 > avail) return 1;
@@ -304,11 +420,11 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
     return 0;
 }
 
-/* Kept records, gathered without the GIL and turned into Python tuples afterwards. */
-typedef struct { long long ts; Py_ssize_t start, end; uint32_t wirelen; int linktype; } Hit;
+/* Kept records, gathered without the GIL and turned into Python objects afterwards. */
+typedef struct { long long ts; Py_ssize_t start, end; uint32_t wirelen; int linktype; int decoded; TcpFields tcp; } Hit;
 typedef struct { Hit *items; Py_ssize_t n, cap; } Hits;
 
-static int add_hit(Hits *h, long long ts, int linktype, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen) {
+static int add_hit(Hits *h, long long ts, int linktype, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen, const TcpFields *tcp) {
     if (h->n == h->cap) {
         Py_ssize_t cap = h->cap ? h->cap * 2 : 256;
         Hit *items = realloc(h->items, (size_t)cap * sizeof(Hit));
@@ -318,42 +434,84 @@ static int add_hit(Hits *h, long long ts, int linktype, Py_ssize_t start, Py_ssi
     }
     Hit *it = &h->items[h->n++];
     it->ts = ts; it->linktype = linktype; it->start = start; it->end = end; it->wirelen = wirelen;
+    it->decoded = tcp != NULL;
+    if (tcp != NULL) it->tcp = *tcp;
     return 0;
 }
 
-/* (new position, [(ts, linktype, start, end, wirelen)...], status, stats); frees the hits. */
-static PyObject *finish(Hits *h, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
+/* A TcpSegment for a decoded hit, its slots filled as Decoder.decode fills them. */
+static PyObject *build_segment(const uint8_t *record, const Hit *it) {
+    const TcpFields *t = &it->tcp;
+    const uint8_t *ip = record + t->ip, *l4 = ip + t->l4;
+    int v6 = t->version == 6;
+    Py_ssize_t alen = v6 ? 16 : 4;
+    PyObject *v[SEGMENT_NFIELDS];
+    v[0] = PyLong_FromLongLong(it->ts);
+    v[1] = PyLong_FromLong(t->version);
+    v[2] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 8 : ip + 12), alen);
+    v[3] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 24 : ip + 16), alen);
+    v[4] = PyLong_FromLong(v6 ? ip[7] : ip[8]);
+    v[5] = PyLong_FromSsize_t(t->ip_end); /* the IP length: the header's, or the captured one */
+    v[6] = PyLong_FromLong(be16(l4));
+    v[7] = PyLong_FromLong(be16(l4 + 2));
+    v[8] = PyLong_FromUnsignedLong(be32(l4 + 4));
+    v[9] = PyLong_FromUnsignedLong(be32(l4 + 8));
+    v[10] = PyLong_FromLong(l4[13]);
+    v[11] = PyLong_FromLong(be16(l4 + 14));
+    v[12] = PyBytes_FromStringAndSize((const char *)(ip + t->payload), t->ip_end - t->payload);
+    v[13] = PyLong_FromSsize_t(t->ip_end - t->payload);
+    v[14] = Py_NewRef(Py_None);
+    v[15] = PyLong_FromLong(t->checksum);
+    PyObject *seg = NULL;
+    int ok = 1;
+    for (int i = 0; i < SEGMENT_NFIELDS; i++) ok = ok && v[i] != NULL;
+    if (ok) seg = segment_cls->tp_alloc(segment_cls, 0);
+    if (seg == NULL) {
+        for (int i = 0; i < SEGMENT_NFIELDS; i++) Py_XDECREF(v[i]);
+        return NULL;
+    }
+    for (int i = 0; i < SEGMENT_NFIELDS; i++) *(PyObject **)((char *)seg + segment_offsets[i]) = v[i];
+    return Py_BuildValue("(LN)", it->ts, seg);
+}
+
+/* (new position, [(ts, linktype, start, end, wirelen) or (ts, TcpSegment)...], status, stats);
+ * frees the hits. buf: the scanned buffer, still pinned. */
+static PyObject *finish(Hits *h, const uint8_t *buf, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
     PyObject *list = PyList_New(h->n);
     if (list == NULL) { free(h->items); return NULL; }
     for (Py_ssize_t i = 0; i < h->n; i++) {
         Hit *it = &h->items[i];
-        PyObject *t = Py_BuildValue("(LinnI)", it->ts, it->linktype, it->start, it->end, it->wirelen);
+        PyObject *t = it->decoded ? build_segment(buf + it->start, it)
+                                  : Py_BuildValue("(LinnI)", it->ts, it->linktype, it->start, it->end, it->wirelen);
         if (t == NULL) { Py_DECREF(list); free(h->items); return NULL; }
         PyList_SET_ITEM(list, i, t);
     }
     free(h->items);
-    PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10], first_ts, last_ts);
+    PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
+                                    st[11], st[12], first_ts, last_ts);
     if (stats == NULL) { Py_DECREF(list); return NULL; }
     return Py_BuildValue("(nNiN)", pos, list, status, stats);
 }
 
-/* One record: kept for Python (added to the hits), or counted as the decoder would and
- * dropped. Returns -1 when out of memory. */
-static int sift(const Filter *f, int linktype, const uint8_t *buf, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen,
+/* One record: kept for Python, decoded (both added to the hits), or counted as the decoder
+ * would and dropped. Returns -1 when out of memory. */
+static int sift(const Filter *f, int decode, int linktype, const uint8_t *buf, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen,
                 long long ts, Hits *hits, long long *st, long long *first_ts, long long *last_ts) {
-    if (judge(f, linktype, buf + start, end - start, wirelen, st))
-        return add_hit(hits, ts, linktype, start, end, wirelen);
+    TcpFields tcp;
+    int verdict = judge(f, linktype, buf + start, end - start, wirelen, st, decode, &tcp);
+    if (verdict == KEEP)
+        return add_hit(hits, ts, linktype, start, end, wirelen, NULL);
     st[S_PACKETS]++;
     st[S_BYTES] += wirelen;
     if (*first_ts < 0 || ts < *first_ts) *first_ts = ts;
     if (ts > *last_ts) *last_ts = ts;
-    return 0;
+    return verdict == DECODED ? add_hit(hits, ts, linktype, start, end, wirelen, &tcp) : 0;
 }
 
-/* A scan's result, once the GIL is held again. */
-static PyObject *conclude(Hits *hits, int failed, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
+/* A scan's result, once the GIL is held again (and before the buffer is released). */
+static PyObject *conclude(Hits *hits, int failed, const uint8_t *buf, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
     if (failed) { free(hits->items); return PyErr_NoMemory(); }
-    return finish(hits, pos, status, st, first_ts, last_ts);
+    return finish(hits, buf, pos, status, st, first_ts, last_ts);
 }
 
 /* Status codes returned with the new position. */
@@ -369,7 +527,8 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     int big, nano, hlen, linktype;
     unsigned long max_len;
     Py_ssize_t limit = PY_SSIZE_T_MAX;
-    if (!PyArg_ParseTuple(args, "y*npiiiky*|n", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit)) return NULL;
+    int decode = DECODE_NONE;
+    if (!PyArg_ParseTuple(args, "y*npiiiky*|ni", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode)) return NULL;
     Filter f;
     if (parse_filter(fview.buf, fview.len, &f) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
@@ -392,13 +551,14 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
         Py_ssize_t start = pos + hlen, end = start + caplen;
         if (end > len) break;
         long long ts = (long long)sec * 1000000000LL + (long long)frac * scale;
-        if (sift(&f, linktype, buf, start, end, wirelen, ts, &hits, st, &first_ts, &last_ts) < 0) { failed = 1; break; }
+        if (sift(&f, decode, linktype, buf, start, end, wirelen, ts, &hits, st, &first_ts, &last_ts) < 0) { failed = 1; break; }
         pos = end;
     }
     Py_END_ALLOW_THREADS
+    PyObject *result = conclude(&hits, failed, buf, pos, status, st, first_ts, last_ts);
     PyBuffer_Release(&view);
     PyBuffer_Release(&fview);
-    return conclude(&hits, failed, pos, status, st, first_ts, last_ts);
+    return result;
 }
 
 /* scan_pcapng(buf, pos, big_endian, interfaces, filter): interfaces is a tuple of
@@ -411,7 +571,8 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     int big;
     PyObject *ifaces;
     Py_ssize_t limit = PY_SSIZE_T_MAX;
-    if (!PyArg_ParseTuple(args, "y*npO!y*|n", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit)) return NULL;
+    int decode = DECODE_NONE;
+    if (!PyArg_ParseTuple(args, "y*npO!y*|ni", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode)) return NULL;
     Filter f;
     if (parse_filter(fview.buf, fview.len, &f) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
@@ -454,53 +615,18 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
         else ts = (long long)(((unsigned __int128)units * 1000000000ULL) >> amounts[ifid]);
         ts += offsets[ifid];
         Py_ssize_t start = pos + 28, end = start + caplen;
-        if (sift(&f, lts[ifid], buf, start, end, wirelen, ts, &hits, st, &first_ts, &last_ts) < 0) { failed = 1; break; }
+        if (sift(&f, decode, lts[ifid], buf, start, end, wirelen, ts, &hits, st, &first_ts, &last_ts) < 0) { failed = 1; break; }
         pos += blen;
     }
     Py_END_ALLOW_THREADS
+    PyObject *result = conclude(&hits, failed, buf, pos, status, st, first_ts, last_ts);
     PyBuffer_Release(&view);
     PyBuffer_Release(&fview);
-    return conclude(&hits, failed, pos, status, st, first_ts, last_ts);
-}
-
-/* checksum_state(buf, l4, l4_end, src, dst, proto): the TCP/UDP checksum check of
- * packet._checksum_state, word by word: 0 = correct, 1 = unknown (the field holds only the
- * pseudo-header sum: offloaded to the NIC), 2 = wrong. Same arithmetic: totals modulo 0xFFFF. */
-static PyObject *checksum_state(PyObject *self, PyObject *args) {
-    Py_buffer view, sview, dview;
-    Py_ssize_t l4, l4_end;
-    int proto;
-    if (!PyArg_ParseTuple(args, "y*nny*y*i", &view, &l4, &l4_end, &sview, &dview, &proto)) return NULL;
-    int result = -1;
-    if (l4 < 0 || l4_end > view.len || l4_end < l4 || (sview.len != 4 && sview.len != 16) || dview.len != sview.len) {
-        PyErr_SetString(PyExc_ValueError, "bad checksum arguments");
-        goto done;
-    }
-    const uint8_t *seg = (const uint8_t *)view.buf + l4;
-    Py_ssize_t n = l4_end - l4;
-    unsigned long long pseudo = (unsigned long long)proto + (unsigned long long)n;
-    const uint8_t *a = sview.buf, *b = dview.buf;
-    for (Py_ssize_t i = 0; i < sview.len; i += 2) pseudo += ((unsigned)a[i] << 8) | a[i + 1];
-    for (Py_ssize_t i = 0; i < dview.len; i += 2) pseudo += ((unsigned)b[i] << 8) | b[i + 1];
-    unsigned long long body = 0;
-    Py_ssize_t i = 0;
-    for (; i + 1 < n; i += 2) body += ((unsigned)seg[i] << 8) | seg[i + 1];
-    if (i < n) body += (unsigned)seg[i] << 8;
-    if ((pseudo + body) % 0xFFFF == 0) { result = 0; goto done; }
-    Py_ssize_t field_off = proto == 6 ? 16 : 6;
-    if (field_off + 1 >= n) { result = 2; goto done; }
-    unsigned field = ((unsigned)seg[field_off] << 8) | seg[field_off + 1];
-    unsigned folded = (unsigned)(pseudo % 0xFFFF);
-    result = (field == folded || field == ((~folded) & 0xFFFF) || (folded == 0 && field == 0xFFFF)) ? 1 : 2;
-done:
-    PyBuffer_Release(&view);
-    PyBuffer_Release(&sview);
-    PyBuffer_Release(&dview);
-    if (result < 0) return NULL;
-    return PyLong_FromLong(result);
+    return result;
 }
 
 static PyMethodDef methods[] = {
+    {"segment_type", segment_type, METH_O, "Register the TcpSegment class that scans may build."},
     {"checksum_state", checksum_state, METH_VARARGS, "TCP/UDP checksum: 0 correct, 1 unknown (offloaded), 2 wrong."},
     {"scan_pcap", scan_pcap, METH_VARARGS, "Keep the possibly relevant records of a buffer of pcap records."},
     {"scan_pcapng", scan_pcapng, METH_VARARGS, "Keep the possibly relevant enhanced packet blocks of a pcapng buffer."},

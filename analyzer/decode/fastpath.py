@@ -13,7 +13,7 @@ import ipaddress
 import os
 import struct
 
-from .packet import DecodeStats
+from .packet import DecodeStats, TcpSegment
 from .select import NON_SMTP_SERVICE_PORTS, Selector
 
 try:  # pragma: no cover - which branch runs depends on the build
@@ -23,6 +23,18 @@ except ImportError:  # pragma: no cover
 
 #: Set SMTPFLOW_PURE_PYTHON=1 to run without the C hot path (tests compare the two).
 DISABLED = os.environ.get("SMTPFLOW_PURE_PYTHON") == "1"
+
+# How a scan treats the TCP segments it keeps (_fastpath.c's DECODE_*).
+DECODE_NONE, DECODE_TCP, DECODE_TCP_NO_CHECKSUMS = 0, 1, 2
+
+#: Can scans build TcpSegments themselves? (They fill its __slots__ directly.)
+SEGMENTS = False
+if _fastpath is not None and not DISABLED:  # pragma: no branch
+    try:
+        _fastpath.segment_type(TcpSegment)
+        SEGMENTS = True
+    except TypeError:  # pragma: no cover - a Python whose slots are laid out otherwise
+        pass
 
 
 def _bitmap(ports) -> bytearray:
@@ -61,20 +73,30 @@ def filter_blob(selector: Selector) -> bytes:
 
 
 class Prefilter:
-    """Drops plainly irrelevant records in C; counts them into ``stats``."""
+    """Drops plainly irrelevant records in C; counts them into ``stats``.
+
+    With ``decode_tcp`` (the engine's own runs) the plain TCP segments it keeps come back
+    decoded, as ``(ts, TcpSegment)`` pairs counted as the decoder would count them; other
+    kept records stay ``(ts, linktype, start, end, wirelen)`` for ``Decoder.decode``.
+    ``verify_checksums`` is the decoder's setting of the same name.
+    """
 
     available = _fastpath is not None and not DISABLED
 
-    def __init__(self, selector: Selector, stats: DecodeStats) -> None:
+    def __init__(self, selector: Selector, stats: DecodeStats, decode_tcp: bool = False, verify_checksums: bool = True) -> None:
         self.blob = filter_blob(selector)
         self.stats = stats
+        self.decode = DECODE_NONE
+        if decode_tcp and SEGMENTS:
+            self.decode = DECODE_TCP if verify_checksums else DECODE_TCP_NO_CHECKSUMS
 
     def account(self, st: tuple) -> int:
         """Add a scan's counters to the statistics; return how many records it dropped.
 
         Kept apart from the scan so that a scan may run in another thread (it releases the
         GIL) while only the thread that decodes touches the statistics."""
-        packets, nbytes, v4, v6, tcp, udp, icmp, other, non_ip, truncated, dns_ignored, first_ts, last_ts = st
+        (packets, nbytes, v4, v6, tcp, udp, icmp, other, non_ip, truncated, dns_ignored, relevant, bad_checksums,
+         first_ts, last_ts) = st
         stats = self.stats
         stats.packets += packets
         stats.bytes += nbytes
@@ -87,24 +109,27 @@ class Prefilter:
         stats.non_ip += non_ip
         stats.truncated += truncated
         stats.dns_ignored += dns_ignored
+        stats.relevant += relevant
+        stats.bad_checksums += bad_checksums
         if packets:
             if stats.first_ts is None or first_ts < stats.first_ts:
                 stats.first_ts = first_ts
             if stats.last_ts is None or last_ts > stats.last_ts:
                 stats.last_ts = last_ts
-        return packets
+        return packets - relevant  # the decoded ones are among the kept
 
     def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int, limit: int = -1):
-        """(new position, kept records (ts, linktype, start, end, wirelen), status, counters).
+        """(new position, kept records (ts, linktype, start, end, wirelen) or decoded segments
+        (ts, TcpSegment), status, counters).
 
         Records starting at or after ``limit`` (when given) are left for the next call; pass
         the counters to ``account``."""
         if limit < 0:
             limit = len(buf)
-        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit)
+        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit, self.decode)
 
     def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple, limit: int = -1):
         """As ``pcap``, over a run of enhanced packet blocks."""
         if limit < 0:
             limit = len(buf)
-        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit)
+        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit, self.decode)
