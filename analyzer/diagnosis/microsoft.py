@@ -81,6 +81,11 @@ class MicrosoftDirectory:
             for service in endpoints.get("service", []):
                 for cidr in list(service.get("ipv4", [])) + list(service.get("ipv6", [])):
                     self.services.append((ipaddress.ip_network(cidr, strict=False), service))
+        # The same networks as integer bounds, per IP version, for the per-session lookup.
+        self._bounds: dict[int, list[tuple[int, int, tuple[bool, int], Network, dict[str, Any]]]] = {4: [], 6: []}
+        for net, service in self.services:
+            rank = (service.get("role") in ("submission", "mx"), net.prefixlen)
+            self._bounds[net.version].append((int(net.network_address), int(net.broadcast_address), rank, net, service))
         self.user_endpoints = list(user_endpoints)
         self._dns_interest: DnsInterest | None = None
         self._range_cache: dict[str, tuple[Network, dict[str, Any]] | None] = {}
@@ -107,13 +112,13 @@ class MicrosoftDirectory:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return None
+        value = int(ip)
         best: tuple[Network, dict[str, Any]] | None = None
-        for net, service in self.services:
-            if ip.version == net.version and ip in net:
-                # Prefer mail roles, then the most specific network.
-                rank = (service.get("role") in ("submission", "mx"), net.prefixlen)
-                if best is None or rank > (best[1].get("role") in ("submission", "mx"), best[0].prefixlen):
-                    best = (net, service)
+        best_rank = (False, -1)
+        for first, last, rank, net, service in self._bounds[ip.version]:
+            # Prefer mail roles, then the most specific network.
+            if first <= value <= last and rank > best_rank:
+                best, best_rank = (net, service), rank
         return best
 
     def user_endpoint_for_address(self, address: str) -> UserEndpoint | None:

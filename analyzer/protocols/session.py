@@ -219,15 +219,16 @@ def _path(argument: str) -> str | None:
     return match.group(1)
 
 
+#: Two or more dot-separated labels of letters, digits and hyphens (``[^\W_]`` is isalnum()).
+_HOST_NAME = re.compile(r"(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)+")
+
+
 def _first_host(text: str) -> str | None:
     """The host name a greeting or EHLO reply starts with (``mx1.contoso.com ESMTP …``)."""
     word = text.split(" ", 1)[0].strip().rstrip(".").lower()
-    labels = word.split(".")
-    if len(labels) < 2 or labels[-1].isdigit():
+    if _HOST_NAME.fullmatch(word) is None or word.rsplit(".", 1)[1].isdigit():
         return None
-    if all(label and all(ch.isalnum() or ch == "-" for ch in label) for label in labels):
-        return word
-    return None
+    return word
 
 
 class MailSession:
