@@ -111,6 +111,28 @@ def test_mapped_files_read_in_small_windows_lose_nothing(tmp_path, monkeypatch, 
     assert '"outcome": "completed"' in fast
 
 
+@pytest.mark.parametrize("suffix", [".pcap", ".pcapng", ".pcap.gz"])
+def test_scans_stopped_at_their_cap_of_kept_records_lose_nothing(tmp_path, monkeypatch, suffix):
+    """A scan keeps at most MAX_KEPT records per call (decoded segments carry payload): with a
+    cap of 3, in small mapped windows or a compressed stream, nothing is lost or repeated."""
+    from analyzer.capture import pcap
+
+    packets = []
+    for i in range(40):
+        packets += plain_smtp_session(Conversation(cport=40000 + i, t=1_700_000_000.0 + i)).packets
+    packets.sort()
+    if suffix == ".pcapng":
+        path = write_pcapng(tmp_path / "x.pcapng", [(1, 6)], [(0, ts, ethernet(ip)) for ts, ip in packets])
+    else:
+        path = write_pcap(tmp_path / f"x{suffix}", frames(packets, 1), compress=suffix.endswith(".gz"))
+    whole, _slow = both(path)
+    monkeypatch.setattr(fastpath, "MAX_KEPT", 3)
+    monkeypatch.setattr(pcap, "MAPPED_WINDOW", 8192)
+    capped, _slow = both(path)
+    assert capped == whole
+    assert capped[1]["packets"] == len(packets) and capped[0].count('"outcome": "completed"') == 40
+
+
 def _fill_checksum(version, src, dst, proto, seg: bytearray, mode: str) -> bytearray:
     """Put a correct, an offloaded (pseudo-header only) or a random checksum in place."""
     off = 16 if proto == 6 else 6

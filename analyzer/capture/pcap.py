@@ -42,11 +42,18 @@ FIRST_READ_CHUNK = 1 << 16
 #: and the original length on the wire. The frame is not copied out of the buffer: the
 #: decoder looks at header bytes in place and copies only what it keeps.
 Record = tuple[int, int, bytes, int, int, int]
+#: With a decoding prefilter (``decode.fastpath``), plain TCP segments come as ``(ts,
+#: TcpSegment)`` instead: the scan decoded them already.
 
 
 #: A mapped file is scanned this many bytes at a time; the pages behind are then given back,
 #: so resident memory stays bounded however big the file (the page cache keeps them).
 MAPPED_WINDOW = 32 << 20
+
+
+#: The status of a prefilter scan that stopped at its cap of kept records (not at the window's
+#: or the buffer's end): the reader calls it again from where it stopped.
+SCAN_FULL = 3
 
 
 def _nothing(_size: int) -> bytes:
@@ -118,7 +125,7 @@ class Windows:
         ahead, self._ahead = self._ahead, None
         result = ahead.result() if ahead is not None and ahead.pos == pos else scan(buf, pos, *args, limit)
         new_pos = result[0]
-        if 0 <= limit <= new_pos and len(buf) - new_pos >= min_left:
+        if (0 <= limit <= new_pos or (limit >= 0 and result[2] == SCAN_FULL)) and len(buf) - new_pos >= min_left:
             self._ahead = ScanAhead(scan, buf, new_pos, *args, new_pos + MAPPED_WINDOW)
         return result
 
@@ -190,8 +197,8 @@ class PcapReader:
                 if prefilter is not None and len(buf) - pos >= hlen:
                     # Whole runs of records in one call; what it leaves (a record cut by the
                     # buffer's end, or a broken one) is handled record by record below.
-                    new_pos, hits, _status, st = windows.scan(prefilter.pcap, buf, pos, big, self.nanosecond, hlen, linktype,
-                                                              max_len, limit=limit, min_left=hlen)
+                    new_pos, hits, status, st = windows.scan(prefilter.pcap, buf, pos, big, self.nanosecond, hlen, linktype,
+                                                             max_len, limit=limit, min_left=hlen)
                     dropped = prefilter.account(st)
                     if new_pos != pos:
                         count += dropped + len(hits)
@@ -204,8 +211,8 @@ class PcapReader:
                                 ts, lt, start, end, wirelen = hit
                                 yield ts, lt, buf, start, end, wirelen
                         pos = new_pos
-                        if 0 <= limit <= pos:
-                            continue  # the window is done, not the file
+                        if 0 <= limit <= pos or status == SCAN_FULL:
+                            continue  # the window (or the scan's share of it) is done, not the file
                 if len(buf) - pos < hlen:
                     more = read(chunk)
                     chunk = READ_CHUNK

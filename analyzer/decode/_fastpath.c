@@ -518,9 +518,11 @@ static PyObject *conclude(Hits *hits, int failed, const uint8_t *buf, Py_ssize_t
 #define ST_NEED_MORE 0   /* the buffer ends inside a record: read more, call again from pos */
 #define ST_BAD 1         /* a record is impossible (Python re-reads it to report the damage) */
 #define ST_OTHER_BLOCK 2 /* pcapng: a block that is not an EPB starts at pos (Python handles it) */
+#define ST_FULL 3        /* max_kept records kept: call again from pos */
 
-/* scan_pcap(buf, pos, big_endian, nano, header_len, linktype, max_len, filter[, limit]):
- * records starting before limit (default: the whole buffer) are judged. */
+/* scan_pcap(buf, pos, big_endian, nano, header_len, linktype, max_len, filter[, limit, decode, max_kept]):
+ * records starting before limit (default: the whole buffer) are judged; the scan stops
+ * early (ST_FULL) once max_kept records are kept. */
 static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     Py_buffer view, fview;
     Py_ssize_t pos;
@@ -528,7 +530,8 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     unsigned long max_len;
     Py_ssize_t limit = PY_SSIZE_T_MAX;
     int decode = DECODE_NONE;
-    if (!PyArg_ParseTuple(args, "y*npiiiky*|ni", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode)) return NULL;
+    Py_ssize_t max_kept = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "y*npiiiky*|nin", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode, &max_kept)) return NULL;
     Filter f;
     if (parse_filter(fview.buf, fview.len, &f) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
@@ -545,6 +548,7 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     long long scale = nano ? 1 : 1000;
     Py_BEGIN_ALLOW_THREADS  /* the buffer is pinned by the view: another thread may feed meanwhile */
     while (pos + hlen <= len && pos < limit) {
+        if (hits.n >= max_kept) { status = ST_FULL; break; }
         const uint8_t *h = buf + pos;
         uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), caplen = rd32(h + 8, big), wirelen = rd32(h + 12, big);
         if (caplen > max_len || frac >= frac_limit) { status = ST_BAD; break; }
@@ -564,7 +568,8 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
 /* scan_pcapng(buf, pos, big_endian, interfaces, filter): interfaces is a tuple of
  * (linktype, kind, amount, offset_ns): kind 0 = multiply units by amount, 1 = divide by
  * amount, 2 = (units * 1e9) >> amount (binary resolution). Stops at any block but an EPB,
- * and at the first block starting at or after the optional limit. */
+ * at the first block starting at or after the optional limit, and (ST_FULL) once max_kept
+ * records are kept. */
 static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     Py_buffer view, fview;
     Py_ssize_t pos;
@@ -572,7 +577,8 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     PyObject *ifaces;
     Py_ssize_t limit = PY_SSIZE_T_MAX;
     int decode = DECODE_NONE;
-    if (!PyArg_ParseTuple(args, "y*npO!y*|ni", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode)) return NULL;
+    Py_ssize_t max_kept = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "y*npO!y*|nin", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode, &max_kept)) return NULL;
     Filter f;
     if (parse_filter(fview.buf, fview.len, &f) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
@@ -599,6 +605,7 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     int status = ST_NEED_MORE, failed = 0;
     Py_BEGIN_ALLOW_THREADS
     while (pos + 12 <= len && pos < limit) {
+        if (hits.n >= max_kept) { status = ST_FULL; break; }
         const uint8_t *b = buf + pos;
         uint32_t btype = rd32(b, big), blen = rd32(b + 4, big);
         if (btype != 6) { status = ST_OTHER_BLOCK; break; }

@@ -24,6 +24,10 @@ except ImportError:  # pragma: no cover
 #: Set SMTPFLOW_PURE_PYTHON=1 to run without the C hot path (tests compare the two).
 DISABLED = os.environ.get("SMTPFLOW_PURE_PYTHON") == "1"
 
+#: Records one scan call keeps at most: decoded segments carry their payload, and a window
+#: of a capture that is all SMTP would otherwise become tens of megabytes of objects at once.
+MAX_KEPT = 2048
+
 # How a scan treats the TCP segments it keeps (_fastpath.c's DECODE_*).
 DECODE_NONE, DECODE_TCP, DECODE_TCP_NO_CHECKSUMS = 0, 1, 2
 
@@ -122,14 +126,15 @@ class Prefilter:
         """(new position, kept records (ts, linktype, start, end, wirelen) or decoded segments
         (ts, TcpSegment), status, counters).
 
-        Records starting at or after ``limit`` (when given) are left for the next call; pass
-        the counters to ``account``."""
+        Records starting at or after ``limit`` (when given) are left for the next call, and so
+        are those after the first ``MAX_KEPT`` kept (status ``capture.pcap.SCAN_FULL``); pass the counters
+        to ``account``."""
         if limit < 0:
             limit = len(buf)
-        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit, self.decode)
+        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit, self.decode, MAX_KEPT)
 
     def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple, limit: int = -1):
         """As ``pcap``, over a run of enhanced packet blocks."""
         if limit < 0:
             limit = len(buf)
-        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit, self.decode)
+        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit, self.decode, MAX_KEPT)
