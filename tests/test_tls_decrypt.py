@@ -811,15 +811,16 @@ class _TlsAfterStarttls:
 def decrypt_capture(pcap: Path, keylog: KeyLog) -> list[_TlsAfterStarttls]:
     """Every SMTP connection in the capture, followed by the TLS observer with the key log."""
     finished = []
-    table = ConnectionTable(lambda conn, at_end: finished.append(conn), lambda conn: _TlsAfterStarttls(conn, keylog),
-                            checksums="off")
+    # The analyzer is kept from the callback: the table releases it once the callback returns.
+    table = ConnectionTable(lambda conn, at_end: finished.append((conn.resp_port, conn.analyzer)),
+                            lambda conn: _TlsAfterStarttls(conn, keylog), checksums="off")
     decoder = Decoder(Selector(None))
     for rec in CaptureSet([str(pcap)]):
         pkt = decoder.decode(*rec)
         if isinstance(pkt, TcpSegment):
             table.tcp(pkt)
     table.finish()
-    return [conn.analyzer for conn in finished if conn.resp_port in (25, 465, 587)]
+    return [analyzer for port, analyzer in finished if port in (25, 465, 587)]
 
 
 def reply_codes(server_plaintext: bytes) -> list[int]:

@@ -98,7 +98,8 @@ class _Adapter:
 def _analyse(trace: str) -> dict[tuple[int, int], dict]:
     finished = []
     table = ConnectionTable(
-        lambda conn, at_end: finished.append(conn),
+        # The summary is taken in the callback: the table releases the analyzer once it returns.
+        lambda conn, at_end: finished.append(((conn.orig_port, conn.resp_port), conn.analyzer.tls.summary())),
         lambda conn: _Adapter(conn, trace in STARTTLS_TRACES),
         checksums="off",
     )
@@ -108,7 +109,7 @@ def _analyse(trace: str) -> dict[tuple[int, int], dict]:
         if isinstance(pkt, TcpSegment):
             table.tcp(pkt)
     table.finish()
-    return {(c.orig_port, c.resp_port): c.analyzer.tls.summary() for c in finished}
+    return dict(finished)
 
 
 def _zeek_value(field: str, value):

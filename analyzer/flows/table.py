@@ -62,7 +62,8 @@ class ConnectionTable:
     """Bidirectional TCP connection tracking with expiry.
 
     ``on_finished(conn, at_capture_end)`` is called once per connection when it is
-    finalised (closed and lingered, idle, replaced by a new attempt, or at the end).
+    finalised (closed and lingered, idle, replaced by a new attempt, or at the end); once it
+    returns, the connection's analyzer and reassemblers are released.
     ``checksums``: "auto" (drop segments with a wrong checksum from hosts known to send
     correct ones — offloaded checksums on the capturing host are kept), "verify" (drop
     every wrong one, as Zeek does) or "off".

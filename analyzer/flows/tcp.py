@@ -18,6 +18,7 @@ stream analyzer the protocol layer attached.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Protocol
 
 from ..decode.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
@@ -422,11 +423,9 @@ class TcpConnection:
     def _start_reassembly(self, ep: Endpoint, is_orig: bool, seq: int, syn: int) -> Reassembler:
         analyzer = self.analyzer
         if analyzer is not None:
-            def deliver(data: bytes, ts: int, _a=analyzer, _o=is_orig) -> None:
-                _a.data(_o, data, ts)
-
-            def gap(length: int, ts: int, _a=analyzer, _o=is_orig) -> None:
-                _a.gap(_o, length, ts)
+            # partial, not a closure: one Python frame fewer for every delivered segment
+            deliver = partial(analyzer.data, is_orig)
+            gap = partial(analyzer.gap, is_orig)
         else:
             def deliver(data: bytes, ts: int) -> None:
                 return None

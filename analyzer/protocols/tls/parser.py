@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import struct
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -179,10 +180,18 @@ class _Reader:
         return out
 
     def u8(self) -> int:
-        return self.take(1)[0]
+        pos = self.pos
+        if pos >= len(self.data):
+            raise _Short
+        self.pos = pos + 1
+        return self.data[pos]
 
     def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
+        pos = self.pos
+        if pos + 2 > len(self.data):
+            raise _Short
+        self.pos = pos + 2
+        return (self.data[pos] << 8) | self.data[pos + 1]
 
     def u24(self) -> int:
         return int.from_bytes(self.take(3), "big")
@@ -198,7 +207,8 @@ class _Reader:
 
 
 def _u16_list(raw: bytes) -> tuple[int, ...]:
-    return tuple(int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw) - 1, 2))
+    """Big-endian 16-bit values (an odd last byte is ignored)."""
+    return struct.unpack_from(f">{len(raw) // 2}H", raw)
 
 
 def _without_grease(raw: bytes) -> tuple[int, ...]:
