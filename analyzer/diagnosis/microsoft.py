@@ -75,6 +75,7 @@ class MicrosoftDirectory:
         self.published = str(endpoints.get("published", "unknown"))
         names = facts.get("names", {})
         self.suffixes = tuple(s.lower() for s in names.get("microsoft_suffixes", ()))
+        self._suffix_roots = frozenset(s.lstrip(".") for s in self.suffixes)  # "outlook.com" for ".outlook.com"
         self.submission_hosts = tuple(h.lower() for h in names.get("submission_hosts", ("smtp.office365.com",)))
         self.services: list[tuple[Network, dict[str, Any]]] = []
         if use_published:
@@ -141,9 +142,7 @@ class MicrosoftDirectory:
         if not name:
             return False
         name = name.lower().rstrip(".")
-        return name in self.submission_hosts or any(
-            name.endswith(suffix) or name == suffix.lstrip(".") for suffix in self.suffixes
-        )
+        return name in self.submission_hosts or name.endswith(self.suffixes) or name in self._suffix_roots
 
     def dns_interest(self) -> DnsInterest:
         """The DNS names worth reading: Microsoft's, the user's, and mail-ish ones."""

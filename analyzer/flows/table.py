@@ -107,7 +107,7 @@ class ConnectionTable:
             self.good_checksum_hosts.add(seg.src)
         if conn is None:
             conn = self._create(seg, key)
-        elif self._is_new_attempt(conn, seg, key):
+        elif seg.flags & TH_SYN and self._is_new_attempt(conn, seg, key):
             self._finalise(conn, False)
             conn = self._create(seg, key)
         else:
