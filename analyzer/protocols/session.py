@@ -219,14 +219,15 @@ def _path(argument: str) -> str | None:
     return match.group(1)
 
 
-#: Two or more dot-separated labels of letters, digits and hyphens (``[^\W_]`` is isalnum()).
-_HOST_NAME = re.compile(r"(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)+")
+#: Two or more dot-separated labels of letters, digits, hyphens (and underscores, refused
+#: apart: ``\w`` is isalnum() or "_").
+_HOST_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)+")
 
 
 def _first_host(text: str) -> str | None:
     """The host name a greeting or EHLO reply starts with (``mx1.contoso.com ESMTP …``)."""
     word = text.split(" ", 1)[0].strip().rstrip(".").lower()
-    if _HOST_NAME.fullmatch(word) is None or word.rsplit(".", 1)[1].isdigit():
+    if _HOST_NAME.fullmatch(word) is None or "_" in word or word.rsplit(".", 1)[1].isdigit():
         return None
     return word
 
@@ -403,7 +404,9 @@ class MailSession:
                 conversation = SmtpConversation()
                 self._smtp_events(conversation.receive(False, data, ts), encrypted=False)
                 return
-            self._tls_events(self.tls.receive(from_client, data, ts))
+            events = self.tls.receive(from_client, data, ts)
+            if events:
+                self._tls_events(events)
         elif service == "text":
             if self._text_tls_watch and from_client and looks_like_tls(data):
                 self._note("tls_after_text_negotiation")

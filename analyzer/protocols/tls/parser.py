@@ -536,8 +536,10 @@ class TlsSession:
                 if side.steady and not side.hdr and n - pos >= C.TLS_RECORD_HEADER_LEN and SHORTCUT:
                     length = self._counted_record(side, data, pos, ts, out)
                     if length >= 0:
-                        side.skip = length
-                        pos += C.TLS_RECORD_HEADER_LEN
+                        pos += C.TLS_RECORD_HEADER_LEN + length  # past its body, or ...
+                        if pos > n:
+                            side.skip = pos - n  # ... the rest of the body is still to come
+                            pos = n
                         continue
                 take = min(C.TLS_RECORD_HEADER_LEN - len(side.hdr), n - pos)
                 side.hdr += data[pos : pos + take]
