@@ -8,6 +8,7 @@ name) on the command line or in a config file; those count as evidence too.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -109,20 +110,21 @@ class MicrosoftDirectory:
         return found
 
     def _range_of(self, address: str) -> tuple[Network, dict[str, Any]] | None:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        found = _address_value(address)
+        if found is None:
             return None
-        value = int(ip)
+        version, value = found
         best: tuple[Network, dict[str, Any]] | None = None
         best_rank = (False, -1)
-        for first, last, rank, net, service in self._bounds[ip.version]:
+        for first, last, rank, net, service in self._bounds[version]:
             # Prefer mail roles, then the most specific network.
             if first <= value <= last and rank > best_rank:
                 best, best_rank = (net, service), rank
         return best
 
     def user_endpoint_for_address(self, address: str) -> UserEndpoint | None:
+        if not self.user_endpoints:
+            return None
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -220,6 +222,26 @@ class MicrosoftDirectory:
             if hit:
                 evidence.append({"source": "certificate", "detail": f"the server's certificate names {hit}"})
         return evidence, role
+
+
+def _address_value(address: str) -> tuple[int, int] | None:
+    """(IP version, address as an integer), or None for text that is not an address.
+
+    inet_pton reads the canonical forms smtpflow writes at C speed; anything it refuses gets
+    ipaddress's judgement (which, for instance, accepts a zone index)."""
+    try:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+    except (OSError, ValueError):
+        pass
+    try:
+        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
+    except (OSError, ValueError):
+        pass
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return ip.version, int(ip)
 
 
 def _certificate_names(cert: dict[str, Any]) -> list[str]:
