@@ -40,6 +40,7 @@ class DnsInterest:
     def __init__(self, names: Iterable[str], suffixes: Iterable[str], label_prefixes: Iterable[str], markers: Iterable[bytes]) -> None:
         self.names = frozenset(n.lower().rstrip(".") for n in names)
         self.suffixes = tuple(sorted({"." + s.lower().strip(".") for s in suffixes if s.strip(".")}))
+        self._suffix_roots = frozenset(suffix[1:] for suffix in self.suffixes)  # the bare names
         self.label_prefixes = tuple(sorted({p.lower() for p in label_prefixes if p}))
         self.markers = tuple(m for m in markers if m)
         self._verdicts: dict[str, bool] = {}
@@ -48,7 +49,7 @@ class DnsInterest:
         name = name.lower().rstrip(".")
         if name in self.names:
             return True
-        if any(name.endswith(suffix) or name == suffix[1:] for suffix in self.suffixes):
+        if name.endswith(self.suffixes) or name in self._suffix_roots:
             return True
         return name.split(".", 1)[0].startswith(self.label_prefixes) if self.label_prefixes else False
 

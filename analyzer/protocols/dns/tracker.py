@@ -511,8 +511,9 @@ class DnsTracker:
         return verdict
 
     def _wanted(self, names: list[str | None]) -> bool:
-        interesting = self._interesting
-        return interesting is None or any(name is not None and interesting(name) for name in names)
+        if self._interesting is None:
+            return True
+        return any(name is not None and self._name_wanted(name) for name in names)
 
     def _learn_answer(self, qname: str, chain: list[str], addresses: list[str], mx: list[dict], msg: DnsMessage, ts: int) -> None:
         frozen_chain = tuple(chain)
