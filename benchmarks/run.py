@@ -139,6 +139,30 @@ def ratios(results: list[dict]) -> list[str]:
     return lines
 
 
+def same_answers(path: str) -> str:
+    """Do smtpflow and tshark find the same clear-text SMTP replies? (Speed means nothing if
+    the answers differ.) One table row: the reply codes each found, and whether they agree."""
+    import collections
+    import json
+
+    smtpflow = shutil.which("smtpflow", path=os.path.dirname(PY)) or "smtpflow"
+    ours: collections.Counter = collections.Counter()
+    out = subprocess.run([smtpflow, "analyze", "-q", "--format", "jsonl", path], capture_output=True, text=True, check=False)
+    for line in out.stdout.splitlines():
+        for reply in (json.loads(line).get("smtp") or {}).get("replies") or []:
+            if not reply.get("encrypted"):
+                ours[reply["code"]] += 1
+    theirs: collections.Counter = collections.Counter()
+    if shutil.which("tshark"):
+        out = subprocess.run(["tshark", "-n", "-r", path, "-Y", "smtp.response.code", "-T", "fields", "-e", "smtp.response.code"],
+                             capture_output=True, text=True, check=False)
+        for line in out.stdout.split():
+            theirs.update(int(code) for code in line.split(",") if code.isdigit())
+    def text(counts):
+        return ", ".join(f"{code}×{n:,}" for code, n in sorted(counts.items())) or "none"
+    return f"| {os.path.basename(path)} | {text(ours)} | {text(theirs)} | {'yes' if ours == theirs else 'NO'} |"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -219,6 +243,9 @@ def main(argv=None) -> int:
     for label in ("gateway", "relay"):
         lines += ["", f"Ratios on the {label} capture (packets/s of smtpflow ÷ packets/s of the other tool):", "", "| comparison | ratio |", "|---|---:|"]
         lines += ratios([r for r in results if r["capture"] == label])
+    lines += ["", "The same answers? Clear-text SMTP replies found by smtpflow and by `tshark -Y smtp.response.code`:", "",
+              "| capture | smtpflow | tshark | same |", "|---|---|---|---|"]
+    lines += [same_answers(path) for path in (gateway, relay)]
     speedup = parallel_throughput()
     lines += ["", f"Two CPU-bound processes at once ran at {speedup:.2f}× the throughput of one on this machine "
               f"({os.cpu_count()} CPUs reported): parallel work (`--workers`, the read-ahead thread) gains only what that allows."]
