@@ -13,6 +13,7 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any, Callable, Iterable
 
 from .capture import CaptureError, CaptureSet, expand_inputs, linktype_name
@@ -206,7 +207,7 @@ class Engine:
             warnings=warnings,
             damage=list(damage or []),
             orphan_icmp=list(self.table.orphan_icmp),
-            events={facts["uid"]: sorted(facts["events"], key=lambda e: e[0]) for facts in list(self.facts)},
+            events={facts["uid"]: sorted(facts["events"], key=itemgetter(0)) for facts in list(self.facts)},
         )
 
 

@@ -513,7 +513,10 @@ class DnsTracker:
     def _wanted(self, names: list[str | None]) -> bool:
         if self._interesting is None:
             return True
-        return any(name is not None and self._name_wanted(name) for name in names)
+        for name in names:
+            if name is not None and self._name_wanted(name):
+                return True
+        return False
 
     def _learn_answer(self, qname: str, chain: list[str], addresses: list[str], mx: list[dict], msg: DnsMessage, ts: int) -> None:
         frozen_chain = tuple(chain)
