@@ -144,7 +144,7 @@ class Engine:
         last_expiry = 0
         for rec in records:
             count += 1
-            pkt = decode(*rec) if len(rec) == 6 else rec[1]  # or (ts, TcpSegment) from the C scan
+            pkt = decode(*rec) if len(rec) == 6 else rec[1]  # or (ts, packet), decoded by the C scan
             if pkt is None:
                 continue
             kind = type(pkt)

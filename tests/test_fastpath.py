@@ -193,11 +193,16 @@ def _variants(rng):
     for i in range(4):
         packets += plain_smtp_session(Conversation(cport=41000 + i, t=1_700_000_001.0 + i)).packets
         packets += plain_smtp_session(Conversation(client=CLIENT6, server=MS_SERVER6, cport=42000 + i, t=1_700_000_010.0 + i)).packets
+        for name in ("smtp.office365.com", "www.example.com", "mx1.contoso.com"):  # kept, dropped, kept by prefix
+            packets += dns_exchange(1_700_000_020.0 + i, name, [(name, "A", "52.96.10.20")], txid=i)
     for ts, ip in packets:
         ip = bytearray(ip)
         v6 = ip[0] >> 4 == 6
         l4 = 40 if v6 else (ip[0] & 0x0F) * 4
+        udp = ip[9 if not v6 else 6] == 17
         kind = rng.randrange(7)
+        if udp and kind in (1, 3):
+            kind = 0  # no checksum or data offset to spoil
         if kind == 1:
             ip[l4 + 16] ^= 0x5A  # a wrong checksum
         elif kind == 2 and not v6:
@@ -212,11 +217,12 @@ def _variants(rng):
 
 @pytest.mark.parametrize("verify", [True, False])
 def test_segments_decoded_in_c_are_those_python_builds(tmp_path, verify):
-    """Each TcpSegment a scan builds has, slot for slot, the values Decoder.decode gives the
-    same record, and the statistics count it the same way; the rest are left to Python."""
+    """Each TcpSegment and UdpDatagram a scan builds has, slot for slot, the values
+    Decoder.decode gives the same record, and the statistics count it the same way; the rest
+    are left to Python."""
     import random
 
-    from analyzer.decode import Decoder, Selector, TcpSegment
+    from analyzer.decode import Decoder, TcpSegment, UdpDatagram
     from analyzer.engine import Engine, Options
 
     engine = Engine(Options(checksums="auto" if verify else "off"))
@@ -231,6 +237,7 @@ def test_segments_decoded_in_c_are_those_python_builds(tmp_path, verify):
     scanned = Decoder(engine.selector, verify_checksums=verify)
     prefilter = fastpath.Prefilter(engine.selector, scanned.stats, decode_tcp=True, verify_checksums=verify)
     decoded = kept = 0
+    kinds = set()
     buf = bytes(data)
     for ts, start, end, wirelen in records:
         hdr = struct.pack("<IIII", ts // 10**9, ts % 10**9 // 1000, end - start, wirelen)
@@ -243,13 +250,15 @@ def test_segments_decoded_in_c_are_those_python_builds(tmp_path, verify):
             if len(hit) == 2:
                 decoded += 1
                 got = hit[1]
-                assert type(got) is TcpSegment
+                kinds.add((type(got), getattr(got, "options", None) is not None))
             else:
                 kept += 1
                 got = scanned.decode(hit[0], hit[1], chunk, hit[2], hit[3], hit[4])
         if want is None:
             assert got is None
         else:
-            assert {s: getattr(got, s) for s in TcpSegment.__slots__} == {s: getattr(want, s) for s in TcpSegment.__slots__}
+            assert type(got) is type(want)
+            assert {s: getattr(got, s) for s in type(want).__slots__} == {s: getattr(want, s) for s in type(want).__slots__}
     assert decoded > 100 and kept > 50  # both ways were taken
+    assert kinds == {(TcpSegment, False), (TcpSegment, True), (UdpDatagram, False)}  # SYNs with options, DNS
     assert scanned.stats.as_dict() == python.stats.as_dict()

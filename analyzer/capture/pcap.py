@@ -42,8 +42,8 @@ FIRST_READ_CHUNK = 1 << 16
 #: and the original length on the wire. The frame is not copied out of the buffer: the
 #: decoder looks at header bytes in place and copies only what it keeps.
 Record = tuple[int, int, bytes, int, int, int]
-#: With a decoding prefilter (``decode.fastpath``), plain TCP segments come as ``(ts,
-#: TcpSegment)`` instead: the scan decoded them already.
+#: With a decoding prefilter (``decode.fastpath``), plain TCP segments and DNS datagrams come
+#: as ``(ts, TcpSegment)`` or ``(ts, UdpDatagram)`` instead: the scan decoded them already.
 
 
 #: A mapped file is scanned this many bytes at a time; the pages behind are then given back,
@@ -206,7 +206,7 @@ class PcapReader:
                         self.bytes_read = base + new_pos
                         for hit in hits:
                             if len(hit) == 2:
-                                yield hit  # (ts, TcpSegment): decoded by the scan
+                                yield hit  # (ts, TcpSegment or UdpDatagram): decoded by the scan
                             else:
                                 ts, lt, start, end, wirelen = hit
                                 yield ts, lt, buf, start, end, wirelen

@@ -144,7 +144,7 @@ class PcapngReader:
                         self.bytes_read = base + new_pos
                         for hit in hits:
                             if len(hit) == 2:
-                                yield hit  # (ts, TcpSegment): decoded by the scan
+                                yield hit  # (ts, TcpSegment or UdpDatagram): decoded by the scan
                             else:
                                 ts, lt, start, end, wirelen = hit
                                 yield ts, lt, buf, start, end, wirelen

@@ -170,10 +170,12 @@ static int find(const uint8_t *hay, Py_ssize_t n, const uint8_t *needle, Py_ssiz
     return 0;
 }
 
-/* Same rule as DnsInterest.wants_message: 1 keep, 0 of no interest. */
+/* Same rule as DnsInterest.wants_message: 0 of no interest, 1 keep (Python decides), 2 keep
+ * for certain (a rule matched, or the question cannot be read, which DnsInterest keeps). */
+#define DNS_SURE 2
 static int wants_dns(const Filter *f, const uint8_t *d, Py_ssize_t n) {
-    if (!f->dns_enabled) return 1;
-    if (n < 17 || !(d[4] || d[5])) return 1;
+    if (!f->dns_enabled) return DNS_SURE;
+    if (n < 17 || !(d[4] || d[5])) return DNS_SURE;
     char name[512];
     Py_ssize_t nl = 0, pos = 12;
     int labels = 0;
@@ -196,26 +198,26 @@ static int wants_dns(const Filter *f, const uint8_t *d, Py_ssize_t n) {
     if (pos + 2 > n) return 1;
     if (!labels) name[nl++] = '.';
     unsigned qtype = be16(d + pos);
-    if (qtype == 15) return 1; /* MX */
+    if (qtype == 15) return DNS_SURE; /* MX */
     for (int i = 0; i < f->n_rules[R_NAMES]; i++) {
         const uint8_t *r = f->rule[R_NAMES][i];
-        if (r[0] == nl && memcmp(r + 1, name, nl) == 0) return 1;
+        if (r[0] == nl && memcmp(r + 1, name, nl) == 0) return DNS_SURE;
     }
     for (int i = 0; i < f->n_rules[R_SUFFIXES]; i++) {
         const uint8_t *r = f->rule[R_SUFFIXES][i]; /* ".outlook.com" */
         Py_ssize_t sl = r[0];
-        if (nl >= sl && memcmp(name + nl - sl, r + 1, (size_t)sl) == 0) return 1;
-        if (nl == sl - 1 && memcmp(name, r + 2, (size_t)nl) == 0) return 1;
+        if (nl >= sl && memcmp(name + nl - sl, r + 1, (size_t)sl) == 0) return DNS_SURE;
+        if (nl == sl - 1 && memcmp(name, r + 2, (size_t)nl) == 0) return DNS_SURE;
     }
     Py_ssize_t first = 0;
     while (first < nl && name[first] != '.') first++;
     for (int i = 0; i < f->n_rules[R_PREFIXES]; i++) {
         const uint8_t *r = f->rule[R_PREFIXES][i];
-        if (first >= r[0] && memcmp(name, r + 1, r[0]) == 0) return 1;
+        if (first >= r[0] && memcmp(name, r + 1, r[0]) == 0) return DNS_SURE;
     }
     if (d[2] & 0x80)
         for (int i = 0; i < f->n_rules[R_MARKERS]; i++)
-            if (find(d, n, f->rule[R_MARKERS][i] + 1, f->rule[R_MARKERS][i][0])) return 1;
+            if (find(d, n, f->rule[R_MARKERS][i] + 1, f->rule[R_MARKERS][i][0])) return DNS_SURE;
     return 0;
 }
 
@@ -256,40 +258,54 @@ static PyObject *checksum_state(PyObject *self, PyObject *args) {
     return PyLong_FromLong(result);
 }
 
-/* The TcpSegment class (decode/packet.py) and where its __slots__ live in an instance, so
- * that a scan can build segments without running Python code. Set by segment_type(). */
+/* The TcpSegment and UdpDatagram classes (decode/packet.py), where their __slots__ live in
+ * an instance, and the TCP option parser: a scan builds their objects without running the
+ * decoder's Python code (only parse_options, for SYNs with options). Set by segment_types(). */
 static const char *SEGMENT_FIELDS[] = {
     "ts", "version", "src", "dst", "ttl", "ip_len", "sport", "dport",
     "seq", "ack", "flags", "win", "payload", "length", "options", "checksum",
 };
 #define SEGMENT_NFIELDS 16
-static PyTypeObject *segment_cls = NULL;
-static Py_ssize_t segment_offsets[SEGMENT_NFIELDS];
+static const char *DATAGRAM_FIELDS[] = {"ts", "version", "src", "dst", "ttl", "sport", "dport", "payload"};
+#define DATAGRAM_NFIELDS 8
+static PyTypeObject *segment_cls = NULL, *datagram_cls = NULL;
+static PyObject *parse_options = NULL;
+static Py_ssize_t segment_offsets[SEGMENT_NFIELDS], datagram_offsets[DATAGRAM_NFIELDS];
 
-static PyObject *segment_type(PyObject *self, PyObject *cls) {
-    if (!PyType_Check(cls)) { PyErr_SetString(PyExc_TypeError, "a class is needed"); return NULL; }
-    PyTypeObject *type = (PyTypeObject *)cls;
-    Py_ssize_t offsets[SEGMENT_NFIELDS];
-    for (int i = 0; i < SEGMENT_NFIELDS; i++) {
-        PyObject *d = PyDict_GetItemString(type->tp_dict, SEGMENT_FIELDS[i]);
+static int slot_offsets(PyTypeObject *type, const char **fields, int n, Py_ssize_t *offsets) {
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyDict_GetItemString(type->tp_dict, fields[i]);
         if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-            PyErr_Format(PyExc_TypeError, "%s is not a __slots__ member", SEGMENT_FIELDS[i]);
-            return NULL;
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member", type->tp_name, fields[i]);
+            return -1;
         }
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
         if (m->type != T_OBJECT_EX || m->offset <= 0 || m->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
-            PyErr_Format(PyExc_TypeError, "%s is not an object slot", SEGMENT_FIELDS[i]);
-            return NULL;
+            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, fields[i]);
+            return -1;
         }
         offsets[i] = m->offset;
     }
-    memcpy(segment_offsets, offsets, sizeof offsets);
-    Py_INCREF(cls);
-    Py_XSETREF(segment_cls, type);
+    return 0;
+}
+
+static PyObject *segment_types(PyObject *self, PyObject *args) {
+    PyObject *tcp, *udp, *options;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyType_Type, &tcp, &PyType_Type, &udp, &options)) return NULL;
+    if (!PyCallable_Check(options)) { PyErr_SetString(PyExc_TypeError, "parse_options must be callable"); return NULL; }
+    Py_ssize_t seg[SEGMENT_NFIELDS], dgram[DATAGRAM_NFIELDS];
+    if (slot_offsets((PyTypeObject *)tcp, SEGMENT_FIELDS, SEGMENT_NFIELDS, seg) < 0) return NULL;
+    if (slot_offsets((PyTypeObject *)udp, DATAGRAM_FIELDS, DATAGRAM_NFIELDS, dgram) < 0) return NULL;
+    memcpy(segment_offsets, seg, sizeof seg);
+    memcpy(datagram_offsets, dgram, sizeof dgram);
+    Py_XSETREF(segment_cls, (PyTypeObject *)Py_NewRef(tcp));
+    Py_XSETREF(datagram_cls, (PyTypeObject *)Py_NewRef(udp));
+    Py_XSETREF(parse_options, Py_NewRef(options));
     Py_RETURN_NONE;
 }
 
-/* A TCP segment decoded here: where its parts are, relative to the record's start. */
+/* A TCP segment or DNS datagram decoded here: where its parts are, relative to the record's
+ * start (payload: where the TCP or UDP payload begins). */
 typedef struct {
     Py_ssize_t ip, l4, ip_end, payload; /* ip_end and payload: from the IP header */
     int version, checksum;              /* checksum: Python's CHECKSUM_* value */
@@ -299,6 +315,7 @@ typedef struct {
 #define DROP 0       /* counted as the decoder would count it, and dropped */
 #define KEEP 1       /* for the Python decoder */
 #define DECODED 2    /* a plain TCP segment, counted, its parts in *tcp: built into a TcpSegment */
+#define DECODED_UDP 3 /* a DNS datagram the decoder keeps, counted, its parts in *tcp: a UdpDatagram */
 
 /* Decide one frame (see the outcomes above). decode: DECODE_*. */
 static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len, uint32_t wirelen, long long *st,
@@ -317,6 +334,7 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
             off += 4;
             tags++;
         }
+        if (tags > MAX_VLAN_TAGS) return KEEP; /* Python calls it non-IP: let it count it so */
         break;
     case LT_SLL2:
         if (len < 20) return 1;
@@ -374,10 +392,10 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
         unsigned sport = be16(ip + l4), dport = be16(ip + l4 + 2);
         if (wants_tcp(f, sport, dport, saddr, daddr, v6)) {
             /* Decoded here only when the Python decoder would take the plain path: whole
-             * packet, no SYN (its options are parsed in Python), sane lengths. */
-            if (decode == DECODE_NONE || segment_cls == NULL || truncated || tags > MAX_VLAN_TAGS) return KEEP;
+             * packet, sane lengths. */
+            if (decode == DECODE_NONE || segment_cls == NULL || truncated) return KEEP;
             Py_ssize_t doff = (ip[l4 + 12] >> 4) * 4;
-            if (doff < 20 || l4 + doff > avail || ip_end < l4 + doff || (ip[l4 + 13] & 0x02)) return KEEP;
+            if (doff < 20 || l4 + doff > avail || ip_end < l4 + doff) return KEEP;
             tcp->ip = off;
             tcp->l4 = l4;
             tcp->ip_end = ip_end;
@@ -401,7 +419,19 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
         unsigned sport = be16(ip + l4), dport = be16(ip + l4 + 2);
         if (sport == 53 || dport == 53) {
             Py_ssize_t dns_end = ip_end < avail ? ip_end : avail;
-            if (wants_dns(f, ip + l4 + 8, dns_end - (l4 + 8))) return 1;
+            int wanted = wants_dns(f, ip + l4 + 8, dns_end - (l4 + 8));
+            if (wanted == DNS_SURE && decode != DECODE_NONE && datagram_cls != NULL && !truncated && ip_end >= l4 + 8) {
+                tcp->ip = off;
+                tcp->l4 = l4;
+                tcp->ip_end = ip_end;
+                tcp->payload = l4 + 8;
+                tcp->version = v6 ? 6 : 4;
+                st[S_UDP]++;
+                st[S_RELEVANT]++;
+                st[v6 ? S_V6 : S_V4]++;
+                return DECODED_UDP;
+            }
+            if (wanted) return 1;
             st[S_DNS_IGNORED]++;
         }
         st[S_UDP]++;
@@ -421,10 +451,10 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
 }
 
 /* Kept records, gathered without the GIL and turned into Python objects afterwards. */
-typedef struct { long long ts; Py_ssize_t start, end; uint32_t wirelen; int linktype; int decoded; TcpFields tcp; } Hit;
+typedef struct { long long ts; Py_ssize_t start, end; uint32_t wirelen; int linktype; int decoded; TcpFields tcp; } Hit; /* decoded: DECODED* or 0 */
 typedef struct { Hit *items; Py_ssize_t n, cap; } Hits;
 
-static int add_hit(Hits *h, long long ts, int linktype, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen, const TcpFields *tcp) {
+static int add_hit(Hits *h, long long ts, int linktype, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen, int decoded, const TcpFields *tcp) {
     if (h->n == h->cap) {
         Py_ssize_t cap = h->cap ? h->cap * 2 : 256;
         Hit *items = realloc(h->items, (size_t)cap * sizeof(Hit));
@@ -434,9 +464,42 @@ static int add_hit(Hits *h, long long ts, int linktype, Py_ssize_t start, Py_ssi
     }
     Hit *it = &h->items[h->n++];
     it->ts = ts; it->linktype = linktype; it->start = start; it->end = end; it->wirelen = wirelen;
-    it->decoded = tcp != NULL;
-    if (tcp != NULL) it->tcp = *tcp;
+    it->decoded = decoded;
+    if (decoded) it->tcp = *tcp;
     return 0;
+}
+
+/* Fill an object's slots (stealing the values), or drop them all if any is missing. */
+static PyObject *fill(PyTypeObject *cls, PyObject **v, const Py_ssize_t *offsets, int n) {
+    PyObject *obj = NULL;
+    int ok = 1;
+    for (int i = 0; i < n; i++) ok = ok && v[i] != NULL;
+    if (ok) obj = cls->tp_alloc(cls, 0);
+    if (obj == NULL) {
+        for (int i = 0; i < n; i++) Py_XDECREF(v[i]);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) *(PyObject **)((char *)obj + offsets[i]) = v[i];
+    return obj;
+}
+
+/* A UdpDatagram for a decoded DNS hit, as Decoder.decode builds it. */
+static PyObject *build_datagram(const uint8_t *record, const Hit *it) {
+    const TcpFields *t = &it->tcp;
+    const uint8_t *ip = record + t->ip, *l4 = ip + t->l4;
+    int v6 = t->version == 6;
+    Py_ssize_t alen = v6 ? 16 : 4;
+    PyObject *v[DATAGRAM_NFIELDS];
+    v[0] = PyLong_FromLongLong(it->ts);
+    v[1] = PyLong_FromLong(t->version);
+    v[2] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 8 : ip + 12), alen);
+    v[3] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 24 : ip + 16), alen);
+    v[4] = PyLong_FromLong(v6 ? ip[7] : ip[8]);
+    v[5] = PyLong_FromLong(be16(l4));
+    v[6] = PyLong_FromLong(be16(l4 + 2));
+    v[7] = PyBytes_FromStringAndSize((const char *)(ip + t->payload), t->ip_end - t->payload);
+    PyObject *obj = fill(datagram_cls, v, datagram_offsets, DATAGRAM_NFIELDS);
+    return obj == NULL ? NULL : Py_BuildValue("(LN)", it->ts, obj);
 }
 
 /* A TcpSegment for a decoded hit, its slots filled as Decoder.decode fills them. */
@@ -460,29 +523,29 @@ static PyObject *build_segment(const uint8_t *record, const Hit *it) {
     v[11] = PyLong_FromLong(be16(l4 + 14));
     v[12] = PyBytes_FromStringAndSize((const char *)(ip + t->payload), t->ip_end - t->payload);
     v[13] = PyLong_FromSsize_t(t->ip_end - t->payload);
-    v[14] = Py_NewRef(Py_None);
-    v[15] = PyLong_FromLong(t->checksum);
-    PyObject *seg = NULL;
-    int ok = 1;
-    for (int i = 0; i < SEGMENT_NFIELDS; i++) ok = ok && v[i] != NULL;
-    if (ok) seg = segment_cls->tp_alloc(segment_cls, 0);
-    if (seg == NULL) {
-        for (int i = 0; i < SEGMENT_NFIELDS; i++) Py_XDECREF(v[i]);
-        return NULL;
+    Py_ssize_t doff = t->payload - t->l4;
+    if ((l4[13] & 0x02) && doff > 20) { /* a SYN's options: parsed by the decoder's own function */
+        PyObject *raw = PyBytes_FromStringAndSize((const char *)(l4 + 20), doff - 20);
+        v[14] = raw == NULL ? NULL : PyObject_CallOneArg(parse_options, raw);
+        Py_XDECREF(raw);
+    } else {
+        v[14] = Py_NewRef(Py_None);
     }
-    for (int i = 0; i < SEGMENT_NFIELDS; i++) *(PyObject **)((char *)seg + segment_offsets[i]) = v[i];
-    return Py_BuildValue("(LN)", it->ts, seg);
+    v[15] = PyLong_FromLong(t->checksum);
+    PyObject *seg = fill(segment_cls, v, segment_offsets, SEGMENT_NFIELDS);
+    return seg == NULL ? NULL : Py_BuildValue("(LN)", it->ts, seg);
 }
 
-/* (new position, [(ts, linktype, start, end, wirelen) or (ts, TcpSegment)...], status, stats);
+/* (new position, [(ts, linktype, start, end, wirelen) or (ts, TcpSegment or UdpDatagram)...], status, stats);
  * frees the hits. buf: the scanned buffer, still pinned. */
 static PyObject *finish(Hits *h, const uint8_t *buf, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
     PyObject *list = PyList_New(h->n);
     if (list == NULL) { free(h->items); return NULL; }
     for (Py_ssize_t i = 0; i < h->n; i++) {
         Hit *it = &h->items[i];
-        PyObject *t = it->decoded ? build_segment(buf + it->start, it)
-                                  : Py_BuildValue("(LinnI)", it->ts, it->linktype, it->start, it->end, it->wirelen);
+        PyObject *t = it->decoded == DECODED ? build_segment(buf + it->start, it)
+                    : it->decoded == DECODED_UDP ? build_datagram(buf + it->start, it)
+                    : Py_BuildValue("(LinnI)", it->ts, it->linktype, it->start, it->end, it->wirelen);
         if (t == NULL) { Py_DECREF(list); free(h->items); return NULL; }
         PyList_SET_ITEM(list, i, t);
     }
@@ -500,12 +563,12 @@ static int sift(const Filter *f, int decode, int linktype, const uint8_t *buf, P
     TcpFields tcp;
     int verdict = judge(f, linktype, buf + start, end - start, wirelen, st, decode, &tcp);
     if (verdict == KEEP)
-        return add_hit(hits, ts, linktype, start, end, wirelen, NULL);
+        return add_hit(hits, ts, linktype, start, end, wirelen, 0, NULL);
     st[S_PACKETS]++;
     st[S_BYTES] += wirelen;
     if (*first_ts < 0 || ts < *first_ts) *first_ts = ts;
     if (ts > *last_ts) *last_ts = ts;
-    return verdict == DECODED ? add_hit(hits, ts, linktype, start, end, wirelen, &tcp) : 0;
+    return verdict == DROP ? 0 : add_hit(hits, ts, linktype, start, end, wirelen, verdict, &tcp);
 }
 
 /* A scan's result, once the GIL is held again (and before the buffer is released). */
@@ -633,7 +696,7 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"segment_type", segment_type, METH_O, "Register the TcpSegment class that scans may build."},
+    {"segment_types", segment_types, METH_VARARGS, "Register TcpSegment, UdpDatagram and parse_options for scans to build with."},
     {"checksum_state", checksum_state, METH_VARARGS, "TCP/UDP checksum: 0 correct, 1 unknown (offloaded), 2 wrong."},
     {"scan_pcap", scan_pcap, METH_VARARGS, "Keep the possibly relevant records of a buffer of pcap records."},
     {"scan_pcapng", scan_pcapng, METH_VARARGS, "Keep the possibly relevant enhanced packet blocks of a pcapng buffer."},

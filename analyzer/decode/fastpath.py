@@ -13,7 +13,8 @@ import ipaddress
 import os
 import struct
 
-from .packet import DecodeStats, TcpSegment
+from .packet import DecodeStats, TcpSegment, UdpDatagram
+from .tcp import parse_options
 from .select import NON_SMTP_SERVICE_PORTS, Selector
 
 try:  # pragma: no cover - which branch runs depends on the build
@@ -31,11 +32,11 @@ MAX_KEPT = 2048
 # How a scan treats the TCP segments it keeps (_fastpath.c's DECODE_*).
 DECODE_NONE, DECODE_TCP, DECODE_TCP_NO_CHECKSUMS = 0, 1, 2
 
-#: Can scans build TcpSegments themselves? (They fill its __slots__ directly.)
+#: Can scans build TcpSegments and UdpDatagrams themselves? (They fill their __slots__.)
 SEGMENTS = False
 if _fastpath is not None and not DISABLED:  # pragma: no branch
     try:
-        _fastpath.segment_type(TcpSegment)
+        _fastpath.segment_types(TcpSegment, UdpDatagram, parse_options)
         SEGMENTS = True
     except TypeError:  # pragma: no cover - a Python whose slots are laid out otherwise
         pass
@@ -79,9 +80,10 @@ def filter_blob(selector: Selector) -> bytes:
 class Prefilter:
     """Drops plainly irrelevant records in C; counts them into ``stats``.
 
-    With ``decode_tcp`` (the engine's own runs) the plain TCP segments it keeps come back
-    decoded, as ``(ts, TcpSegment)`` pairs counted as the decoder would count them; other
-    kept records stay ``(ts, linktype, start, end, wirelen)`` for ``Decoder.decode``.
+    With ``decode_tcp`` (the engine's own runs) the plain TCP segments and DNS datagrams it
+    keeps come back decoded, as ``(ts, TcpSegment)`` or ``(ts, UdpDatagram)`` pairs counted as
+    the decoder would count them; other kept records stay ``(ts, linktype, start, end,
+    wirelen)`` for ``Decoder.decode``.
     ``verify_checksums`` is the decoder's setting of the same name.
     """
 
@@ -123,8 +125,8 @@ class Prefilter:
         return packets - relevant  # the decoded ones are among the kept
 
     def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int, limit: int = -1):
-        """(new position, kept records (ts, linktype, start, end, wirelen) or decoded segments
-        (ts, TcpSegment), status, counters).
+        """(new position, kept records (ts, linktype, start, end, wirelen) or decoded packets
+        (ts, TcpSegment | UdpDatagram), status, counters).
 
         Records starting at or after ``limit`` (when given) are left for the next call, and so
         are those after the first ``MAX_KEPT`` kept (status ``capture.pcap.SCAN_FULL``); pass the counters
