@@ -38,7 +38,7 @@ if _fastpath is not None and not DISABLED:  # pragma: no branch
     try:
         _fastpath.segment_types(TcpSegment, UdpDatagram, parse_options)
         SEGMENTS = True
-    except TypeError:  # pragma: no cover - a Python whose slots are laid out otherwise
+    except (TypeError, AttributeError):  # pragma: no cover - slots laid out otherwise, or a stale build
         pass
 
 
