@@ -56,6 +56,17 @@ MAPPED_WINDOW = 32 << 20
 SCAN_FULL = 3
 
 
+def kept_records(hits: list[tuple], buf) -> Iterator[tuple]:
+    """What a prefilter scan kept, as the readers hand it on: records in ``buf``, and the
+    packets it decoded itself as they are."""
+    for hit in hits:
+        if len(hit) == 2:
+            yield hit  # (ts, TcpSegment or UdpDatagram)
+        else:
+            ts, lt, start, end, wirelen = hit
+            yield ts, lt, buf, start, end, wirelen
+
+
 def _nothing(_size: int) -> bytes:
     """``read`` of a mapped file: everything is in the buffer already."""
     return b""
@@ -204,12 +215,7 @@ class PcapReader:
                         count += dropped + len(hits)
                         self.records = count
                         self.bytes_read = base + new_pos
-                        for hit in hits:
-                            if len(hit) == 2:
-                                yield hit  # (ts, TcpSegment or UdpDatagram): decoded by the scan
-                            else:
-                                ts, lt, start, end, wirelen = hit
-                                yield ts, lt, buf, start, end, wirelen
+                        yield from kept_records(hits, buf)
                         pos = new_pos
                         if 0 <= limit <= pos or status == SCAN_FULL:
                             continue  # the window (or the scan's share of it) is done, not the file

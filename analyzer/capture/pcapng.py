@@ -19,7 +19,7 @@ import struct
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
-from .pcap import FIRST_READ_CHUNK, READ_CHUNK, SCAN_FULL, Record, Windows, _nothing
+from .pcap import FIRST_READ_CHUNK, READ_CHUNK, SCAN_FULL, Record, Windows, _nothing, kept_records
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 0x00000001
@@ -142,12 +142,7 @@ class PcapngReader:
                         count += dropped + len(hits)
                         self.records = count
                         self.bytes_read = base + new_pos
-                        for hit in hits:
-                            if len(hit) == 2:
-                                yield hit  # (ts, TcpSegment or UdpDatagram): decoded by the scan
-                            else:
-                                ts, lt, start, end, wirelen = hit
-                                yield ts, lt, buf, start, end, wirelen
+                        yield from kept_records(hits, buf)
                         pos = new_pos
                         if 0 <= limit <= pos or status == SCAN_FULL:
                             continue  # the window (or the scan's share of it) is done, not the file

@@ -483,18 +483,23 @@ static PyObject *fill(PyTypeObject *cls, PyObject **v, const Py_ssize_t *offsets
     return obj;
 }
 
+/* The first five slots both classes share: ts, version, src, dst, ttl. */
+static void ip_fields(const uint8_t *ip, const Hit *it, PyObject **v) {
+    int v6 = it->tcp.version == 6;
+    Py_ssize_t alen = v6 ? 16 : 4;
+    v[0] = PyLong_FromLongLong(it->ts);
+    v[1] = PyLong_FromLong(it->tcp.version);
+    v[2] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 8 : ip + 12), alen);
+    v[3] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 24 : ip + 16), alen);
+    v[4] = PyLong_FromLong(v6 ? ip[7] : ip[8]);
+}
+
 /* A UdpDatagram for a decoded DNS hit, as Decoder.decode builds it. */
 static PyObject *build_datagram(const uint8_t *record, const Hit *it) {
     const TcpFields *t = &it->tcp;
     const uint8_t *ip = record + t->ip, *l4 = ip + t->l4;
-    int v6 = t->version == 6;
-    Py_ssize_t alen = v6 ? 16 : 4;
     PyObject *v[DATAGRAM_NFIELDS];
-    v[0] = PyLong_FromLongLong(it->ts);
-    v[1] = PyLong_FromLong(t->version);
-    v[2] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 8 : ip + 12), alen);
-    v[3] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 24 : ip + 16), alen);
-    v[4] = PyLong_FromLong(v6 ? ip[7] : ip[8]);
+    ip_fields(ip, it, v);
     v[5] = PyLong_FromLong(be16(l4));
     v[6] = PyLong_FromLong(be16(l4 + 2));
     v[7] = PyBytes_FromStringAndSize((const char *)(ip + t->payload), t->ip_end - t->payload);
@@ -506,14 +511,8 @@ static PyObject *build_datagram(const uint8_t *record, const Hit *it) {
 static PyObject *build_segment(const uint8_t *record, const Hit *it) {
     const TcpFields *t = &it->tcp;
     const uint8_t *ip = record + t->ip, *l4 = ip + t->l4;
-    int v6 = t->version == 6;
-    Py_ssize_t alen = v6 ? 16 : 4;
     PyObject *v[SEGMENT_NFIELDS];
-    v[0] = PyLong_FromLongLong(it->ts);
-    v[1] = PyLong_FromLong(t->version);
-    v[2] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 8 : ip + 12), alen);
-    v[3] = PyBytes_FromStringAndSize((const char *)(v6 ? ip + 24 : ip + 16), alen);
-    v[4] = PyLong_FromLong(v6 ? ip[7] : ip[8]);
+    ip_fields(ip, it, v);
     v[5] = PyLong_FromSsize_t(t->ip_end); /* the IP length: the header's, or the captured one */
     v[6] = PyLong_FromLong(be16(l4));
     v[7] = PyLong_FromLong(be16(l4 + 2));
