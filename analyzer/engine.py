@@ -177,6 +177,12 @@ class Engine:
         orphans.sort(key=lambda record: record["ts"])
         del orphans[MAX_ORPHAN_ICMP:]
 
+    def close(self) -> None:
+        """After ``result``: the connection table's callbacks refer back to this engine, so
+        without this its session facts would wait for the cycle collector to be freed."""
+        self.table.on_finished = _ignore_finished
+        self.table.analyzer_factory = None
+
     def finish(self) -> None:
         self.table.finish()
         end = self.decoder.stats.last_ts
@@ -209,6 +215,10 @@ class Engine:
             orphan_icmp=list(self.table.orphan_icmp),
             events={facts["uid"]: sorted(facts["events"], key=itemgetter(0)) for facts in list(self.facts)},
         )
+
+
+def _ignore_finished(conn: TcpConnection, at_end: bool) -> None:
+    """The table's sink once its engine is closed."""
 
 
 def _decryption_stats(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -354,7 +364,9 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
         message = f"{count} packet(s) with unsupported link type {lt} ({linktype_name(lt)}) were skipped"
         if message not in errors:
             errors.append(message)
-    return engine.result(capture_info, errors, [d.describe() for d in captures.damage])
+    result = engine.result(capture_info, errors, [d.describe() for d in captures.damage])
+    engine.close()
+    return result
 
 
 def _unsupported_linktypes(captures: CaptureSet) -> list[str]:

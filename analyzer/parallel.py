@@ -144,7 +144,9 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
         message = f"{count} packet(s) with unsupported link type {lt} ({linktype_name(lt)}) were skipped"
         if message not in errors:
             errors.append(message)
-    return engine.result(capture_info, errors, damage)
+    result = engine.result(capture_info, errors, damage)
+    engine.close()
+    return result
 
 
 def run_local(files: list[str], options: Options, workers: int) -> RunResult:
