@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--failed", action="store_true", help="table: list only sessions with a problem")
     analyze.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
                          help="use N processes: several files are read in parallel, one capture is split by connection "
-                         "(same results); auto (default): the cores, for inputs over 32 MB")
+                         "(same results); auto (default): the cores, for inputs over 32 MB (one capture: when SMTP is 10%% or more of it)")
     analyze.add_argument("--dask", metavar="ADDRESS", help="read the files on a Dask cluster (tcp://scheduler:8786); workers need the same paths")
     _common(analyze)
 

@@ -256,6 +256,14 @@ ProgressCallback = Callable[[int, int, int], None]  # (bytes done, bytes total, 
 SHARD_MIN_BYTES = 32 * 1024 * 1024
 #: Most processes "auto" uses: each one decodes every packet, so more gain less.
 MAX_AUTO_SHARDS = 4
+#: "auto" splits one capture by connection only when at least this share of its packets is
+#: followed in Python (a relay's SMTP). Below it (a gateway's 2 % SMTP) every process
+#: re-reading the whole file costs more than the halved Python work gains.
+SHARD_MIN_KEPT_SHARE = 0.10
+#: Packets read from the start of the capture to measure that share (fewer when this many of
+#: them are kept: that is enough to know).
+SHARD_SAMPLE_PACKETS = 50_000
+SHARD_SAMPLE_KEPT = 4_096
 
 
 def run(paths: list[str] | str, options: Options | None = None, progress: ProgressCallback | None = None,
@@ -274,7 +282,7 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
     if options.keylog and not isinstance(options.keylog, KeyLog):
         options = replace(options, keylog=GrowingKeyLog(options.keylog))  # a bad key log fails before any reading
     if workers == "auto":
-        workers = _auto_workers(files)
+        workers = _auto_workers(files, options)
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive number or 'auto', not {workers!r}")
     if client is not None or (workers > 1 and len(files) > 1):
@@ -308,7 +316,7 @@ def fewer_collections():
         gc.set_threshold(*old)
 
 
-def _auto_workers(files: list[str]) -> int:
+def _auto_workers(files: list[str], options: Options) -> int:
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -321,7 +329,37 @@ def _auto_workers(files: list[str]) -> int:
         except OSError:
             continue
         total += size * (4 if path.endswith((".gz", ".bz2", ".xz")) else 1)  # compressed ones hold more
-    return min(cores, MAX_AUTO_SHARDS) if total >= SHARD_MIN_BYTES else 1
+    if total < SHARD_MIN_BYTES:
+        return 1
+    if len(files) == 1 and _kept_share(files[0], options) < SHARD_MIN_KEPT_SHARE:
+        return 1  # one capture, mostly traffic the C scan drops: splitting it would only re-read it
+    return min(cores, MAX_AUTO_SHARDS)
+
+
+def _kept_share(path: str, options: Options) -> float:
+    """The share of the first ``SHARD_SAMPLE_PACKETS`` packets of a capture that Python would
+    follow (what the C scan keeps); 1.0 when that cannot be measured."""
+    if not Prefilter.available:
+        return 1.0  # every packet is decoded in Python: splitting always helps
+    engine = Engine(replace(options, keylog=()))
+    captures = CaptureSet([path])
+    if not captures.readable:
+        return 1.0
+    stats = engine.decoder.stats
+    # Decoding scans count what they decode (stats.relevant) with what they drop, a whole
+    # window at a time; only the few records they leave to Python are counted here.
+    captures.prefilter = Prefilter(engine.selector, stats, decode_tcp=True, verify_checksums=False)
+    undecoded = 0
+    records = iter(captures)
+    try:
+        for record in records:
+            undecoded += len(record) == 6
+            if stats.packets + undecoded >= SHARD_SAMPLE_PACKETS or stats.relevant + undecoded >= SHARD_SAMPLE_KEPT:
+                break
+    finally:
+        records.close()
+    seen = stats.packets + undecoded
+    return (stats.relevant + undecoded) / seen if seen else 1.0
 
 
 def run_serial(files: list[str], options: Options, progress: ProgressCallback | None = None,

@@ -168,3 +168,25 @@ def test_split_keeps_cross_connection_knowledge(tmp_path):
     assert by_port[46003]["outcome"] == "rejected_icmp"
     for shards in (2, 3, 4):
         assert whole_result(analyzer.analyze(str(path), workers=shards)) == whole_result(serial), shards
+
+
+def test_auto_splits_a_capture_only_when_python_follows_much_of_it(tmp_path, monkeypatch):
+    """--workers auto: a big capture that is mostly other traffic stays in one process (each
+    process would re-read it all for little Python work); one that is mostly SMTP is split."""
+    from analyzer import engine
+
+    monkeypatch.setattr(engine, "SHARD_MIN_BYTES", 0)  # these captures are small
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    web = []
+    for i in range(300):
+        web += Conversation(server="198.51.100.7", sport=443, cport=30000 + i, t=1_700_000_000.0 + i * 0.01).handshake().packets
+    smtp = plain_smtp_session(Conversation(t=1_700_000_001.0)).packets
+    gateway = write_pcap(tmp_path / "gateway.pcap", frames(sorted(web + smtp), 1))
+    relay = write_pcap(tmp_path / "relay.pcap", frames(sorted(smtp), 1))
+    options = engine.Options()
+    if engine.Prefilter.available:  # without the C scan every packet is Python's: always split
+        assert engine._kept_share(gateway, options) < engine.SHARD_MIN_KEPT_SHARE
+        assert engine._auto_workers([gateway], options) == 1
+    assert engine._kept_share(relay, options) >= engine.SHARD_MIN_KEPT_SHARE
+    assert engine._auto_workers([relay], options) == 2
+    assert engine._auto_workers([gateway, relay], options) == 2  # several files: read in parallel
