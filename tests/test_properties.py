@@ -388,6 +388,86 @@ def test_pipeline_never_raises_and_stays_bounded(packets, linktype, ports, check
     analysis.summary()
 
 
+@st.composite
+def established_sequences(draw) -> list[tuple[int, bytes]]:
+    """Connections that open properly, then mostly carry in-order data and ACKs (the packet
+    path's shortcuts), with retransmissions, jumps, zero windows, FINs and RSTs mixed in."""
+    flows = [(c, s, 40000 + i, draw(st.sampled_from([25, 587, 465]))) for i, (c, s) in enumerate(HOSTS)]
+    counters: dict[tuple, int] = {}
+    t = 1_700_000_000 * NS
+    packets = []
+
+    def emit(flow, from_client, flags, payload=b"", seq=None, window=65535):
+        client, server, cport, sport = flow
+        ip = IPv6 if ":" in client else IP
+        key = (flow, from_client)
+        seq = counters[key] if seq is None else seq
+        src, dst, a, b = (client, server, cport, sport) if from_client else (server, client, sport, cport)
+        ack = counters.get((flow, not from_client), 0)
+        packets.append((t, bytes(ip(src=src, dst=dst) / TCP(sport=a, dport=b, flags=flags, seq=seq, ack=ack, window=window) / payload)))
+        counters[key] = max(counters[key], (seq + len(payload) + ("S" in flags) + ("F" in flags)) & MASK32) if seq == counters[key] else counters[key]
+
+    for flow in flows:
+        counters[(flow, True)] = draw(st.integers(0, MASK32 - 100_000))
+        counters[(flow, False)] = draw(st.integers(0, MASK32 - 100_000))
+        t += 1_000_000
+        emit(flow, True, "S")
+        emit(flow, False, "SA")
+        emit(flow, True, "A")
+    for _ in range(draw(st.integers(1, 80))):
+        t += draw(st.sampled_from([1_000, 1_000_000, 20_000_000]))
+        flow = draw(st.sampled_from(flows))
+        from_client = draw(st.booleans())
+        how = draw(st.integers(0, 19))
+        payload = draw(st.sampled_from(VOCABULARY))[: draw(st.integers(1, 1400))]
+        if how < 12:
+            emit(flow, from_client, "PA", payload)
+        elif how < 15:
+            emit(flow, from_client, "A")
+        elif how == 15:
+            emit(flow, from_client, "PA", payload, seq=(counters[(flow, from_client)] - len(payload)) & MASK32)  # retransmitted
+        elif how == 16:
+            emit(flow, from_client, "PA", payload, seq=(counters[(flow, from_client)] + draw(st.integers(1, 5000))) & MASK32)  # a hole
+        elif how == 17:
+            emit(flow, from_client, "A", window=0)
+        elif how == 18:
+            emit(flow, from_client, "FA")
+        else:
+            emit(flow, from_client, draw(st.sampled_from(["R", "RA"])))
+    return packets
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(established_sequences(), packet_sequences()), st.sampled_from(sorted(LINKS)), st.sampled_from(["auto", "verify", "off"]))
+def test_fast_paths_change_nothing(packets, linktype, checksums):
+    """The C scan's decoding and the packet path's shortcuts, against none of them, on
+    sequences with retransmissions, jumps, resets and time going backwards: the same records,
+    events and counters. (The TLS shortcut needs whole handshakes: tests/test_shortcuts.py
+    runs it on real captures.)"""
+    import json
+    import tempfile
+
+    from analyzer.decode import fastpath
+    from analyzer.flows import tcp
+    from analyzer.protocols.tls import parser as tls_parser
+
+    wrap = LINKS[linktype]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_pcap(f"{tmp}/x.pcap", [(ts, wrap(ip)) for ts, ip in packets], linktype=linktype)
+        seen = []
+        for fast in (True, False):
+            saved = fastpath.Prefilter.available, tcp.SHORTCUT, tls_parser.SHORTCUT
+            fastpath.Prefilter.available = fast and saved[0]
+            tcp.SHORTCUT = tls_parser.SHORTCUT = fast
+            try:
+                a = analyzer.analyze(path, ports="all", checksums=checksums)
+            finally:
+                fastpath.Prefilter.available, tcp.SHORTCUT, tls_parser.SHORTCUT = saved
+            stats = {k: v for k, v in a.stats.items() if k != "elapsed_s"}
+            seen.append(json.dumps([a.records, a._result.events, stats], sort_keys=True, default=str))
+    assert seen[0] == seen[1]
+
+
 def test_history_is_bounded_under_a_flood_of_resets():
     """Each RST with a new sequence number adds an 'r' (Zeek's rule); a flood must not grow it forever."""
     engine = Engine(Options(ports=None))
