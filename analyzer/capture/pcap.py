@@ -56,17 +56,6 @@ MAPPED_WINDOW = 32 << 20
 SCAN_FULL = 3
 
 
-def kept_records(hits: list[tuple], buf) -> Iterator[tuple]:
-    """What a prefilter scan kept, as the readers hand it on: records in ``buf``, and the
-    packets it decoded itself as they are."""
-    for hit in hits:
-        if len(hit) == 2:
-            yield hit  # (ts, TcpSegment or UdpDatagram)
-        else:
-            ts, lt, start, end, wirelen = hit
-            yield ts, lt, buf, start, end, wirelen
-
-
 def _nothing(_size: int) -> bytes:
     """``read`` of a mapped file: everything is in the buffer already."""
     return b""
@@ -140,6 +129,27 @@ class Windows:
             self._ahead = ScanAhead(scan, buf, new_pos, *args, new_pos + MAPPED_WINDOW)
         return result
 
+    @staticmethod
+    def hand_on(reader, prefilter, scanned: tuple, buf, base: int, pos: int, count: int, limit: int):
+        """Account for a scan's result (``reader.records``, ``reader.bytes_read``) and yield
+        what it kept: records in ``buf``, and the packets it decoded itself as they are.
+        Returns (records read so far, new position, whether to scan again at once: the
+        window, or the scan's share of it, is done — not the file)."""
+        new_pos, hits, status, counters = scanned
+        dropped = prefilter.account(counters)
+        if new_pos == pos:
+            return count, pos, False  # nothing whole to scan here: the reader goes record by record
+        count += dropped + len(hits)
+        reader.records = count
+        reader.bytes_read = base + new_pos
+        for hit in hits:
+            if len(hit) == 2:
+                yield hit  # (ts, TcpSegment or UdpDatagram)
+            else:
+                ts, lt, start, end, wirelen = hit
+                yield ts, lt, buf, start, end, wirelen
+        return count, new_pos, 0 <= limit <= new_pos or status == SCAN_FULL
+
 
 def byte_order_of(magic_bytes: bytes) -> tuple[str, int] | None:
     """Return (struct byte-order prefix, magic) if ``magic_bytes`` opens a pcap file."""
@@ -208,17 +218,11 @@ class PcapReader:
                 if prefilter is not None and len(buf) - pos >= hlen:
                     # Whole runs of records in one call; what it leaves (a record cut by the
                     # buffer's end, or a broken one) is handled record by record below.
-                    new_pos, hits, status, st = windows.scan(prefilter.pcap, buf, pos, big, self.nanosecond, hlen, linktype,
-                                                             max_len, limit=limit, min_left=hlen)
-                    dropped = prefilter.account(st)
-                    if new_pos != pos:
-                        count += dropped + len(hits)
-                        self.records = count
-                        self.bytes_read = base + new_pos
-                        yield from kept_records(hits, buf)
-                        pos = new_pos
-                        if 0 <= limit <= pos or status == SCAN_FULL:
-                            continue  # the window (or the scan's share of it) is done, not the file
+                    scanned = windows.scan(prefilter.pcap, buf, pos, big, self.nanosecond, hlen, linktype, max_len,
+                                           limit=limit, min_left=hlen)
+                    count, pos, again = yield from windows.hand_on(self, prefilter, scanned, buf, base, pos, count, limit)
+                    if again:
+                        continue
                 if len(buf) - pos < hlen:
                     more = read(chunk)
                     chunk = READ_CHUNK

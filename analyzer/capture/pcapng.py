@@ -19,7 +19,7 @@ import struct
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
-from .pcap import FIRST_READ_CHUNK, READ_CHUNK, SCAN_FULL, Record, Windows, _nothing, kept_records
+from .pcap import FIRST_READ_CHUNK, READ_CHUNK, Record, Windows, _nothing
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 0x00000001
@@ -135,17 +135,10 @@ class PcapngReader:
                     # by the buffer's end or broken, are handled below.
                     if len(conversions) != len(interfaces):
                         conversions = tuple(iface.conversion for iface in interfaces)
-                    new_pos, hits, status, st = windows.scan(prefilter.pcapng, buf, pos, order == ">", conversions,
-                                                             limit=limit, min_left=12)
-                    dropped = prefilter.account(st)
-                    if new_pos != pos:
-                        count += dropped + len(hits)
-                        self.records = count
-                        self.bytes_read = base + new_pos
-                        yield from kept_records(hits, buf)
-                        pos = new_pos
-                        if 0 <= limit <= pos or status == SCAN_FULL:
-                            continue  # the window (or the scan's share of it) is done, not the file
+                    scanned = windows.scan(prefilter.pcapng, buf, pos, order == ">", conversions, limit=limit, min_left=12)
+                    count, pos, again = yield from windows.hand_on(self, prefilter, scanned, buf, base, pos, count, limit)
+                    if again:
+                        continue
                 if len(buf) - pos < 12:
                     more = read(chunk)
                     chunk = READ_CHUNK
