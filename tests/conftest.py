@@ -20,3 +20,40 @@ def zeek_corpus_or_skip() -> str:
     if not os.path.isfile(os.path.join(ZEEK_CORPUS, "expected.json")):
         pytest.skip(f"the public Zeek corpus is not available at {ZEEK_CORPUS} (a user's clone has no ../shared)")
     return ZEEK_CORPUS
+
+
+def all_captures() -> list[str]:
+    """The bundled captures, and the Zeek corpus's when ``../shared`` is there."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "captures", "*.pcap*")))
+    if os.path.isdir(ZEEK_CORPUS):
+        paths += sorted(glob.glob(os.path.join(ZEEK_CORPUS, "**", "*.pcap*"), recursive=True))
+    return paths
+
+
+def analyse_twice(path, switches: list[tuple[object, str]], **options) -> list[tuple]:
+    """Analyse ``path`` as configured, then with every switch — an (object, attribute) pair
+    such as a fast path's on/off flag — set to False (each is put back afterwards). Returns
+    both results as (records, events, statistics without the time taken, exit code), the
+    first two as canonical JSON."""
+    import json
+
+    import analyzer
+
+    results = []
+    for configured in (True, False):
+        saved = [getattr(obj, name) for obj, name in switches]
+        if not configured:
+            for obj, name in switches:
+                setattr(obj, name, False)
+        try:
+            a = analyzer.analyze(path, **options)
+        finally:
+            for (obj, name), value in zip(switches, saved):
+                setattr(obj, name, value)
+        stats = {key: value for key, value in a.stats.items() if key != "elapsed_s"}
+        records = json.dumps(a.records, sort_keys=True, default=str)
+        events = json.dumps(a._result.events, sort_keys=True, default=str)
+        results.append((records, events, stats, a.exit_code))
+    return results

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import glob
 import gzip
-import json
 import os
 import struct
 
 import pytest
 
-import analyzer
 from analyzer.decode import fastpath
-from conftest import ROOT, ZEEK_CORPUS
+from conftest import ROOT, all_captures, analyse_twice
 
 from crafting import CLIENT6, MS_SERVER6, Conversation, dns_exchange, frames, linux_sll2, plain_smtp_session, write_pcap, write_pcapng, ethernet
 
@@ -20,29 +17,12 @@ pytestmark = pytest.mark.skipif(fastpath._fastpath is None, reason="the C hot pa
 
 
 def both(path, **options):
-    """Analyse with and without the C hot path; return both (records as JSON, stats)."""
-    results = []
-    for available in (True, False):
-        saved = fastpath.Prefilter.available
-        fastpath.Prefilter.available = available
-        try:
-            a = analyzer.analyze(path, **options)
-        finally:
-            fastpath.Prefilter.available = saved
-        stats = dict(a.stats)
-        stats.pop("elapsed_s", None)
-        results.append((json.dumps(a.records, sort_keys=True, default=str), stats, a.exit_code))
-    return results
+    """(records, statistics, exit code) with and without the C hot path."""
+    return [(records, stats, code) for records, _events, stats, code in
+            analyse_twice(path, [(fastpath.Prefilter, "available")], **options)]
 
 
-def captures():
-    paths = sorted(glob.glob(os.path.join(ROOT, "captures", "*.pcap*")))
-    if os.path.isdir(ZEEK_CORPUS):
-        paths += sorted(glob.glob(os.path.join(ZEEK_CORPUS, "**", "*.pcap*"), recursive=True))
-    return paths
-
-
-@pytest.mark.parametrize("path", captures(), ids=lambda p: os.path.relpath(p, os.path.dirname(ROOT)))
+@pytest.mark.parametrize("path", all_captures(), ids=lambda p: os.path.relpath(p, os.path.dirname(ROOT)))
 @pytest.mark.parametrize("ports", ["default", "all"])
 def test_same_results_on_real_captures(path, ports):
     (fast, fast_stats, fast_exit), (slow, slow_stats, slow_exit) = both(path, ports=ports)

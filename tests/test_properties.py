@@ -53,7 +53,7 @@ from analyzer.flows.limits import (
 from analyzer.flows.reassembly import MASK32, Reassembler
 from analyzer.report.analysis import Analysis
 
-from conftest import ROOT, TESTS
+from conftest import ROOT, TESTS, analyse_twice
 from crafting import LINKS, NS, ethernet, pppoe, write_pcap
 
 # -- reassembly ------------------------------------------------------------------------------------
@@ -444,7 +444,6 @@ def test_fast_paths_change_nothing(packets, linktype, checksums):
     sequences with retransmissions, jumps, resets and time going backwards: the same records,
     events and counters. (The TLS shortcut needs whole handshakes: tests/test_shortcuts.py
     runs it on real captures.)"""
-    import json
     import tempfile
 
     from analyzer.decode import fastpath
@@ -452,20 +451,11 @@ def test_fast_paths_change_nothing(packets, linktype, checksums):
     from analyzer.protocols.tls import parser as tls_parser
 
     wrap = LINKS[linktype]
+    switches = [(fastpath.Prefilter, "available"), (tcp, "SHORTCUT"), (tls_parser, "SHORTCUT")]
     with tempfile.TemporaryDirectory() as tmp:
         path = write_pcap(f"{tmp}/x.pcap", [(ts, wrap(ip)) for ts, ip in packets], linktype=linktype)
-        seen = []
-        for fast in (True, False):
-            saved = fastpath.Prefilter.available, tcp.SHORTCUT, tls_parser.SHORTCUT
-            fastpath.Prefilter.available = fast and saved[0]
-            tcp.SHORTCUT = tls_parser.SHORTCUT = fast
-            try:
-                a = analyzer.analyze(path, ports="all", checksums=checksums)
-            finally:
-                fastpath.Prefilter.available, tcp.SHORTCUT, tls_parser.SHORTCUT = saved
-            stats = {k: v for k, v in a.stats.items() if k != "elapsed_s"}
-            seen.append(json.dumps([a.records, a._result.events, stats], sort_keys=True, default=str))
-    assert seen[0] == seen[1]
+        fast, plain = analyse_twice(path, switches, ports="all", checksums=checksums)
+    assert fast == plain
 
 
 def test_history_is_bounded_under_a_flood_of_resets():
