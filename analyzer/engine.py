@@ -124,8 +124,9 @@ class Engine:
 
     def prefilter(self) -> Prefilter:
         """The C scan for this engine's readers: it drops what the decoder would drop and
-        decodes plain TCP segments itself (``feed`` takes both kinds of record)."""
-        return Prefilter(self.selector, self.decoder.stats, decode_tcp=True, verify_checksums=self.decoder.verify_checksums)
+        builds the TCP segments and DNS datagrams it keeps itself (``feed`` takes both kinds
+        of record)."""
+        return Prefilter(self.selector, self.decoder.stats, build=True, verify_checksums=self.decoder.verify_checksums)
 
     # -- the hot loop -------------------------------------------------------------------------
     def feed(self, records: Iterable[tuple]) -> None:
@@ -348,7 +349,7 @@ def _kept_share(path: str, options: Options) -> float:
     stats = engine.decoder.stats
     # Decoding scans count what they decode (stats.relevant) with what they drop, a whole
     # window at a time; only the few records they leave to Python are counted here.
-    captures.prefilter = Prefilter(engine.selector, stats, decode_tcp=True, verify_checksums=False)
+    captures.prefilter = Prefilter(engine.selector, stats, build=True, verify_checksums=False)
     undecoded = 0
     records = iter(captures)
     try:

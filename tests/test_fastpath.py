@@ -217,7 +217,7 @@ def test_segments_decoded_in_c_are_those_python_builds(tmp_path, verify):
         records.append((ts, start, len(data), len(frame)))
     python = Decoder(engine.selector, verify_checksums=verify)
     scanned = Decoder(engine.selector, verify_checksums=verify)
-    prefilter = fastpath.Prefilter(engine.selector, scanned.stats, decode_tcp=True, verify_checksums=verify)
+    prefilter = fastpath.Prefilter(engine.selector, scanned.stats, build=True, verify_checksums=verify)
     decoded = kept = 0
     kinds = set()
     buf = bytes(data)

@@ -47,8 +47,9 @@ enum { S_PACKETS, S_BYTES, S_V4, S_V6, S_TCP, S_UDP, S_ICMP, S_OTHER_IP, S_NON_I
 #define PY_CHECKSUM_BAD 0
 #define PY_CHECKSUM_OK 1
 #define PY_CHECKSUM_UNKNOWN 2
-/* How a scan treats wanted TCP segments: hand them to Python, or decode them here. */
-enum { DECODE_NONE, DECODE_TCP, DECODE_TCP_NO_CHECKSUMS };
+/* What a scan does with the TCP segments and DNS datagrams it keeps: hand them to Python, or
+ * build their objects here (with or without checking TCP checksums). */
+enum { DECODE_NONE, DECODE_PACKETS, DECODE_PACKETS_NO_CHECKSUMS };
 /* Python's MAX_ENCAPSULATION_DEPTH: more VLAN tags than this and Python calls the frame non-IP. */
 #define MAX_VLAN_TAGS 8
 
@@ -401,7 +402,7 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
             tcp->ip_end = ip_end;
             tcp->payload = l4 + doff;
             tcp->version = v6 ? 6 : 4;
-            if (decode == DECODE_TCP) {
+            if (decode == DECODE_PACKETS) {
                 int verdict = checksum_verdict(ip + l4, ip_end - l4, saddr, daddr, v6 ? 16 : 4, IPPROTO_TCP_);
                 tcp->checksum = verdict == 0 ? PY_CHECKSUM_OK : verdict == 1 ? PY_CHECKSUM_UNKNOWN : PY_CHECKSUM_BAD;
                 if (verdict == 2) st[S_BAD_CHECKSUMS]++;

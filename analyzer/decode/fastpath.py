@@ -29,8 +29,8 @@ DISABLED = os.environ.get("SMTPFLOW_PURE_PYTHON") == "1"
 #: of a capture that is all SMTP would otherwise become tens of megabytes of objects at once.
 MAX_KEPT = 2048
 
-# How a scan treats the TCP segments it keeps (_fastpath.c's DECODE_*).
-DECODE_NONE, DECODE_TCP, DECODE_TCP_NO_CHECKSUMS = 0, 1, 2
+# Whether a scan builds the packets it keeps (_fastpath.c's DECODE_*).
+DECODE_NONE, DECODE_PACKETS, DECODE_PACKETS_NO_CHECKSUMS = 0, 1, 2
 
 #: Can scans build TcpSegments and UdpDatagrams themselves? (They fill their __slots__.)
 SEGMENTS = False
@@ -80,7 +80,7 @@ def filter_blob(selector: Selector) -> bytes:
 class Prefilter:
     """Drops plainly irrelevant records in C; counts them into ``stats``.
 
-    With ``decode_tcp`` (the engine's own runs) the plain TCP segments and DNS datagrams it
+    With ``build`` (the engine's own runs) the plain TCP segments and DNS datagrams it
     keeps come back decoded, as ``(ts, TcpSegment)`` or ``(ts, UdpDatagram)`` pairs counted as
     the decoder would count them; other kept records stay ``(ts, linktype, start, end,
     wirelen)`` for ``Decoder.decode``.
@@ -89,12 +89,12 @@ class Prefilter:
 
     available = _fastpath is not None and not DISABLED
 
-    def __init__(self, selector: Selector, stats: DecodeStats, decode_tcp: bool = False, verify_checksums: bool = True) -> None:
+    def __init__(self, selector: Selector, stats: DecodeStats, build: bool = False, verify_checksums: bool = True) -> None:
         self.blob = filter_blob(selector)
         self.stats = stats
         self.decode = DECODE_NONE
-        if decode_tcp and SEGMENTS:
-            self.decode = DECODE_TCP if verify_checksums else DECODE_TCP_NO_CHECKSUMS
+        if build and SEGMENTS:
+            self.decode = DECODE_PACKETS if verify_checksums else DECODE_PACKETS_NO_CHECKSUMS
 
     def account(self, st: tuple) -> int:
         """Add a scan's counters to the statistics; return how many records it dropped.
