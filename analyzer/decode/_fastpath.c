@@ -536,9 +536,56 @@ static PyObject *build_segment(const uint8_t *record, const Hit *it) {
     return seg == NULL ? NULL : Py_BuildValue("(LN)", it->ts, seg);
 }
 
-/* (new position, [(ts, linktype, start, end, wirelen) or (ts, TcpSegment or UdpDatagram)...], status, stats);
- * frees the hits. buf: the scanned buffer, still pinned. */
-static PyObject *finish(Hits *h, const uint8_t *buf, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
+/* One scan call's state, shared by the pcap and the pcapng walk: the filter, what to do
+ * with the records it keeps, its counters and its hits. */
+typedef struct {
+    Filter f;
+    int decode;           /* DECODE_* */
+    Py_ssize_t max_kept;  /* stop (ST_FULL) once this many records are kept */
+    long long st[S_COUNT];
+    long long first_ts, last_ts;
+    Hits hits;
+    int failed;           /* out of memory */
+} Scan;
+
+/* Set up a scan from its filter blob and options; -1 (with a Python error) for a bad blob. */
+static int scan_start(Scan *s, Py_buffer *fview, int decode, Py_ssize_t max_kept) {
+    memset(s, 0, sizeof *s);
+    if (parse_filter(fview->buf, fview->len, &s->f) < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad filter blob");
+        return -1;
+    }
+    s->decode = decode;
+    s->max_kept = max_kept;
+    s->first_ts = s->last_ts = -1;
+    return 0;
+}
+
+/* One record: kept for Python, decoded (both added to the hits), or counted as the decoder
+ * would and dropped. Returns -1 when out of memory (and remembers it). */
+static int sift(Scan *s, int linktype, const uint8_t *buf, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen, long long ts) {
+    TcpFields tcp;
+    int verdict = judge(&s->f, linktype, buf + start, end - start, wirelen, s->st, s->decode, &tcp);
+    int ok = 0;
+    if (verdict == KEEP) {
+        ok = add_hit(&s->hits, ts, linktype, start, end, wirelen, 0, NULL);
+    } else {
+        s->st[S_PACKETS]++;
+        s->st[S_BYTES] += wirelen;
+        if (s->first_ts < 0 || ts < s->first_ts) s->first_ts = ts;
+        if (ts > s->last_ts) s->last_ts = ts;
+        if (verdict != DROP) ok = add_hit(&s->hits, ts, linktype, start, end, wirelen, verdict, &tcp);
+    }
+    if (ok < 0) s->failed = 1;
+    return ok;
+}
+
+/* The scan's result, once the GIL is held again (and before the buffer is released):
+ * (new position, [(ts, linktype, start, end, wirelen) or (ts, TcpSegment or UdpDatagram)...],
+ * status, stats). Frees the hits. */
+static PyObject *conclude(Scan *s, const uint8_t *buf, Py_ssize_t pos, int status) {
+    Hits *h = &s->hits;
+    if (s->failed) { free(h->items); return PyErr_NoMemory(); }
     PyObject *list = PyList_New(h->n);
     if (list == NULL) { free(h->items); return NULL; }
     for (Py_ssize_t i = 0; i < h->n; i++) {
@@ -550,31 +597,11 @@ static PyObject *finish(Hits *h, const uint8_t *buf, Py_ssize_t pos, int status,
         PyList_SET_ITEM(list, i, t);
     }
     free(h->items);
+    long long *st = s->st;
     PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
-                                    st[11], st[12], first_ts, last_ts);
+                                    st[11], st[12], s->first_ts, s->last_ts);
     if (stats == NULL) { Py_DECREF(list); return NULL; }
     return Py_BuildValue("(nNiN)", pos, list, status, stats);
-}
-
-/* One record: kept for Python, decoded (both added to the hits), or counted as the decoder
- * would and dropped. Returns -1 when out of memory. */
-static int sift(const Filter *f, int decode, int linktype, const uint8_t *buf, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen,
-                long long ts, Hits *hits, long long *st, long long *first_ts, long long *last_ts) {
-    TcpFields tcp;
-    int verdict = judge(f, linktype, buf + start, end - start, wirelen, st, decode, &tcp);
-    if (verdict == KEEP)
-        return add_hit(hits, ts, linktype, start, end, wirelen, 0, NULL);
-    st[S_PACKETS]++;
-    st[S_BYTES] += wirelen;
-    if (*first_ts < 0 || ts < *first_ts) *first_ts = ts;
-    if (ts > *last_ts) *last_ts = ts;
-    return verdict == DROP ? 0 : add_hit(hits, ts, linktype, start, end, wirelen, verdict, &tcp);
-}
-
-/* A scan's result, once the GIL is held again (and before the buffer is released). */
-static PyObject *conclude(Hits *hits, int failed, const uint8_t *buf, Py_ssize_t pos, int status, long long *st, long long first_ts, long long last_ts) {
-    if (failed) { free(hits->items); return PyErr_NoMemory(); }
-    return finish(hits, buf, pos, status, st, first_ts, last_ts);
 }
 
 /* Status codes returned with the new position. */
@@ -595,34 +622,30 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     int decode = DECODE_NONE;
     Py_ssize_t max_kept = PY_SSIZE_T_MAX;
     if (!PyArg_ParseTuple(args, "y*npiiiky*|nin", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode, &max_kept)) return NULL;
-    Filter f;
-    if (parse_filter(fview.buf, fview.len, &f) < 0) {
+    Scan scan;
+    if (scan_start(&scan, &fview, decode, max_kept) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
-        PyErr_SetString(PyExc_ValueError, "bad filter blob");
         return NULL;
     }
     const uint8_t *buf = view.buf;
     Py_ssize_t len = view.len;
-    long long st[S_COUNT] = {0};
-    long long first_ts = -1, last_ts = -1;
-    Hits hits = {NULL, 0, 0};
-    int status = ST_NEED_MORE, failed = 0;
+    int status = ST_NEED_MORE;
     long long frac_limit = nano ? 1000000000LL : 1000000LL;
     long long scale = nano ? 1 : 1000;
     Py_BEGIN_ALLOW_THREADS  /* the buffer is pinned by the view: another thread may feed meanwhile */
     while (pos + hlen <= len && pos < limit) {
-        if (hits.n >= max_kept) { status = ST_FULL; break; }
+        if (scan.hits.n >= scan.max_kept) { status = ST_FULL; break; }
         const uint8_t *h = buf + pos;
         uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), caplen = rd32(h + 8, big), wirelen = rd32(h + 12, big);
         if (caplen > max_len || frac >= frac_limit) { status = ST_BAD; break; }
         Py_ssize_t start = pos + hlen, end = start + caplen;
         if (end > len) break;
         long long ts = (long long)sec * 1000000000LL + (long long)frac * scale;
-        if (sift(&f, decode, linktype, buf, start, end, wirelen, ts, &hits, st, &first_ts, &last_ts) < 0) { failed = 1; break; }
+        if (sift(&scan, linktype, buf, start, end, wirelen, ts) < 0) break;
         pos = end;
     }
     Py_END_ALLOW_THREADS
-    PyObject *result = conclude(&hits, failed, buf, pos, status, st, first_ts, last_ts);
+    PyObject *result = conclude(&scan, buf, pos, status);
     PyBuffer_Release(&view);
     PyBuffer_Release(&fview);
     return result;
@@ -642,10 +665,9 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     int decode = DECODE_NONE;
     Py_ssize_t max_kept = PY_SSIZE_T_MAX;
     if (!PyArg_ParseTuple(args, "y*npO!y*|nin", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode, &max_kept)) return NULL;
-    Filter f;
-    if (parse_filter(fview.buf, fview.len, &f) < 0) {
+    Scan scan;
+    if (scan_start(&scan, &fview, decode, max_kept) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
-        PyErr_SetString(PyExc_ValueError, "bad filter blob");
         return NULL;
     }
     Py_ssize_t nif = PyTuple_GET_SIZE(ifaces);
@@ -662,13 +684,10 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     }
     const uint8_t *buf = view.buf;
     Py_ssize_t len = view.len;
-    long long st[S_COUNT] = {0};
-    long long first_ts = -1, last_ts = -1;
-    Hits hits = {NULL, 0, 0};
-    int status = ST_NEED_MORE, failed = 0;
+    int status = ST_NEED_MORE;
     Py_BEGIN_ALLOW_THREADS
     while (pos + 12 <= len && pos < limit) {
-        if (hits.n >= max_kept) { status = ST_FULL; break; }
+        if (scan.hits.n >= scan.max_kept) { status = ST_FULL; break; }
         const uint8_t *b = buf + pos;
         uint32_t btype = rd32(b, big), blen = rd32(b + 4, big);
         if (btype != 6) { status = ST_OTHER_BLOCK; break; }
@@ -685,11 +704,11 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
         else ts = (long long)(((unsigned __int128)units * 1000000000ULL) >> amounts[ifid]);
         ts += offsets[ifid];
         Py_ssize_t start = pos + 28, end = start + caplen;
-        if (sift(&f, decode, lts[ifid], buf, start, end, wirelen, ts, &hits, st, &first_ts, &last_ts) < 0) { failed = 1; break; }
+        if (sift(&scan, lts[ifid], buf, start, end, wirelen, ts) < 0) break;
         pos += blen;
     }
     Py_END_ALLOW_THREADS
-    PyObject *result = conclude(&hits, failed, buf, pos, status, st, first_ts, last_ts);
+    PyObject *result = conclude(&scan, buf, pos, status);
     PyBuffer_Release(&view);
     PyBuffer_Release(&fview);
     return result;
