@@ -47,21 +47,14 @@ def analyze(
     by connection ("auto": the cores, for inputs over 32 MB; the command line's default); ``client``: a Dask
     ``distributed.Client`` to read the files on a cluster. Results are identical to a serial run.
     """
-    from .diagnosis.microsoft import UserEndpoint
-    from .engine import Options, run
+    from .engine import run
     from .report.analysis import Analysis
 
     if isinstance(paths, str):
         path_list = [paths]
     else:
         path_list = [str(p) for p in paths]
-    options = Options(
-        ports=parse_ports(ports),
-        endpoints=tuple(UserEndpoint.parse(e) for e in endpoints),
-        checksums=checksums,
-        reveal_username=reveal_username,
-        keylog=_keylog_option(keylog),
-    )
+    options = _options(ports, endpoints, checksums, reveal_username, keylog)
     return Analysis(run(path_list, options, workers=workers, client=client))
 
 
@@ -90,22 +83,28 @@ def live(
     ``ring_dir`` keeps the packets in rotating pcapng files for ``analyze()`` later.
     ``keylog``: key log file(s) the clients are writing; re-read as they grow.
     """
-    from .diagnosis.microsoft import UserEndpoint
-    from .engine import Options
     from .live import LiveCapture
 
-    options = Options(
+    options = _options(ports, endpoints, checksums, reveal_username, keylog)
+    capture = LiveCapture(
+        interfaces, options=options, bpf=filter, duration=duration, count=count, ring_dir=ring_dir,
+        ring_size_mb=ring_size_mb, ring_files=ring_files,
+    )
+    return capture.start() if start else capture
+
+
+def _options(ports, endpoints, checksums: str, reveal_username: bool, keylog: Any):
+    """The engine's Options from the keyword arguments ``analyze`` and ``live`` share."""
+    from .diagnosis.microsoft import UserEndpoint
+    from .engine import Options
+
+    return Options(
         ports=parse_ports(ports),
         endpoints=tuple(UserEndpoint.parse(e) for e in endpoints),
         checksums=checksums,
         reveal_username=reveal_username,
         keylog=_keylog_option(keylog),
     )
-    capture = LiveCapture(
-        interfaces, options=options, bpf=filter, duration=duration, count=count, ring_dir=ring_dir,
-        ring_size_mb=ring_size_mb, ring_files=ring_files,
-    )
-    return capture.start() if start else capture
 
 
 def _keylog_option(keylog: Any) -> Any:
