@@ -8,6 +8,7 @@ most severe and most frequent first.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1, "ok": 0}
@@ -40,90 +41,165 @@ def _hops_text(hops: list[int]) -> str:
     return f"{', '.join(map(str, hops))} hop(s) away"
 
 
-def summarize(records: list[dict[str, Any]], dns: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Build the summary dict: headline, dropped_before_microsoft, findings, outcomes, targets."""
-    sessions = [r for r in records if r.get("service") != "dns"]
-    outcomes = Counter(r["outcome"] for r in sessions)
-    findings: list[dict[str, Any]] = []
-    by_target: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in sessions:
-        by_target[_target(rec)].append(rec)
+def summarize(records: Iterable[dict[str, Any]], dns: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Build the summary dict: headline, dropped_before_microsoft, findings, outcomes, targets.
 
+    ``records`` is read once, one at a time, and only tallies are kept: the summary of a
+    spilled store of sessions needs no more memory than their ids."""
+    tally = _Tally()
+    for rec in records:
+        if rec.get("service") != "dns":
+            tally.add(rec)
+    findings: list[dict[str, Any]] = []
     targets = []
-    for target, recs in sorted(by_target.items(), key=lambda kv: -len(kv[1])):
-        counts = Counter(r["outcome"] for r in recs)
-        targets.append({"target": target, "server": recs[0]["server"], "port": recs[0]["server_port"], "attempts": len(recs), "microsoft": any(r.get("microsoft") for r in recs), "outcomes": dict(counts)})
-        findings.extend(_target_findings(target, recs))
-    findings.extend(_dns_findings(dns or [], sessions))
+    for name, target in sorted(tally.targets.items(), key=lambda kv: -kv[1].attempts):
+        targets.append({"target": name, "server": target.server, "port": target.port, "attempts": target.attempts,
+                        "microsoft": target.microsoft, "outcomes": dict(target.outcomes)})
+        findings.extend(_target_findings(name, target))
+    findings.extend(_dns_findings(dns or [], tally.server_names))
     findings.sort(key=lambda f: (-SEVERITY_RANK.get(f["severity"], 0), -f["count"]))
 
     return {
-        "headline": _headline(sessions, findings),
-        "dropped_before_microsoft": _dropped_before_microsoft(sessions),
+        "headline": _headline(tally, findings),
+        "dropped_before_microsoft": _dropped_before_microsoft(tally),
         "findings": findings,
-        "outcomes": dict(outcomes),
+        "outcomes": dict(tally.outcomes),
         "targets": targets,
-        "sessions": len(sessions),
+        "sessions": tally.sessions,
     }
 
 
-def _target_findings(target: str, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    total = len(recs)
-    microsoft = any(r.get("microsoft") for r in recs)
-    where = "Microsoft" if microsoft else "the server"
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for rec in recs:
-        verdict = rec.get("verdict") or {}
-        key = (rec["outcome"], verdict.get("title"))
-        groups[key].append(rec)
-    for (outcome, title), members in groups.items():
-        k = len(members)
-        ids = [m["session_id"] for m in members]
-        severity = max((m.get("verdict", {}).get("severity", "info") for m in members), key=lambda s: SEVERITY_RANK.get(s, 0))
+class _Group:
+    """The sessions to one target with one outcome and verdict: what a finding says of them."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.severity = "info"
+        self.retries: set[int] = set()
+        self.hops: set[int] = set()
+        self.reporters: set[str] = set()
+        self.icmp_names: set[str] = set()
+        self.replies: Counter[str] = Counter()
+
+    def add(self, rec: dict[str, Any], outcome: str, verdict: dict[str, Any]) -> None:
+        self.ids.append(rec["session_id"])
+        severity = verdict.get("severity", "info")
+        if SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(self.severity, 0) or len(self.ids) == 1:
+            self.severity = severity
         if outcome == "syn_unanswered":
-            retries = sorted({m["syn_count"] - 1 for m in members})
+            self.retries.add(rec["syn_count"] - 1)
+        elif outcome == "reset_by_middlebox":
+            hops = (rec.get("rst") or {}).get("hops")
+            if hops is not None:
+                self.hops.add(hops)
+        elif outcome == "rejected_icmp":
+            icmp = rec.get("icmp") or {}
+            if icmp.get("from") is not None:
+                self.reporters.add(icmp["from"])
+            if icmp.get("name") is not None:
+                self.icmp_names.add(icmp["name"])
+        elif outcome == "smtp_error":
+            reply = rec.get("decisive_reply") or {}
+            self.replies[f"{reply.get('code')} {reply.get('enhanced') or ''}".strip()] += 1
+
+
+class _Target:
+    def __init__(self, rec: dict[str, Any]) -> None:
+        self.server = rec["server"]
+        self.port = rec["server_port"]
+        self.attempts = 0
+        self.microsoft = False
+        self.outcomes: Counter[str] = Counter()
+        self.groups: dict[tuple[str, str | None], _Group] = {}
+
+
+class _Tally:
+    """What the summary needs of every session, gathered one record at a time."""
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.completed = 0
+        self.failing = 0  # verdict severity error or warning
+        self.outcomes: Counter[str] = Counter()
+        self.targets: dict[str, _Target] = {}
+        self.server_names: set[str | None] = set()
+        self.microsoft = 0
+        self.not_reached: Counter[str] = Counter()
+        self.reached = 0
+
+    def add(self, rec: dict[str, Any]) -> None:
+        outcome = rec["outcome"]
+        verdict = rec.get("verdict") or {}
+        self.sessions += 1
+        self.outcomes[outcome] += 1
+        self.completed += outcome == "completed"
+        self.failing += verdict.get("severity") in ("error", "warning")
+        self.server_names.add(rec.get("server_name"))
+        name = _target(rec)
+        target = self.targets.get(name)
+        if target is None:
+            target = self.targets[name] = _Target(rec)
+        target.attempts += 1
+        target.outcomes[outcome] += 1
+        target.microsoft = target.microsoft or bool(rec.get("microsoft"))
+        key = (outcome, verdict.get("title"))
+        group = target.groups.get(key)
+        if group is None:
+            group = target.groups[key] = _Group()
+        group.add(rec, outcome, verdict)
+        if rec.get("microsoft"):
+            self.microsoft += 1
+            if outcome in NOT_REACHED:
+                self.not_reached[outcome] += 1
+            elif outcome != "incomplete":
+                self.reached += 1
+
+
+def _target_findings(name: str, target: _Target) -> list[dict[str, Any]]:
+    out = []
+    total = target.attempts
+    where = "Microsoft" if target.microsoft else "the server"
+    for (outcome, title), group in target.groups.items():
+        k = len(group.ids)
+        if outcome == "syn_unanswered":
+            retries = sorted(group.retries)
             if len(retries) == 1:
                 retry_text = "none was retried" if retries[0] == 0 else f"all were retried {retries[0]} time(s)"
             else:
                 retry_text = f"retried {retries[0]}–{retries[-1]} times"
             detail = (
-                f"{k} of {total} connection attempt(s) to {target} got no answer; {retry_text}; "
+                f"{k} of {total} connection attempt(s) to {name} got no answer; {retry_text}; "
                 f"the SYNs passed this capture point: the drop is between here and {where}."
             )
         elif outcome == "reset_by_middlebox":
-            hops = sorted({(m.get("rst") or {}).get("hops") for m in members if (m.get("rst") or {}).get("hops") is not None})
+            hops = sorted(group.hops)
             detail = (
-                f"{k} of {total} attempt(s) to {target} were reset by a device on the path, not by {where}"
+                f"{k} of {total} attempt(s) to {name} were reset by a device on the path, not by {where}"
                 + (f" (the RSTs came from {_hops_text(hops)})" if hops else "")
                 + "."
             )
         elif outcome == "rejected_icmp":
-            reporters = sorted({(m.get("icmp") or {}).get("from") for m in members} - {None})
-            names = sorted({(m.get("icmp") or {}).get("name") for m in members} - {None})
-            detail = f"{k} of {total} attempt(s) to {target} were rejected by {', '.join(reporters)} (ICMP {', '.join(names)})."
+            detail = (f"{k} of {total} attempt(s) to {name} were rejected by {', '.join(sorted(group.reporters))} "
+                      f"(ICMP {', '.join(sorted(group.icmp_names))}).")
         elif outcome == "rejected_rst":
-            detail = f"{k} of {total} attempt(s) to {target} were refused by the server itself (RST)."
+            detail = f"{k} of {total} attempt(s) to {name} were refused by the server itself (RST)."
         elif outcome == "smtp_error":
-            replies = Counter(
-                f"{(m.get('decisive_reply') or {}).get('code')} {(m.get('decisive_reply') or {}).get('enhanced') or ''}".strip()
-                for m in members
-            )
-            shown = ", ".join(f"{code} ×{n}" if n > 1 else code for code, n in replies.most_common())
-            detail = f"{k} of {total} session(s) to {target} ended with an error reply ({shown})."
+            shown = ", ".join(f"{code} ×{n}" if n > 1 else code for code, n in group.replies.most_common())
+            detail = f"{k} of {total} session(s) to {name} ended with an error reply ({shown})."
         elif outcome == "tls_failed":
-            detail = f"{k} of {total} session(s) to {target}: TLS failed."
+            detail = f"{k} of {total} session(s) to {name}: TLS failed."
         elif outcome == "completed":
-            detail = f"{k} of {total} session(s) to {target} completed."
+            detail = f"{k} of {total} session(s) to {name} completed."
         elif outcome == "closed_early":
-            detail = f"{k} of {total} session(s) to {target} ended before the dialogue finished."
+            detail = f"{k} of {total} session(s) to {name} ended before the dialogue finished."
         else:
-            detail = f"{k} of {total} session(s) to {target}: {outcome}."
-        out.append({"severity": severity, "title": title or outcome, "detail": detail, "count": k, "outcome": outcome, "target": target, "sessions": ids})
+            detail = f"{k} of {total} session(s) to {name}: {outcome}."
+        out.append({"severity": group.severity, "title": title or outcome, "detail": detail, "count": k, "outcome": outcome,
+                    "target": name, "sessions": group.ids})
     return out
 
 
-def _dns_findings(dns: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _dns_findings(dns: list[dict[str, Any]], connected_names: set[str | None]) -> list[dict[str, Any]]:
     failures: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for tx in dns:
         status = tx.get("status")
@@ -135,7 +211,6 @@ def _dns_findings(dns: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> 
         reason = rcode if status == "answered" else status.replace("_", " ")
         failures[(tx.get("qname") or "?", reason)].append(tx)
     out = []
-    connected_names = {r.get("server_name") for r in sessions}
     for (name, reason), txs in failures.items():
         followed = name in connected_names
         detail = f"The DNS lookup of {name} failed {_plural(len(txs), 'time')} ({reason})"
@@ -144,15 +219,14 @@ def _dns_findings(dns: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> 
     return out
 
 
-def _dropped_before_microsoft(sessions: list[dict[str, Any]]) -> dict[str, Any]:
-    ms = [r for r in sessions if r.get("microsoft")]
-    if not ms:
+def _dropped_before_microsoft(tally: _Tally) -> dict[str, Any]:
+    if not tally.microsoft:
         return {"answer": "unknown", "detail": "No session to a Microsoft endpoint was identified in this capture."}
-    lost = [r for r in ms if r["outcome"] in NOT_REACHED]
-    reached = [r for r in ms if r["outcome"] not in NOT_REACHED and r["outcome"] != "incomplete"]
+    kinds = tally.not_reached
+    lost = sum(kinds.values())
+    reached = tally.reached
     if not lost:
-        return {"answer": "no", "detail": f"All {_plural(len(reached), 'connection attempt')} to Microsoft got an answer from Microsoft (SYN-ACK or RST from the server itself)."}
-    kinds = Counter(r["outcome"] for r in lost)
+        return {"answer": "no", "detail": f"All {_plural(reached, 'connection attempt')} to Microsoft got an answer from Microsoft (SYN-ACK or RST from the server itself)."}
     parts = []
     if kinds.get("syn_unanswered"):
         parts.append(f"{kinds['syn_unanswered']} got no answer at all (SYNs dropped)")
@@ -163,26 +237,25 @@ def _dropped_before_microsoft(sessions: list[dict[str, Any]]) -> dict[str, Any]:
         n = kinds["rejected_icmp"]
         parts.append(f"{n} {'was' if n == 1 else 'were'} rejected with ICMP by a router")
     answer = "yes" if not reached else "partly"
-    detail = f"{len(lost)} of {len(ms)} connection attempt(s) to Microsoft never reached it: " + "; ".join(parts) + "."
+    detail = f"{lost} of {tally.microsoft} connection attempt(s) to Microsoft never reached it: " + "; ".join(parts) + "."
     if reached:
-        detail += f" {len(reached)} did reach Microsoft."
+        detail += f" {reached} did reach Microsoft."
     return {"answer": answer, "detail": detail}
 
 
-def _headline(sessions: list[dict[str, Any]], findings: list[dict[str, Any]]) -> str:
+def _headline(tally: _Tally, findings: list[dict[str, Any]]) -> str:
+    sessions = tally.sessions
     if not sessions and not findings:
         return "No SMTP session was found in this capture."
     problems = [f for f in findings if f["severity"] in ("error", "warning")]
     if not problems:
-        completed = sum(1 for r in sessions if r.get("outcome") == "completed")
-        if completed == len(sessions):
-            return f"All {_plural(len(sessions), 'session')} completed; no failure was seen."
-        unfinished = len(sessions) - completed
+        if tally.completed == sessions:
+            return f"All {_plural(sessions, 'session')} completed; no failure was seen."
+        unfinished = sessions - tally.completed
         return (
-            f"No failure was seen, but {unfinished} of {_plural(len(sessions), 'session')} did not finish "
+            f"No failure was seen, but {unfinished} of {_plural(sessions, 'session')} did not finish "
             "within the capture (see their outcome)."
         )
     top = problems[0]
-    failing = sum(1 for r in sessions if (r.get("verdict") or {}).get("severity") in ("error", "warning"))
-    prefix = f"{failing} of {_plural(len(sessions), 'session')} failed. " if sessions else ""
+    prefix = f"{tally.failing} of {_plural(sessions, 'session')} failed. " if sessions else ""
     return prefix + f"Main problem: {top['title']} — {top['detail']}"

@@ -1,0 +1,129 @@
+"""The capture-level summary, table-driven on hand-made session records.
+
+``summarize`` reads its records once, as an iterator (a spilled store is read from disk one
+record at a time), so every test feeds it a generator."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyzer.diagnosis.summary import SERVICE_LABELS, summarize
+
+MS = [{"source": "published_range", "detail": "x"}]
+
+
+def rec(n: int, outcome: str, severity: str = "error", title: str | None = None, *, server: str = "52.96.1.1",
+        port: int = 587, microsoft: bool = True, role: str | None = "submission", **extra) -> dict:
+    record = {
+        "session_id": f"C{n:04d}", "server": server, "server_port": port, "server_name": extra.pop("server_name", None),
+        "microsoft": microsoft, "microsoft_evidence": MS if microsoft else [], "microsoft_service": role if microsoft else None,
+        "outcome": outcome, "service": extra.pop("service", "smtp"), "syn_count": extra.pop("syn_count", 1),
+        "rst": extra.pop("rst", None), "icmp": extra.pop("icmp", None), "decisive_reply": extra.pop("reply", None),
+        "verdict": {"title": title or outcome, "severity": severity},
+    }
+    record.update(extra)
+    return record
+
+
+def summary_of(records, dns=None):
+    return summarize((r for r in records), dns)
+
+
+def test_nothing():
+    s = summary_of([])
+    assert s["headline"] == "No SMTP session was found in this capture."
+    assert s["dropped_before_microsoft"]["answer"] == "unknown" and s["sessions"] == 0 and s["findings"] == []
+
+
+def test_all_completed():
+    s = summary_of([rec(1, "completed", "ok"), rec(2, "completed", "ok")])
+    assert s["headline"] == "All 2 sessions completed; no failure was seen."
+    assert s["dropped_before_microsoft"] == {"answer": "no", "detail": "All 2 connection attempts to Microsoft got an answer "
+                                             "from Microsoft (SYN-ACK or RST from the server itself)."}
+    (finding,) = s["findings"]
+    assert finding["detail"] == f"2 of 2 session(s) to {SERVICE_LABELS['submission']}:587 completed."
+    assert finding["sessions"] == ["C0001", "C0002"] and finding["severity"] == "ok"
+
+
+def test_unfinished_sessions_without_failure():
+    s = summary_of([rec(1, "completed", "ok"), rec(2, "incomplete", "info")])
+    assert s["headline"].startswith("No failure was seen, but 1 of 2 sessions did not finish")
+
+
+def test_a_group_takes_its_most_severe_verdict_and_keeps_order():
+    records = [rec(1, "smtp_error", "info", "T", reply={"code": 550, "enhanced": "5.7.1"}),
+               rec(2, "smtp_error", "error", "T", reply={"code": 550, "enhanced": "5.7.1"}),
+               rec(3, "smtp_error", "warning", "T", reply={"code": 451, "enhanced": "4.7.500"}),
+               rec(4, "smtp_error", "warning", "T", reply={"code": 535, "enhanced": None})]
+    s = summary_of(records)
+    (finding,) = s["findings"]
+    assert finding["severity"] == "error" and finding["count"] == 4 and finding["sessions"] == ["C0001", "C0002", "C0003", "C0004"]
+    assert finding["detail"].endswith("ended with an error reply (550 5.7.1 ×2, 451 4.7.500, 535).")
+    assert s["headline"].startswith("3 of 4 sessions failed. Main problem: T — 4 of 4 session(s)")
+
+
+@pytest.mark.parametrize("syn_counts, text", [
+    ([1, 1], "none was retried"),
+    ([4, 4], "all were retried 3 time(s)"),
+    ([2, 6, 4], "retried 1–5 times"),
+])
+def test_unanswered_syns(syn_counts, text):
+    s = summary_of([rec(n, "syn_unanswered", syn_count=c) for n, c in enumerate(syn_counts)])
+    finding = s["findings"][0]
+    assert f"got no answer; {text}; the SYNs passed this capture point: the drop is between here and Microsoft." in finding["detail"]
+    assert s["dropped_before_microsoft"]["answer"] == "yes"
+    assert s["dropped_before_microsoft"]["detail"] == (
+        f"{len(syn_counts)} of {len(syn_counts)} connection attempt(s) to Microsoft never reached it: "
+        f"{len(syn_counts)} got no answer at all (SYNs dropped).")
+
+
+def test_forged_resets_icmp_and_partial_reach():
+    records = [rec(1, "reset_by_middlebox", rst={"hops": 2}), rec(2, "reset_by_middlebox", rst={"hops": 0}),
+               rec(3, "reset_by_middlebox", rst={"hops": 2}),
+               rec(4, "rejected_icmp", icmp={"from": "10.0.0.1", "name": "admin prohibited"}),
+               rec(5, "rejected_icmp", icmp={"from": "10.0.0.254", "name": "admin prohibited"}),
+               rec(6, "completed", "ok"), rec(7, "incomplete", "info")]
+    s = summary_of(records)
+    by_outcome = {f["outcome"]: f for f in s["findings"]}
+    assert by_outcome["reset_by_middlebox"]["detail"].endswith("(the RSTs came from 0, 2 hop(s) away).")
+    assert by_outcome["rejected_icmp"]["detail"].endswith("were rejected by 10.0.0.1, 10.0.0.254 (ICMP admin prohibited).")
+    dropped = s["dropped_before_microsoft"]
+    assert dropped["answer"] == "partly"
+    assert dropped["detail"] == ("5 of 7 connection attempt(s) to Microsoft never reached it: 3 were reset by a device on "
+                                 "the path; 2 were rejected with ICMP by a router. 1 did reach Microsoft.")
+    assert s["outcomes"] == {"reset_by_middlebox": 3, "rejected_icmp": 2, "completed": 1, "incomplete": 1}
+    assert [f["count"] for f in s["findings"]][:2] == [3, 2]  # errors first, the most frequent first
+
+
+def test_targets_are_named_and_ordered_by_attempts():
+    records = [rec(1, "completed", "ok", server="192.0.2.5", port=25, microsoft=False, server_name="mx.example.net"),
+               rec(2, "rejected_rst", "error", server="192.0.2.9", port=25, microsoft=False),
+               rec(3, "rejected_rst", "error", server="192.0.2.9", port=25, microsoft=False),
+               rec(4, "completed", "ok", role="mx", port=25),
+               rec(5, "tls_failed", "error", server="40.97.1.1", server_name="smtp.office365.com",
+                   microsoft_evidence=[{"source": "dns", "detail": "y"}])]
+    s = summary_of(records)
+    assert [(t["target"], t["attempts"]) for t in s["targets"]] == [
+        ("192.0.2.9:25", 2), ("mx.example.net:25", 1), (f"{SERVICE_LABELS['mx']}:25", 1), ("smtp.office365.com:587", 1)]
+    assert s["targets"][0]["microsoft"] is False and s["targets"][3]["microsoft"] is True
+    assert s["targets"][0]["outcomes"] == {"rejected_rst": 2}
+    details = [f["detail"] for f in s["findings"]]
+    assert "2 of 2 attempt(s) to 192.0.2.9:25 were refused by the server itself (RST)." in details
+    assert "1 of 1 session(s) to smtp.office365.com:587: TLS failed." in details
+
+
+def test_dns_failures_and_dns_sessions():
+    records = [rec(1, "completed", "ok", server_name="good.example"), rec(2, "completed", "ok", service="dns")]
+    dns = [{"qname": "good.example", "status": "answered", "rcode": "SERVFAIL"},
+           {"qname": "gone.example", "status": "answered", "rcode": "NXDOMAIN"},
+           {"qname": "gone.example", "status": "no_response", "rcode": None},
+           {"qname": "fine.example", "status": "answered", "rcode": "NOERROR"},
+           {"qname": "late.example", "status": "capture_end", "rcode": None}]
+    s = summary_of(records, dns)
+    assert s["sessions"] == 1  # DNS-over-TCP records are not mail sessions
+    dns_findings = {f["title"]: f for f in s["findings"] if f["outcome"] == "dns_failure"}
+    assert set(dns_findings) == {"DNS lookup of good.example failed (SERVFAIL)", "DNS lookup of gone.example failed (NXDOMAIN)",
+                                 "DNS lookup of gone.example failed (no response)"}
+    assert dns_findings["DNS lookup of good.example failed (SERVFAIL)"]["severity"] == "warning"
+    assert dns_findings["DNS lookup of gone.example failed (NXDOMAIN)"]["detail"].endswith("the mail never left this host.")
+    assert s["findings"][0]["severity"] == "error"
