@@ -13,8 +13,7 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass, field, replace
-from operator import itemgetter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .capture import CaptureError, CaptureSet, expand_inputs, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
@@ -22,6 +21,8 @@ from .decode import DEFAULT_SMTP_PORTS, Decoder, IcmpError, Selector, TcpSegment
 from .decode.fastpath import Prefilter
 from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
 from .diagnosis.records import RecordBuilder
+from .diagnosis.resets import ServerTtls, add_server_reference
+from .diagnosis.store import EventsBySession, SessionStore, session_weight
 from .diagnosis.summary import summarize
 from .flows import ConnectionTable, TcpConnection
 from .flows.table import MAX_ORPHAN_ICMP
@@ -56,7 +57,9 @@ class Options:
 class RunResult:
     """Everything one run produced, before any presentation."""
 
-    records: list[dict[str, Any]]
+    #: In first-seen order: a list, or past MAX_SESSIONS_IN_MEMORY sessions a SessionStore
+    #: (a read-only sequence whose items are read back from a temporary file one at a time).
+    records: Sequence[dict[str, Any]]
     summary: dict[str, Any]
     dns: list[dict[str, Any]]
     capture: dict[str, Any]
@@ -66,8 +69,9 @@ class RunResult:
     orphan_icmp: list[dict[str, Any]] = field(default_factory=list)
     #: Things the user should know that do not make the results partial (the key log's fit).
     warnings: list[str] = field(default_factory=list)
-    #: Notable events per session id: (ts ns, direction, kind, detail), in time order.
-    events: dict[str, list[tuple[int, str, str, str]]] = field(default_factory=dict)
+    #: Notable events per session id: (ts ns, direction, kind, detail), in time order
+    #: (a dict, or an EventsBySession mapping when the records are spilled).
+    events: Mapping[str, list[tuple[int, str, str, str]]] = field(default_factory=dict)
 
 
 def shard_of(src: bytes, sport: int, dst: bytes, dport: int, shards: int) -> int:
@@ -100,7 +104,10 @@ class Engine:
         self.decoder = Decoder(self.selector, verify_checksums=options.checksums != "off")
         self.dns = DnsTracker(interesting=self.directory.is_interesting_name)
         self.table = ConnectionTable(self._finished, self._attach, options.checksums)
-        self.facts: list[dict[str, Any]] = []
+        #: Finished sessions' facts, waiting for ``result`` (spilled to disk past a limit),
+        #: and their servers' TTLs, gathered as they come (so ``result`` reads facts once).
+        self.facts: SessionStore = SessionStore()
+        self.server_ttls: ServerTtls = {}
         #: Called with each session's facts as soon as it is finished (live capture uses it).
         self.on_finished: Callable[[dict[str, Any]], None] | None = None
         self.packets_seen = 0
@@ -118,7 +125,8 @@ class Engine:
         facts = conn.facts(at_end)
         analyzer = conn.analyzer
         facts["app"] = analyzer.summary() if isinstance(analyzer, MailSession) else {}
-        self.facts.append(facts)
+        self.facts.append(facts, session_weight(len(facts["events"])))
+        add_server_reference(self.server_ttls, facts)
         if self.on_finished is not None:
             self.on_finished(facts)
 
@@ -169,14 +177,17 @@ class Engine:
         self.packets_seen += count
         self.elapsed += time.perf_counter() - started
 
-    def absorb(self, facts: list[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]]) -> None:
+    def absorb(self, facts: Iterable[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]]) -> None:
         """Take in what another shard's engine found (after both have finished)."""
-        self.facts.extend(facts)
+        for session in facts:
+            self.facts.append(session, session_weight(len(session["events"])))
+            add_server_reference(self.server_ttls, session)
         self.table.created += created
-        orphans = self.table.orphan_icmp
-        orphans.extend(orphan_icmp)
-        orphans.sort(key=lambda record: record["ts"])
-        del orphans[MAX_ORPHAN_ICMP:]
+        if orphan_icmp:
+            orphans = self.table.orphan_icmp
+            orphans.extend(orphan_icmp)
+            orphans.sort(key=lambda record: record["ts"])
+            del orphans[MAX_ORPHAN_ICMP:]
 
     def close(self) -> None:
         """After ``result``: the connection table's callbacks refer back to this engine, so
@@ -193,7 +204,13 @@ class Engine:
     def result(self, capture: dict[str, Any] | None = None, errors: list[str] | None = None, damage: list[str] | None = None) -> RunResult:
         stats = self.decoder.stats
         builder = RecordBuilder(self.directory, self.dns, stats.last_ts)
-        records = builder.build_all(list(self.facts))
+        built, by_session = builder.build_all(self.facts, self.server_ttls)
+        records: Sequence[dict[str, Any]]
+        events: Mapping[str, list[tuple[int, str, str, str]]]
+        if built.spilled:
+            records, events = built, EventsBySession(by_session)
+        else:
+            records, events = list(built), dict(by_session)
         dns = self.dns.transactions()
         summary = summarize(records, dns)
         run_stats = stats.as_dict()
@@ -214,7 +231,7 @@ class Engine:
             warnings=warnings,
             damage=list(damage or []),
             orphan_icmp=list(self.table.orphan_icmp),
-            events={facts["uid"]: sorted(facts["events"], key=itemgetter(0)) for facts in list(self.facts)},
+            events=events,
         )
 
 
@@ -222,16 +239,22 @@ def _ignore_finished(conn: TcpConnection, at_end: bool) -> None:
     """The table's sink once its engine is closed."""
 
 
-def _decryption_stats(records: list[dict[str, Any]]) -> dict[str, int]:
+def _decryption_stats(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     from .protocols.tls.decrypt import NO_KEY  # cryptography: only when decrypting
 
-    encrypted = [r["tls"] for r in records if (r.get("tls") or {}).get("attempted")]
-    return {
-        "tls_sessions": len(encrypted),
-        "decrypted": sum(1 for tls in encrypted if tls.get("decrypted")),
-        "no_key": sum(1 for tls in encrypted if tls.get("decryption_error") == NO_KEY),
-        "failed": sum(1 for tls in encrypted if tls.get("decryption_error") not in (None, NO_KEY)),
-    }
+    counts = {"tls_sessions": 0, "decrypted": 0, "no_key": 0, "failed": 0}
+    for record in records:
+        tls = record.get("tls") or {}
+        if not tls.get("attempted"):
+            continue
+        counts["tls_sessions"] += 1
+        counts["decrypted"] += bool(tls.get("decrypted"))
+        error = tls.get("decryption_error")
+        if error == NO_KEY:
+            counts["no_key"] += 1
+        elif error is not None:
+            counts["failed"] += 1
+    return counts
 
 
 def _keylog_warnings(keylog: KeyLog, decryption: dict[str, int]) -> list[str]:
@@ -364,9 +387,9 @@ def _kept_share(path: str, options: Options) -> float:
 
 
 def run_serial(files: list[str], options: Options, progress: ProgressCallback | None = None,
-               shard: tuple[int, int] | None = None, others: Callable[[], list[tuple]] | None = None) -> RunResult:
-    """One engine over the files. ``shard``: follow only that shard's connections, then take in
-    ``others()`` — the (facts, connections created, orphan ICMP) of the other shards."""
+               shard: tuple[int, int] | None = None, others: Callable[[Engine], None] | None = None) -> RunResult:
+    """One engine over the files. ``shard``: follow only that shard's connections, then let
+    ``others(engine)`` take in what the other shards found (``Engine.absorb``)."""
     captures = CaptureSet(files)
     if not captures.readable:
         if captures.errors:
@@ -384,8 +407,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
         engine.feed(records)
     engine.finish()
     if others is not None:
-        for facts, created, orphans in others():
-            engine.absorb(facts, created, orphans)
+        others(engine)
     capture_info = {
         "files": files,
         "formats": captures.formats,

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable
 from .capture.live import LiveSource, check_filter
 from .capture.ring import RingWriter
 from .diagnosis.records import RecordBuilder
-from .diagnosis.resets import server_references
+from .diagnosis.resets import ServerTtls, add_server_reference
+from .diagnosis.store import LatestSessions
 from .engine import Engine, Options
 
 NS = 1_000_000_000
@@ -91,7 +92,7 @@ class LiveCapture:
     ) -> None:
         self.interfaces = [interfaces] if isinstance(interfaces, str) else list(interfaces)
         self.engine = Engine(options)
-        self.engine.facts = collections.deque(maxlen=MAX_LIVE_SESSIONS)  # type: ignore[assignment]
+        self.engine.facts = LatestSessions(maxlen=MAX_LIVE_SESSIONS)  # type: ignore[assignment]
         self.engine.on_finished = self._finished
         self.user_filter = bpf
         if bpf:
@@ -110,7 +111,7 @@ class LiveCapture:
         self.sessions_total = 0
         self.failures = 0
         self.recent: collections.deque[dict] = collections.deque(maxlen=50)
-        self._refs: dict[bytes, list[int]] = {}
+        self._refs: ServerTtls = {}
         self._builder = RecordBuilder(self.engine.directory, self.engine.dns, None)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -121,8 +122,7 @@ class LiveCapture:
     # -- session notifications ------------------------------------------------------------
     def _finished(self, facts: dict) -> None:
         self.sessions_total += 1
-        for server, ttls in server_references([facts]).items():
-            self._refs.setdefault(server, []).extend(ttls[-4:])
+        add_server_reference(self._refs, facts)
         record = self._builder.build(facts, self._refs)
         if (record.get("verdict") or {}).get("severity") in ("error", "warning"):
             self.failures += 1

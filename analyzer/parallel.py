@@ -18,6 +18,7 @@ Dask worker must be able to open the same paths (a shared filesystem).
 from __future__ import annotations
 
 import heapq
+import itertools
 import struct
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
@@ -30,6 +31,8 @@ from .engine import Engine, Options, RunResult, _unsupported_linktypes
 
 #: One kept record in a worker's result: ts_ns, linktype, wirelen, caplen, then the frame.
 KEPT = struct.Struct("<qHII")
+#: Session facts a shard process sends to the coordinator in one message.
+FACTS_PER_MESSAGE = 256
 
 
 @dataclass
@@ -203,22 +206,26 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
             sender.close()
             workers.append((proc, receiver))
 
-    def others() -> list[tuple]:
-        found = []
+    def absorb_others(engine: Engine) -> None:
         for proc, receiver in workers:
-            try:
-                status, *payload = receiver.recv()
-            except EOFError:
+            while True:
+                try:
+                    status, *payload = receiver.recv()
+                except EOFError:
+                    proc.join()
+                    raise RuntimeError(f"shard process {proc.name} ended without a result (exit code {proc.exitcode})") from None
+                if status == "facts":
+                    engine.absorb(payload[0], 0, [])
+                    continue
                 proc.join()
-                raise RuntimeError(f"shard process {proc.name} ended without a result (exit code {proc.exitcode})") from None
-            proc.join()
-            if status != "ok":
-                raise RuntimeError(f"shard process {proc.name} failed: {payload[0]}")
-            found.append(tuple(payload))
-        return found
+                if status != "ok":
+                    raise RuntimeError(f"shard process {proc.name} failed: {payload[0]}")
+                created, orphan_icmp = payload
+                engine.absorb((), created, orphan_icmp)
+                break
 
     try:
-        result = run_serial(files, options, progress, shard=(0, shards), others=others)
+        result = run_serial(files, options, progress, shard=(0, shards), others=absorb_others)
         result.capture["shards"] = shards
         return result
     finally:
@@ -238,7 +245,12 @@ def _shard_worker(files: list[str], options: Options, index: int, shards: int, s
         if captures.readable:
             engine.feed(captures)
         engine.finish()
-        payload: tuple = ("ok", engine.facts, engine.table.created, engine.table.orphan_icmp)
+        # Facts go in batches: the coordinator stores them as they come (spilling past its
+        # limit), so neither process ever holds one message with every session in it.
+        sessions = iter(engine.facts)
+        while batch := list(itertools.islice(sessions, FACTS_PER_MESSAGE)):
+            sender.send(("facts", batch))
+        payload: tuple = ("ok", engine.table.created, engine.table.orphan_icmp)
     except BaseException as exc:  # noqa: BLE001 - reported by the coordinator
         payload = ("error", f"{type(exc).__name__}: {exc}")
     try:

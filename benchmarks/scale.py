@@ -136,6 +136,7 @@ def measure(gigabytes: float, smtp_share: float, seed: int, every: int, keep_ses
     """Stream the traffic through the engine; return the samples (the last one after the end)."""
     from analyzer.capture.pcap import PcapReader
     from analyzer.decode.fastpath import Prefilter
+    from analyzer.diagnosis.store import LatestSessions
     from analyzer.engine import Engine
 
     workdir = tempfile.mkdtemp(prefix="smtpflow-scale-")
@@ -150,7 +151,7 @@ def measure(gigabytes: float, smtp_share: float, seed: int, every: int, keep_ses
             finished = collections.Counter()
             engine.on_finished = lambda _facts: finished.update(("sessions",))
             if keep_sessions is not None:
-                engine.facts = collections.deque(maxlen=keep_sessions)  # type: ignore[assignment]
+                engine.facts = LatestSessions(maxlen=keep_sessions)  # type: ignore[assignment]
             reader = PcapReader(fh, fifo)
             if Prefilter.available:
                 reader.prefilter = Prefilter(engine.selector, engine.decoder.stats)

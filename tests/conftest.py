@@ -53,7 +53,7 @@ def analyse_twice(path, switches: list[tuple[object, str]], **options) -> list[t
             for (obj, name), value in zip(switches, saved):
                 setattr(obj, name, value)
         stats = {key: value for key, value in a.stats.items() if key != "elapsed_s"}
-        records = json.dumps(a.records, sort_keys=True, default=str)
-        events = json.dumps(a._result.events, sort_keys=True, default=str)
+        records = json.dumps(list(a.records), sort_keys=True, default=str)
+        events = json.dumps(dict(a._result.events), sort_keys=True, default=str)
         results.append((records, events, stats, a.exit_code))
     return results

@@ -77,7 +77,7 @@ def test_live_capture_diagnoses_and_rings_replay(tmp_path, name):
     assert "capture stopped" in live.stderr and "dropped by the kernel" in live.stderr
     # The ring files replay offline to the very same records.
     offline = analyzer.analyze(str(live.ring))
-    assert json.dumps(offline.records, sort_keys=True) == json.dumps(records, sort_keys=True)
+    assert json.dumps(list(offline.records), sort_keys=True) == json.dumps(records, sort_keys=True)
 
 
 SENDER = textwrap.dedent(

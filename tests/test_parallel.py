@@ -15,7 +15,7 @@ from crafting import Conversation, dns_exchange, frames, plain_smtp_session, wri
 
 def fingerprint(a) -> tuple[str, dict]:
     stats = {k: v for k, v in a.stats.items() if k not in ("elapsed_s",)}
-    return json.dumps(a.records, sort_keys=True, default=str), stats
+    return json.dumps(list(a.records), sort_keys=True, default=str), stats
 
 
 def rotated(tmp_path, cuts=(7, 23, 41, 60, 88)):
@@ -96,7 +96,7 @@ def whole_result(a):
     """Everything a run produced: records, statistics, DNS transactions, orphan ICMP, events."""
     records, stats = fingerprint(a)
     result = a._result
-    return records, stats, json.dumps([result.dns, result.orphan_icmp, result.events], sort_keys=True, default=str)
+    return records, stats, json.dumps([result.dns, result.orphan_icmp, dict(result.events)], sort_keys=True, default=str)
 
 
 @pytest.mark.parametrize("shards", [2, 3])

@@ -34,13 +34,17 @@ verdict                {title, explanation, remediation, severity, evidence, not
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 from ..decode.icmp import is_admin_prohibited
 from ..decode.ip import address_text
 from .microsoft import MicrosoftDirectory
 from .outcome import decide, decisive_reply
-from .resets import classify_reset, server_references
+from .resets import ServerTtls, classify_reset, server_references
+from .store import SessionStore, session_weight
 from .verdicts import verdict
 
 NS = 1_000_000_000
@@ -60,13 +64,29 @@ class RecordBuilder:
         self.dns = dns
         self.capture_end = capture_end
 
-    def build_all(self, all_facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        refs = server_references(all_facts)
-        records = [self.build(facts, refs) for facts in all_facts]
-        records.sort(key=lambda r: (r["first_seen"], r["session_id"]))
-        return records
+    def build_all(self, all_facts: Iterable[dict[str, Any]],
+                  refs: ServerTtls | None = None) -> tuple[SessionStore, SessionStore]:
+        """The records of all sessions in (first_seen, session_id) order, and in the same order
+        each session's ``(session id, events in time order)``. ``all_facts`` is read one
+        session at a time (twice unless ``refs``, their :func:`server_references`, is given):
+        the stores spill to disk past their limit, so any number of sessions is built in
+        bounded memory."""
+        if refs is None:
+            refs = server_references(all_facts)
+        records, events = SessionStore(), SessionStore()
+        first_seen = array("d")
+        for facts in all_facts:
+            record = self.build(facts, refs)
+            weight = session_weight(len(facts["events"]))
+            records.append(record, weight)
+            events.append((facts["uid"], sorted(facts["events"], key=itemgetter(0))), weight)
+            first_seen.append(record["first_seen"])
+        order = _record_order(first_seen, records)
+        records.reorder(order)
+        events.reorder(order)
+        return records, events
 
-    def build(self, facts: dict[str, Any], refs: dict[bytes, list[int]]) -> dict[str, Any]:
+    def build(self, facts: dict[str, Any], refs: ServerTtls) -> dict[str, Any]:
         app = facts.get("app") or {}
         server = address_text(facts["resp_addr"])
         dns_names = self.dns.names_for(facts["resp_addr"], facts["first_ts"] + NS) if self.dns is not None else []
@@ -153,6 +173,21 @@ class RecordBuilder:
         record["weirds"] = dict(facts.get("weirds") or {}) | ((smtp or {}).get("weirds") or {})
         record["end_reason"] = facts.get("end_reason")
         return record
+
+
+def _record_order(first_seen: array, records: SessionStore) -> list[int]:
+    """Positions by (first_seen, session_id): sorted on the numbers alone, then the rare runs
+    of equal first_seen by id (reading only those records back)."""
+    order = sorted(range(len(first_seen)), key=first_seen.__getitem__)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and first_seen[order[end]] == first_seen[order[start]]:
+            end += 1
+        if end - start > 1:
+            order[start:end] = sorted(order[start:end], key=lambda n: records[n]["session_id"])
+        start = end
+    return order
 
 
 def _rst_record(reset: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -11,6 +11,8 @@ hops away, so a RST from a device one or two hops off cannot be theirs.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from ..decode.ip import hop_distance, likely_initial_ttl
@@ -21,17 +23,29 @@ HOP_MISMATCH = 2
 NEAR_HOPS = 2
 
 
-def server_references(all_facts: list[dict[str, Any]]) -> dict[bytes, list[int]]:
+#: Each server's TTLs: how many of its sessions saw each value (bounded: at most 256 keys).
+ServerTtls = dict[bytes, Counter]
+
+
+def server_references(all_facts: Iterable[dict[str, Any]]) -> ServerTtls:
     """TTLs of packets servers sent themselves (not RSTs), per server address."""
-    refs: dict[bytes, list[int]] = {}
+    refs: ServerTtls = {}
     for facts in all_facts:
-        ttl = facts.get("synack_ttl")
-        if ttl is None:
-            lo, hi = facts.get("resp_ttl") or (None, None)
-            ttl = hi
-        if ttl is not None:
-            refs.setdefault(facts["resp_addr"], []).append(ttl)
+        add_server_reference(refs, facts)
     return refs
+
+
+def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
+    """Count one session's server TTL in ``refs`` (as :func:`server_references` does for all)."""
+    ttl = facts.get("synack_ttl")
+    if ttl is None:
+        lo, hi = facts.get("resp_ttl") or (None, None)
+        ttl = hi
+    if ttl is not None:
+        counts = refs.get(facts["resp_addr"])
+        if counts is None:
+            counts = refs[facts["resp_addr"]] = Counter()
+        counts[ttl] += 1
 
 
 def _after_clean_close(facts: dict[str, Any], ts: int) -> bool:
@@ -42,7 +56,7 @@ def _after_clean_close(facts: dict[str, Any], ts: int) -> bool:
     return orig_close is not None and resp_close is not None and ts > max(orig_close, resp_close)
 
 
-def classify_reset(facts: dict[str, Any], refs: dict[bytes, list[int]], microsoft: bool) -> dict[str, Any] | None:
+def classify_reset(facts: dict[str, Any], refs: ServerTtls, microsoft: bool) -> dict[str, Any] | None:
     """Describe the first RST of a session: who sent it, with the TTL evidence.
 
     ``microsoft``: the server address is in Microsoft's published ranges (so it is far away).
@@ -65,11 +79,12 @@ def classify_reset(facts: dict[str, Any], refs: dict[bytes, list[int]], microsof
     reference = own
     reference_source = "this session's packets from the server"
     if reference is None:
-        others = refs.get(facts["resp_addr"]) or []
+        others = refs.get(facts["resp_addr"])
         if others:
-            # The most common TTL among other sessions to this server.
-            reference = max(set(others), key=others.count)
-            reference_source = f"{len(others)} other session(s) to this server"
+            # The most common TTL among other sessions to this server (ties: the first in a
+            # set's order of the values, in the order they were first seen).
+            reference = max(set(list(others)), key=others.__getitem__)
+            reference_source = f"{sum(others.values())} other session(s) to this server"
     result = {"ts": ts, "ttl": ttl, "hops": rst_hops, "initial_ttl": rst_initial}
     if reference is not None:
         ref_initial = likely_initial_ttl(reference)

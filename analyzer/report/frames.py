@@ -7,11 +7,13 @@ Column order is fixed (``*_COLUMNS`` below) so notebooks and exports stay stable
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from ..diagnosis.outcome import OUTCOMES
+from ..diagnosis.store import EventsBySession
 
 NS = 1_000_000_000
 
@@ -127,11 +129,16 @@ def sessions_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def events_frame(records: list[dict[str, Any]], events: dict[str, list[tuple[int, str, str, str]]]) -> pd.DataFrame:
+def events_frame(records: Sequence[dict[str, Any]], events: Mapping[str, list[tuple[int, str, str, str]]]) -> pd.DataFrame:
     rows = []
+    # A spilled run's events are stored in record order: read them alongside, with no id index.
+    pairs = events.pairs() if isinstance(events, EventsBySession) else None
     for rec in records:
         sid = rec["session_id"]
-        evs = events.get(sid) or []
+        if pairs is not None:
+            _sid, evs = next(pairs)
+        else:
+            evs = events.get(sid) or []
         start = int(round(rec["first_seen"] * NS))
         for ts, direction, kind, detail in evs:
             rows.append((sid, ts / NS, (ts - start) / NS, direction, kind, detail, rec["server"], rec["server_port"]))

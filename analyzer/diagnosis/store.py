@@ -1,0 +1,258 @@
+"""Where finished sessions wait for the end of the capture: in memory, then on disk.
+
+A session's record needs capture-wide context (DNS answers, the other sessions to the same
+server), so the facts of every finished session wait for the end of the capture, and the
+records for whoever reads them. A relay's day holds hundreds of thousands of sessions, about
+11 KB of facts each. :class:`SessionStore` keeps up to :data:`MAX_SESSIONS_IN_MEMORY` sessions
+as objects (a session with many events counts as several: :func:`session_weight`); past that
+it pickles every item into an unnamed temporary file and keeps only where each one lies
+(16 bytes an item). Reading brings them back one at a time, so memory stays bounded whatever
+the number of sessions; only the file grows (about 3.5 KB a session).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from array import array
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+#: Sessions (by weight) a store keeps as objects; past it all of them go to a temporary file.
+#: About 90 MB of facts at the typical 11 KB a session.
+MAX_SESSIONS_IN_MEMORY = 8192
+#: A session weighs one more for every this many events it carries (typical ones: 5-30;
+#: up to MAX_EVENTS_PER_SESSION, 2,000), so big sessions spill sooner.
+EVENTS_PER_WEIGHT = 64
+#: Pickled items gathered before one write to the file.
+WRITE_BUFFER_BYTES = 1 << 20
+#: Bytes read at once when consecutive items are read in order.
+READ_AHEAD_BYTES = 1 << 20
+
+
+def spill_directory() -> str:
+    """Where spilled sessions go: ``SMTPFLOW_SPILL_DIR``, else ``TMPDIR``, else /var/tmp.
+
+    Not /tmp by default: on many systems (Debian 13 among them) it is a tmpfs, i.e. memory."""
+    for variable in ("SMTPFLOW_SPILL_DIR", "TMPDIR"):
+        chosen = os.environ.get(variable)
+        if chosen:
+            return chosen
+    if os.path.isdir("/var/tmp") and os.access("/var/tmp", os.W_OK):
+        return "/var/tmp"
+    return tempfile.gettempdir()
+
+
+def session_weight(events: int) -> int:
+    """What a session with this many events counts for against MAX_SESSIONS_IN_MEMORY."""
+    return 1 + events // EVENTS_PER_WEIGHT
+
+
+class SpillError(OSError):
+    """The temporary file for spilled sessions could not be created or written."""
+
+
+class SessionStore(Sequence):
+    """An append-only sequence of picklable items, kept in memory while their weights add up
+    to no more than ``limit``, and in an unnamed temporary file beyond (see the module docstring).
+
+    Iterating, indexing and ``reorder`` work the same in both states. Pickling a spilled
+    store (to send it to another process) reads every item back."""
+
+    def __init__(self, items: Iterable[Any] = (), limit: int | None = None) -> None:
+        self.limit = MAX_SESSIONS_IN_MEMORY if limit is None else limit
+        self._items: list[Any] | None = []
+        self._weight = 0
+        self._file: Any = None
+        self._offsets = array("q")
+        self._lengths = array("q")
+        self._pending = bytearray()
+        self._written = 0  # bytes in the file; the pending ones follow
+        self.extend(items)
+
+    @property
+    def spilled(self) -> bool:
+        return self._items is None
+
+    @property
+    def spilled_bytes(self) -> int:
+        return self._written + len(self._pending)
+
+    # -- writing --------------------------------------------------------------------------------
+    def append(self, item: Any, weight: int = 1) -> None:
+        items = self._items
+        if items is not None:
+            items.append(item)
+            self._weight += weight
+            if self._weight > self.limit:
+                self._spill()
+            return
+        blob = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+        self._offsets.append(self._written + len(self._pending))
+        self._lengths.append(len(blob))
+        self._pending += blob
+        if len(self._pending) >= WRITE_BUFFER_BYTES:
+            self._flush()
+
+    def extend(self, items: Iterable[Any]) -> None:
+        for item in items:
+            self.append(item)
+
+    def _spill(self) -> None:
+        directory = spill_directory()
+        try:
+            self._file = tempfile.TemporaryFile(prefix="smtpflow-sessions-", dir=directory)
+        except OSError as exc:
+            raise SpillError(f"cannot create a temporary file for sessions in {directory} "
+                             f"(set SMTPFLOW_SPILL_DIR to a writable directory): {exc}") from None
+        items, self._items = self._items, None
+        for item in items or ():
+            self.append(item)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = memoryview(self._pending)
+        fd = self._file.fileno()
+        try:
+            while data:
+                done = os.pwrite(fd, data, self._written)
+                self._written += done
+                data = data[done:]
+        except OSError as exc:
+            raise SpillError(f"cannot write spilled sessions to {spill_directory()}: {exc}") from None
+        finally:
+            data.release()
+        self._pending = bytearray()
+
+    # -- reading --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._items) if self._items is not None else len(self._offsets)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._items is not None:
+            return iter(self._items)
+        return self._read(0, len(self._offsets))
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if self._items is not None:
+            return self._items[index]
+        size = len(self._offsets)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("session store index out of range")
+        return next(self._read(index, index + 1))
+
+    def _read(self, start: int, stop: int) -> Iterator[Any]:
+        """Items start..stop-1; runs of items stored one after the other are read at once."""
+        self._flush()
+        fd = self._file.fileno()
+        offsets, lengths, loads = self._offsets, self._lengths, pickle.loads
+        i = start
+        while i < stop:
+            first = end = offsets[i]
+            j = i
+            while j < stop and offsets[j] == end and (j == i or end - first < READ_AHEAD_BYTES):
+                end += lengths[j]
+                j += 1
+            data = memoryview(_pread_all(fd, end - first, first))
+            for k in range(i, j):
+                at = offsets[k] - first
+                yield loads(data[at:at + lengths[k]])
+            i = j
+
+    def reorder(self, order: Sequence[int]) -> None:
+        """Put the items in this order (``order[n]`` is the index of the item to be n-th)."""
+        if len(order) != len(self) or len(set(order)) != len(self):
+            raise ValueError("reorder needs a permutation of the store's indices")
+        if self._items is not None:
+            items = self._items
+            self._items = [items[i] for i in order]
+            return
+        offsets, lengths = self._offsets, self._lengths
+        self._offsets = array("q", (offsets[i] for i in order))
+        self._lengths = array("q", (lengths[i] for i in order))
+
+    def close(self) -> None:
+        """Drop every item and the temporary file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._items = []
+        self._weight = 0
+        self._offsets = array("q")
+        self._lengths = array("q")
+        self._pending = bytearray()
+        self._written = 0
+
+    # -- Python protocols -----------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, tuple, SessionStore)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (SessionStore, (list(self), self.limit))
+
+    def __repr__(self) -> str:
+        where = f"spilled, {self.spilled_bytes:,} bytes on disk" if self.spilled else "in memory"
+        return f"<SessionStore: {len(self):,} items, {where}>"
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) == size:
+        return data
+    parts = [data]
+    done = len(data)
+    while done < size:
+        more = os.pread(fd, size - done, offset + done)
+        if not more:
+            raise SpillError("the temporary file of spilled sessions is shorter than written (was it truncated?)")
+        parts.append(more)
+        done += len(more)
+    return b"".join(parts)
+
+
+class LatestSessions(deque):
+    """A store that keeps only the latest ``maxlen`` items, in memory (live capture: a
+    capture without end reports its recent sessions)."""
+
+    def append(self, item: Any, weight: int = 1) -> None:  # type: ignore[override]
+        super().append(item)
+
+
+class EventsBySession(Mapping):
+    """Each session's events by session id, from a store of ``(session id, events)`` pairs.
+
+    The id → position table is built on the first lookup by id; :meth:`pairs` reads them
+    in stored order without it."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self._index: dict[str, int] | None = None
+
+    def _positions(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {uid: n for n, (uid, _events) in enumerate(self._store)}
+        return self._index
+
+    def __getitem__(self, uid: str) -> list:
+        return self._store[self._positions()[uid]][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (uid for uid, _events in self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def pairs(self) -> Iterator[tuple[str, list]]:
+        """(session id, events) of every session, in stored order."""
+        return iter(self._store)

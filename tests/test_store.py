@@ -1,0 +1,223 @@
+"""Sessions waiting for the end of the capture: in memory up to a limit, on disk beyond it.
+
+The store itself is tested table-driven in both states; then whole runs — every capture,
+every output format, a capture split across processes — are compared with everything kept
+in memory and with everything spilled: they must not differ in a byte.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+
+import pytest
+
+import analyzer
+from analyzer.cli import main
+from analyzer.diagnosis import store as store_module
+from analyzer.diagnosis.store import EventsBySession, LatestSessions, SessionStore, SpillError, session_weight
+from conftest import ROOT, all_captures
+
+ITEMS = [{"uid": f"C{n:03d}", "events": [(n, "orig", "syn", "x" * n)], "blob": bytes(range(n % 256))} for n in range(40)]
+
+
+def stores(limit_items: int, monkeypatch=None) -> SessionStore:
+    return SessionStore(ITEMS, limit=limit_items)
+
+
+@pytest.mark.parametrize("limit, spilled", [(100, False), (40, False), (39, True), (0, True)])
+def test_a_store_reads_back_what_was_put_in_either_way(limit, spilled):
+    s = SessionStore(ITEMS, limit=limit)
+    assert s.spilled is spilled
+    assert len(s) == len(ITEMS)
+    assert list(s) == ITEMS
+    assert s == ITEMS and ITEMS == list(s)
+    assert s[0] == ITEMS[0] and s[-1] == ITEMS[-1] and s[17] == ITEMS[17]
+    assert s[5:9] == ITEMS[5:9] and s[::-7] == ITEMS[::-7]
+    with pytest.raises(IndexError):
+        s[len(ITEMS)]
+    with pytest.raises(IndexError):
+        s[-len(ITEMS) - 1]
+    assert ITEMS[3] in s and s.index(ITEMS[8]) == 8
+    # Two readers at once do not disturb each other (positional reads, no shared offset).
+    pairs = list(zip(s, reversed(s)))
+    assert pairs == list(zip(ITEMS, reversed(ITEMS)))
+
+
+@pytest.mark.parametrize("limit", [100, 0])
+def test_reorder_and_append_after_reorder(limit):
+    s = SessionStore(ITEMS, limit=limit)
+    order = sorted(range(len(ITEMS)), key=lambda n: (n % 7, -n))
+    s.reorder(order)
+    assert list(s) == [ITEMS[n] for n in order]
+    s.append({"uid": "late"})
+    assert s[-1] == {"uid": "late"} and len(s) == len(ITEMS) + 1
+    with pytest.raises(ValueError):
+        s.reorder([0] * len(s))
+    with pytest.raises(ValueError):
+        s.reorder([0, 1])
+
+
+def test_weights_spill_sooner():
+    s = SessionStore(limit=10)
+    for item in ITEMS[:3]:
+        s.append(item, weight=3)
+    assert not s.spilled  # 9
+    s.append(ITEMS[3], weight=2)
+    assert s.spilled and list(s) == ITEMS[:4]
+    assert session_weight(0) == session_weight(store_module.EVENTS_PER_WEIGHT - 1) == 1
+    assert session_weight(2000) == 1 + 2000 // store_module.EVENTS_PER_WEIGHT
+
+
+def test_reads_and_writes_in_small_buffers(monkeypatch):
+    """Items bigger than the read-ahead, and write buffers flushed mid-way, read back whole."""
+    monkeypatch.setattr(store_module, "READ_AHEAD_BYTES", 100)
+    monkeypatch.setattr(store_module, "WRITE_BUFFER_BYTES", 150)
+    big = [{"n": n, "payload": os.urandom(n * 37)} for n in range(60)]
+    s = SessionStore(big, limit=0)
+    assert s.spilled_bytes > 150 * 10
+    assert list(s) == big and s[59] == big[59] and s[1:4] == big[1:4]
+
+
+def test_pickling_and_closing():
+    s = SessionStore(ITEMS, limit=0)
+    copy = pickle.loads(pickle.dumps(s))
+    assert list(copy) == ITEMS and copy.spilled
+    s.close()
+    assert len(s) == 0 and list(s) == [] and not s.spilled
+    assert "in memory" in repr(s) and "spilled" in repr(copy)
+
+
+def test_an_unusable_spill_directory_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("SMTPFLOW_SPILL_DIR", str(tmp_path / "missing"))
+    s = SessionStore(ITEMS[:2], limit=2)
+    with pytest.raises(SpillError, match="SMTPFLOW_SPILL_DIR"):
+        s.append(ITEMS[2])
+
+
+def test_spill_directory_choice(monkeypatch, tmp_path):
+    monkeypatch.delenv("SMTPFLOW_SPILL_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert store_module.spill_directory() == str(tmp_path)
+    monkeypatch.setenv("SMTPFLOW_SPILL_DIR", "/elsewhere")
+    assert store_module.spill_directory() == "/elsewhere"
+    monkeypatch.delenv("SMTPFLOW_SPILL_DIR")
+    monkeypatch.delenv("TMPDIR")
+    assert store_module.spill_directory() != "/tmp" or not os.path.isdir("/var/tmp")
+
+
+def test_events_by_session_and_latest_sessions():
+    pairs = SessionStore([(item["uid"], item["events"]) for item in ITEMS], limit=0)
+    events = EventsBySession(pairs)
+    assert len(events) == len(ITEMS) and list(events)[:2] == ["C000", "C001"]
+    assert events["C017"] == ITEMS[17]["events"] and events.get("nope") is None
+    assert dict(events) == {item["uid"]: item["events"] for item in ITEMS}
+    assert [uid for uid, _ in events.pairs()] == list(events)
+    latest = LatestSessions(maxlen=3)
+    for item in ITEMS:
+        latest.append(item, weight=5)
+    assert list(latest) == ITEMS[-3:]
+
+
+# -- whole runs, kept in memory or spilled -----------------------------------------------------
+def run_both(monkeypatch, path, **options):
+    """(in memory, all spilled) analyses of ``path``."""
+    kept = analyzer.analyze(path, **options)
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MAX_SESSIONS_IN_MEMORY", 0)
+        spilled = analyzer.analyze(path, **options)
+    return kept, spilled
+
+
+def canonical(a) -> tuple:
+    stats = {k: v for k, v in a.stats.items() if k != "elapsed_s"}
+    return (json.dumps(list(a.records), sort_keys=True, default=str), json.dumps(dict(a._result.events), sort_keys=True, default=str),
+            json.dumps(a.summary(), sort_keys=True, default=str), stats, a.exit_code)
+
+
+@pytest.mark.parametrize("path", all_captures(), ids=lambda p: os.path.relpath(p, os.path.dirname(ROOT)))
+def test_spilling_changes_no_result(monkeypatch, path):
+    kept, spilled = run_both(monkeypatch, path, ports="all")
+    assert isinstance(kept.records, list) and isinstance(kept._result.events, dict)
+    if kept.records:
+        assert isinstance(spilled.records, SessionStore) and spilled.records.spilled
+        assert isinstance(spilled._result.events, EventsBySession)
+    assert canonical(spilled) == canonical(kept)
+
+
+def test_every_view_and_export_is_the_same_when_spilled(monkeypatch, tmp_path):
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    kept, spilled = run_both(monkeypatch, path)
+    assert len(kept.records) > 10
+    for name in ("sessions", "events", "replies", "tls", "dns"):
+        assert getattr(spilled, name).equals(getattr(kept, name)), name
+    for a, where in ((kept, tmp_path / "kept"), (spilled, tmp_path / "spilled")):
+        a.to_csv(str(where / "csv"))
+        a.to_zeek(str(where / "zeek"))
+        a.to_jsonl(str(where / "sessions.jsonl"))
+    for relative in ["sessions.jsonl"] + [f"csv/{t}.csv" for t in ("sessions", "events", "replies", "tls")] + \
+            [f"zeek/{log}" for log in ("conn.log", "smtp.log", "ssl.log")]:
+        assert (tmp_path / "spilled" / relative).read_bytes() == (tmp_path / "kept" / relative).read_bytes(), relative
+    failing = next(r for r in kept.records if r["verdict"]["severity"] == "error")
+    assert spilled.follow(failing["session_id"]) == kept.follow(failing["session_id"])
+    assert spilled.follow(3) == kept.follow(3)
+    assert spilled.session_events(failing["session_id"][:6]) == kept.session_events(failing["session_id"][:6])
+
+
+def test_cli_output_is_the_same_when_spilled(monkeypatch, capsys):
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    outputs = []
+    for limit in (store_module.MAX_SESSIONS_IN_MEMORY, 0):
+        monkeypatch.setattr(store_module, "MAX_SESSIONS_IN_MEMORY", limit)
+        for fmt in ("table", "jsonl"):
+            assert main(["analyze", path, "--format", fmt]) == 0
+            outputs.append(capsys.readouterr().out)
+    assert outputs[:2] == outputs[2:] and "Sessions" in outputs[0]
+
+
+def test_cli_reports_an_unusable_spill_directory(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(store_module, "MAX_SESSIONS_IN_MEMORY", 0)
+    monkeypatch.setenv("SMTPFLOW_SPILL_DIR", str(tmp_path / "missing"))
+    code = main(["analyze", os.path.join(ROOT, "captures", "gateway-mixed.pcap"), "--format", "jsonl"])
+    err = capsys.readouterr().err
+    assert code != 0 and "SMTPFLOW_SPILL_DIR" in err and "Traceback" not in err
+
+
+def test_a_split_capture_spills_in_every_process(monkeypatch):
+    """Shard processes send their facts in batches; the coordinator stores them as they come."""
+    from analyzer import parallel
+
+    if not parallel.can_shard():
+        pytest.skip("splitting one capture across processes needs fork")
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    kept = analyzer.analyze(path)
+    monkeypatch.setattr(store_module, "MAX_SESSIONS_IN_MEMORY", 2)
+    monkeypatch.setattr(parallel, "FACTS_PER_MESSAGE", 3)
+    split = analyzer.analyze(path, workers=2)
+    assert split.capture.get("shards") == 2 and split.records.spilled
+    assert canonical(split)[:3] == canonical(kept)[:3]
+
+
+def test_facts_spill_while_reading(monkeypatch, tmp_path):
+    """The engine's facts go to disk as sessions finish, not at the end."""
+    from analyzer.capture import CaptureSet
+    from analyzer.engine import Engine
+    from analyzer.report.analysis import Analysis
+    from crafting import Conversation, frames, plain_smtp_session, write_pcap
+
+    packets = []
+    for i in range(12):  # two minutes apart: each one is over (and swept) before the next ends
+        packets += plain_smtp_session(Conversation(cport=40000 + i, t=1_700_000_000.0 + 120 * i)).packets
+    path = write_pcap(tmp_path / "spaced.pcap", frames(sorted(packets), 1))
+    monkeypatch.setattr(store_module, "MAX_SESSIONS_IN_MEMORY", 4)
+    engine = Engine()
+    engine.feed(CaptureSet([str(path)]))
+    assert engine.facts.spilled and len(engine.facts) >= 10
+    engine.finish()
+    result = engine.result()
+    assert result.records.spilled and len(result.records) == len(engine.facts) == 12
+    out = io.StringIO()
+    Analysis(result).to_jsonl(out)
+    assert out.getvalue().count('"outcome": "completed"') == 12
