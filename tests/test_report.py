@@ -215,6 +215,30 @@ def test_sessions_table_fits_the_terminal_without_breaking_words(width):
     assert "smtp.office365.com" in table
 
 
+@pytest.mark.parametrize("per_table", [1000, 2])
+@pytest.mark.parametrize("width", [80, 200])
+def test_failed_sessions_keep_the_numbers_follow_uses(monkeypatch, per_table, width):
+    """--failed lists the failing sessions under their numbers in the whole list (the ones
+    `smtpflow follow N` takes), however many tables the list is printed in."""
+    from rich.console import Console
+
+    from analyzer.report import terminal
+
+    monkeypatch.setattr(terminal, "SESSIONS_PER_TABLE", per_table)
+    a = analyzer.analyze(os.path.join(ROOT, "captures", "gateway-mixed.pcap"))
+    failing = [n for n, rec in enumerate(a.records) if terminal.is_failing(rec)]
+    assert 0 < len(failing) < len(a.records) and failing != list(range(len(failing)))
+    for only_failed, expected in ((True, failing), (False, list(range(len(a.records))))):
+        console = Console(width=width, record=True, no_color=True)
+        terminal.render_analysis(console, a, only_failed=only_failed)
+        text = console.export_text()
+        listed = text[text.index("Sessions"):]
+        numbers = [int(line.split()[0]) for line in listed.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+        assert numbers == expected
+        header = "client → server" if width >= terminal.WIDE_TABLE_MIN_WIDTH else "outcome and verdict"
+        assert listed.count(header) == -(-len(expected) // per_table)
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

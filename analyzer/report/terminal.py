@@ -8,6 +8,7 @@ objects, so neither control sequences nor rich markup from a packet can reach th
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any, Iterable
 
 from rich import box
@@ -79,9 +80,30 @@ def decryption_line(decryption: dict[str, int]) -> str:
 WIDE_TABLE_MIN_WIDTH = 120
 
 
-def render_sessions(console: Console, records: Iterable[dict[str, Any]]) -> None:
-    if console.width < WIDE_TABLE_MIN_WIDTH:
-        return _render_sessions_narrow(console, records)
+#: Sessions per printed table: a longer list is printed as several tables, one at a time, so
+#: listing a relay's day of sessions does not hold them all (each table repeats its header).
+SESSIONS_PER_TABLE = 1000
+
+
+def is_failing(rec: dict[str, Any]) -> bool:
+    return (rec.get("verdict") or {}).get("severity") in ("error", "warning")
+
+
+def render_sessions(console: Console, records: Iterable[dict[str, Any]], only_failed: bool = False) -> int:
+    """One row per session, numbered as ``smtpflow follow`` numbers them (also when only the
+    failing ones are shown), in tables of SESSIONS_PER_TABLE rows. Returns the rows shown."""
+    render = _render_sessions_narrow if console.width < WIDE_TABLE_MIN_WIDTH else _render_sessions_wide
+    rows = ((index, rec) for index, rec in enumerate(records) if not only_failed or is_failing(rec))
+    shown = 0
+    while chunk := list(itertools.islice(rows, SESSIONS_PER_TABLE)):
+        if not shown:
+            console.print(Text("Sessions", style="bold underline"))
+        render(console, chunk)
+        shown += len(chunk)
+    return shown
+
+
+def _render_sessions_wide(console: Console, rows: list[tuple[int, dict[str, Any]]]) -> None:
     table = Table(box=box.SIMPLE_HEAD, show_lines=False, header_style="bold")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("start (UTC)", no_wrap=True)
@@ -90,7 +112,7 @@ def render_sessions(console: Console, records: Iterable[dict[str, Any]]) -> None
     table.add_column("outcome", no_wrap=True)
     table.add_column("verdict", overflow="fold")
     table.add_column("detail", overflow="fold")
-    for index, rec in enumerate(records):
+    for index, rec in rows:
         server = f"{rec['server']}:{rec['server_port']}"
         if rec.get("server_name"):
             server = f"{rec['server_name']} ({server})"
@@ -110,13 +132,13 @@ def render_sessions(console: Console, records: Iterable[dict[str, Any]]) -> None
     console.print(table)
 
 
-def _render_sessions_narrow(console: Console, records: Iterable[dict[str, Any]]) -> None:
+def _render_sessions_narrow(console: Console, rows: list[tuple[int, dict[str, Any]]]) -> None:
     """A narrow terminal: who and when on the left, outcome, verdict and detail on the right."""
     table = Table(box=box.SIMPLE_HEAD, show_lines=True, header_style="bold", expand=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("session", ratio=2)
     table.add_column("outcome and verdict", ratio=3)
-    for index, rec in enumerate(records):
+    for index, rec in rows:
         server = f"{rec['server']}:{rec['server_port']}"
         if rec.get("server_name"):
             server = f"{rec['server_name']} {server}"
@@ -182,12 +204,7 @@ def render_analysis(console: Console, analysis: Any, only_failed: bool = False, 
     if decryption:
         console.print(_t(decryption_line(decryption), "dim"))
     render_summary(console, analysis.summary(), capture, stats)
-    records = analysis.records
-    if only_failed:
-        records = [r for r in records if (r.get("verdict") or {}).get("severity") in ("error", "warning")]
-    if show_sessions and records:
-        console.print(Text("Sessions", style="bold underline"))
-        render_sessions(console, records)
+    if show_sessions and analysis.records and render_sessions(console, analysis.records, only_failed):
         console.print(Text("Use `smtpflow follow FILE SESSION` (a number or an id) to see one session as a dialogue.", style="dim"))
     elif not analysis.records:
         console.print(Text(nothing_found(analysis), style="yellow"))
