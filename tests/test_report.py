@@ -174,6 +174,36 @@ def test_parquet_round_trip(analysis, tmp_path):
         assert (tmp_path / f"{name}.parquet").exists()
 
 
+@pytest.mark.parametrize("spilled", [False, True])
+def test_files_written_piece_by_piece_equal_the_whole_tables(monkeypatch, tmp_path, spilled):
+    """CSV and Parquet are written EXPORT_CHUNK_SESSIONS sessions at a time: cut into pieces
+    of 4 (with the sessions kept in memory or spilled) they hold exactly the whole tables."""
+    from analyzer.diagnosis import store
+    from analyzer.report import exports
+
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    if spilled:
+        monkeypatch.setattr(store, "MAX_SESSIONS_IN_MEMORY", 0)
+    a = analyzer.analyze(path)
+    whole = exports.tables(a)
+    a.to_csv(str(tmp_path / "whole"))
+    monkeypatch.setattr(exports, "EXPORT_CHUNK_SESSIONS", 4)
+    assert len(a.records) > 3 * 4
+    a.to_csv(str(tmp_path / "pieces"))
+    a.to_parquet(str(tmp_path / "parquet"))
+    for name in exports.TABLES:
+        assert (tmp_path / "pieces" / f"{name}.csv").read_bytes() == (tmp_path / "whole" / f"{name}.csv").read_bytes(), name
+        back = pd.read_parquet(tmp_path / "parquet" / f"{name}.parquet")
+        expected = exports.flat(whole[name])
+        assert list(back.columns) == list(expected.columns) and len(back) == len(expected), name
+        for col in expected.columns:  # categories become plain values in pieces with fewer of them
+            assert [None if pd.isna(v) else v for v in back[col].astype(object)] == \
+                   [None if pd.isna(v) else v for v in expected[col].astype(object)], (name, col)
+    single = tmp_path / "one.csv"
+    assert exports.write_csv(a, str(single)) == [str(single)]
+    assert single.read_bytes() == (tmp_path / "whole" / "sessions.csv").read_bytes()
+
+
 def test_csv_and_jsonl_exports(analysis, capture, tmp_path):
     out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--format", "csv", capture], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.splitlines()[0].startswith("session_id,first_seen")

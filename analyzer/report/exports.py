@@ -6,9 +6,11 @@ strings in CSV and Parquet, so every tool reads them (DuckDB: ``json_extract``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -31,34 +33,79 @@ def tables(analysis: Any) -> dict[str, pd.DataFrame]:
     return {name: getattr(analysis, name) for name in TABLES}
 
 
+#: Sessions turned into DataFrames at a time when writing files: the tables of a long capture
+#: are written piece by piece (CSV rows appended, Parquet row groups), never whole in memory.
+EXPORT_CHUNK_SESSIONS = 2_000
+
+
+def table_chunks(analysis: Any) -> Iterator[dict[str, pd.DataFrame]]:
+    """The tables (all but dns) for EXPORT_CHUNK_SESSIONS sessions at a time, in order; then
+    the dns table. Concatenated, each equals the Analysis's own DataFrame."""
+    from . import frames
+    from ..diagnosis.store import EventsBySession
+
+    records = iter(analysis.records)
+    events = analysis._result.events
+    pairs = events.pairs() if isinstance(events, EventsBySession) else None
+    first = True
+    while (chunk := list(itertools.islice(records, EXPORT_CHUNK_SESSIONS))) or first:
+        first = False
+        chunk_events = dict(itertools.islice(pairs, len(chunk))) if pairs is not None else events
+        yield {"sessions": frames.sessions_frame(chunk), "events": frames.events_frame(chunk, chunk_events),
+               "replies": frames.replies_frame(chunk), "tls": frames.tls_frame(chunk)}
+    yield {"dns": analysis.dns}
+
+
 def write_csv(analysis: Any, output: str | None) -> list[str]:
-    if output is None:
-        flat(analysis.sessions).to_csv(sys.stdout, index=False)
-        return []
-    if output.endswith(".csv"):
-        flat(analysis.sessions).to_csv(output, index=False)
-        return [output]
+    if output is None or output.endswith(".csv"):
+        target = sys.stdout if output is None else open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            header = True
+            for chunk in table_chunks(analysis):
+                if "sessions" in chunk:
+                    flat(chunk["sessions"]).to_csv(target, index=False, header=header)
+                    header = False
+        finally:
+            if target is not sys.stdout:
+                target.close()
+        return [] if output is None else [output]
     os.makedirs(output, exist_ok=True)
-    written = []
-    for name, df in tables(analysis).items():
-        path = os.path.join(output, f"{name}.csv")
-        flat(df).to_csv(path, index=False)
-        written.append(path)
-    return written
+    paths = {name: os.path.join(output, f"{name}.csv") for name in TABLES}
+    started: set[str] = set()
+    for chunk in table_chunks(analysis):
+        for name, df in chunk.items():
+            with open(paths[name], "a" if name in started else "w", encoding="utf-8", newline="") as fh:
+                flat(df).to_csv(fh, index=False, header=name not in started)
+            started.add(name)
+    return [paths[name] for name in TABLES]
 
 
 def write_parquet(analysis: Any, output: str | None) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if output is None:
         raise ExportError("--format parquet needs -o DIRECTORY (one .parquet file per table)")
     if os.path.exists(output) and not os.path.isdir(output):
         raise ExportError(f"{output}: exists and is not a directory")
     os.makedirs(output, exist_ok=True)
-    written = []
-    for name, df in tables(analysis).items():
-        path = os.path.join(output, f"{name}.parquet")
-        flat(df).to_parquet(path, engine="pyarrow", index=False)
-        written.append(path)
-    return written
+    paths = {name: os.path.join(output, f"{name}.parquet") for name in TABLES}
+    writers: dict[str, Any] = {}
+    try:
+        for chunk in table_chunks(analysis):
+            for name, df in chunk.items():
+                table = pa.Table.from_pandas(flat(df), preserve_index=False)
+                writer = writers.get(name)
+                if writer is None:
+                    # A column with no value in the first piece has no type yet: JSON text it is.
+                    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema],
+                                       metadata=table.schema.metadata)
+                    writer = writers[name] = pq.ParquetWriter(paths[name], schema)
+                writer.write_table(table.cast(writer.schema))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [paths[name] for name in TABLES]
 
 
 def write(analysis: Any, fmt: str, output: str | None) -> list[str]:
