@@ -204,6 +204,44 @@ def test_files_written_piece_by_piece_equal_the_whole_tables(monkeypatch, tmp_pa
     assert single.read_bytes() == (tmp_path / "whole" / "sessions.csv").read_bytes()
 
 
+def test_html_report_of_many_sessions_lists_the_failing_first(monkeypatch, tmp_path):
+    """Past MAX_REPORT_SESSIONS the page lists the failing sessions first, says how many are
+    left out and where they are; spilled or not, the page is the same."""
+    import re
+
+    from analyzer.diagnosis import store
+    from analyzer.report import html, terminal
+
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    a = analyzer.analyze(path)
+    failing = [n for n, rec in enumerate(a.records) if terminal.is_failing(rec)]
+    monkeypatch.setattr(html, "MAX_REPORT_SESSIONS", len(failing) - 1)
+    page = (tmp_path / "cut").joinpath("report.html")
+    a.to_html(str(tmp_path / "cut"))
+    text = page.read_text()
+    rows = [int(n) for n in re.findall(r'<tr id="s(\d+)">', text)]
+    assert rows == failing[:len(failing) - 1]
+    assert text.count("<details><summary>#") == len(rows)
+    assert f"This page lists {len(rows)} of the {len(a.records)} sessions (the failing ones first" in text
+    monkeypatch.setattr(html, "MAX_REPORT_SESSIONS", len(failing) + 2)
+    a.to_html(str(tmp_path / "more"))
+    rows = [int(n) for n in re.findall(r'<tr id="s(\d+)">', (tmp_path / "more" / "report.html").read_text())]
+    others = [n for n in range(len(a.records)) if n not in failing][:2]
+    assert rows == sorted(failing + others)
+    monkeypatch.setattr(html, "MAX_REPORT_SESSIONS", 2000)
+    monkeypatch.setattr(store, "MAX_SESSIONS_IN_MEMORY", 0)
+    spilled = analyzer.analyze(path)
+    assert spilled.records.spilled
+    pages = []
+    for run, where in ((a, "kept"), (spilled, "spilled")):
+        run.to_html(str(tmp_path / where))
+        pages.append(re.sub(r"Generated [^.]*\.", "", (tmp_path / where / "report.html").read_text()))
+        assert "This page lists" not in pages[-1] and pages[-1].count('<tr id="s') == len(a.records)
+    assert pages[0] == pages[1]
+    for image in ("overview.png", "timeline-01.png"):
+        assert (tmp_path / "kept" / image).read_bytes() == (tmp_path / "spilled" / image).read_bytes()
+
+
 def test_csv_and_jsonl_exports(analysis, capture, tmp_path):
     out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--format", "csv", capture], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.splitlines()[0].startswith("session_id,first_seen")

@@ -12,6 +12,7 @@ import datetime as dt
 import html
 import io
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from .. import __version__
@@ -20,6 +21,9 @@ from .follow import transcript_text
 from .terminal import decryption_line
 
 MAX_TIMELINE_PAGES = 8
+#: Sessions the page lists, with their transcripts; beyond, the failing ones come first and a
+#: note points to the exports (a page of 50,000 transcripts helps nobody, nor any browser).
+MAX_REPORT_SESSIONS = 2_000
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 1200px; color: #111; line-height: 1.45; padding: 0 1rem; }
@@ -77,6 +81,7 @@ def _tls_cell(tls: dict[str, Any]) -> str:
 def render(analysis: Any, images: dict[str, bytes]) -> str:
     summary = analysis.summary()
     records = analysis.records
+    listed = _listed(records)
     capture = analysis.capture
     dropped = summary.get("dropped_before_microsoft") or {}
     parts = [
@@ -89,7 +94,7 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
         "<h1>smtpflow report</h1>",
         f'<p class="meta">{e(", ".join(capture.get("files") or []))} — {analysis.stats.get("packets", 0):,} packets, '
         f"{len(records)} session(s)"
-        + (f", {e(_when(records[0]['first_seen']))} to {e(_when(max(r['last_seen'] for r in records)))} UTC" if records else "")
+        + (f", {e(_when(records[0]['first_seen']))} to {e(_when(listed.last_seen))} UTC" if records else "")
         + f". Generated {e(dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by smtpflow {e(__version__)}.</p>",
     ]
     for message in analysis.damage:
@@ -124,8 +129,15 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
     if not records:
         parts.append("<p>No SMTP session was found in this capture.</p>")
     else:
+        if listed.left_out:
+            parts.append(f'<p class="warn">This page lists {len(listed.indices):,} of the {len(records):,} sessions'
+                         f" ({'the failing ones first, ' if listed.failing else ''}at most {MAX_REPORT_SESSIONS:,}); "
+                         "every session is in the exports (<code>smtpflow analyze FILE --format csv -o DIR</code>, "
+                         "or <code>jsonl</code>).</p>")
         parts.append("<table><tr><th>#</th><th>start (UTC)</th><th>client → server</th><th>TCP</th><th>TLS</th><th>outcome</th><th>verdict and what to do</th></tr>")
-        for index, rec in enumerate(records):
+        shown: list[tuple[int, dict[str, Any], list]] = []
+        for index, rec, events in _with_events(analysis, listed.indices):
+            shown.append((index, rec, events))
             verdict = rec.get("verdict") or {}
             server = f"{rec['server']}:{rec['server_port']}"
             if rec.get("server_name"):
@@ -154,8 +166,8 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
 
     if records:
         parts.append("<h2>Transcripts</h2><p class=\"meta\">Each session as a dialogue: C → client to server, ← S server to client. Credentials are shown as [redacted].</p>")
-        for index, rec in enumerate(records):
-            text = transcript_text(rec, analysis.session_events(rec["session_id"]))
+        for index, rec, events in shown:
+            text = transcript_text(rec, events)
             parts.append(f"<details><summary>#{index} {e(rec['client'])}:{rec['client_port']} → {e(rec['server'])}:{rec['server_port']} — {e(rec['outcome'])}</summary><pre>{e(text)}</pre></details>")
 
     dns = analysis._result.dns
@@ -175,9 +187,8 @@ def write_report(analysis: Any, out_dir: str) -> dict[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     events = analysis._result.events
     images: dict[str, bytes] = {"overview": _png(plots.plot_overview(analysis.records))}
-    failing = plots.select(analysis.records, failing=True)
-    chosen = failing or analysis.records
-    pages = min(plots.pages_needed(chosen), MAX_TIMELINE_PAGES)
+    failing = sum(1 for _ in plots.selected(analysis.records, failing=True))
+    pages = min(plots.pages_needed(range(failing or len(analysis.records))), MAX_TIMELINE_PAGES)
     for page in range(pages):
         fig = plots.plot_timeline(analysis.records, events, failing=bool(failing), page=page)
         images[f"timeline-{page + 1:02d}"] = _png(fig)
@@ -192,3 +203,45 @@ def write_report(analysis: Any, out_dir: str) -> dict[str, str]:
         fh.write(render(analysis, images))
     written["report"] = page
     return written
+
+
+class _Listing:
+    """Which sessions the page lists (positions in the records), and what the page says of the rest."""
+
+    def __init__(self, indices: list[int], failing: int, left_out: int, last_seen: float) -> None:
+        self.indices = indices
+        self.failing = failing
+        self.left_out = left_out
+        self.last_seen = last_seen
+
+
+def _listed(records: Any) -> _Listing:
+    """Every session when they are at most MAX_REPORT_SESSIONS; else the failing ones first,
+    then the others, in capture order, up to that many. One pass; only positions are kept."""
+    failing: list[int] = []
+    others: list[int] = []
+    last_seen = 0.0
+    total = 0
+    for index, rec in enumerate(records):
+        total += 1
+        last_seen = max(last_seen, rec["last_seen"])
+        if (rec.get("verdict") or {}).get("severity") in ("error", "warning"):
+            if len(failing) < MAX_REPORT_SESSIONS:
+                failing.append(index)
+        elif len(others) < MAX_REPORT_SESSIONS:
+            others.append(index)
+    indices = sorted(failing + others[:MAX_REPORT_SESSIONS - len(failing)])
+    return _Listing(indices, len(failing), total - len(indices), last_seen)
+
+
+def _with_events(analysis: Any, indices: list[int]) -> Iterator[tuple[int, dict[str, Any], list]]:
+    """(position, record, events) of the listed sessions, reading records and events in step."""
+    from ..diagnosis.store import EventsBySession
+
+    wanted = set(indices)
+    events = analysis._result.events
+    pairs = events.pairs() if isinstance(events, EventsBySession) else None
+    for index, rec in enumerate(analysis.records):
+        session_events = next(pairs)[1] if pairs is not None else None
+        if index in wanted:
+            yield index, rec, session_events if pairs is not None else events.get(rec["session_id"], [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 # The backend is the caller's choice: Jupyter's inline backend in a notebook, Agg in the CLI
 # (analyzer.cli selects it), whatever the user configured elsewhere.
@@ -83,9 +83,14 @@ def _lane_label(rec: dict[str, Any]) -> str:
     return printable(f"{rec['client']}:{rec['client_port']} → {name}:{rec['server_port']}")
 
 
-def select(records: list[dict[str, Any]], failing: bool = False, microsoft: bool = False, server: str | None = None) -> list[dict[str, Any]]:
+def select(records: Iterable[dict[str, Any]], failing: bool = False, microsoft: bool = False, server: str | None = None) -> list[dict[str, Any]]:
     """Filter sessions for a timeline: only failing ones, only Microsoft's, only one server."""
-    out = []
+    return list(selected(records, failing, microsoft, server))
+
+
+def selected(records: Iterable[dict[str, Any]], failing: bool = False, microsoft: bool = False,
+             server: str | None = None) -> Iterator[dict[str, Any]]:
+    """:func:`select`, one record at a time (a spilled run's records are never all in memory)."""
     for rec in records:
         if failing and (rec.get("verdict") or {}).get("severity") not in ("error", "warning"):
             continue
@@ -93,8 +98,7 @@ def select(records: list[dict[str, Any]], failing: bool = False, microsoft: bool
             continue
         if server and server not in (rec["server"], rec.get("server_name")):
             continue
-        out.append(rec)
-    return out
+        yield rec
 
 
 def empty_figure(message: str, title: str) -> Figure:
@@ -123,13 +127,26 @@ def plot_timeline(
     20 ms handshake and a 7 s series of SYN retries are both readable); "auto" picks "session"
     when sessions are short compared with the time they are spread over.
     """
-    chosen = select(records, failing, microsoft, server)
     title = "Session timeline" + (" — failing sessions" if failing else "") + (" — Microsoft endpoints" if microsoft else "")
+    # One pass: count the chosen sessions, keep the lanes of the asked page (or of the last page).
+    page = max(page, 0)
+    chosen = 0
+    shown: list[dict[str, Any]] = []
+    last_page: list[dict[str, Any]] = []
+    for rec in selected(records, failing, microsoft, server):
+        if chosen // max_lanes == page:
+            shown.append(rec)
+        elif not shown:
+            if chosen % max_lanes == 0:
+                last_page = []
+            last_page.append(rec)
+        chosen += 1
     if not chosen:
         return empty_figure("No sessions to show", title)
-    pages = (len(chosen) + max_lanes - 1) // max_lanes
+    pages = (chosen + max_lanes - 1) // max_lanes
     page = max(0, min(page, pages - 1))
-    shown = chosen[page * max_lanes : (page + 1) * max_lanes]
+    if not shown:
+        shown = last_page
     t0 = min(r["first_seen"] for r in shown)
     t_end = max(r["last_seen"] for r in shown)
     span = max(t_end - t0, 1e-3)
@@ -176,7 +193,7 @@ def plot_timeline(
     else:
         ax.set_xlim(-0.02 * span, span * 1.5)
         ax.set_xlabel(f"seconds since {start}")
-    paging = f" (sessions {page * max_lanes + 1}–{page * max_lanes + len(shown)} of {len(chosen)}, page {page + 1}/{pages})" if pages > 1 else ""
+    paging = f" (sessions {page * max_lanes + 1}–{page * max_lanes + len(shown)} of {chosen}, page {page + 1}/{pages})" if pages > 1 else ""
     ax.set_title(title + paging, fontsize=12, loc="left")
     ax.grid(axis="x", alpha=0.3)
     handles = []
@@ -197,24 +214,38 @@ def plot_timeline(
     return fig
 
 
-def plot_overview(records: list[dict[str, Any]], bins: int = 30) -> Figure:
+def plot_overview(records: Iterable[dict[str, Any]], bins: int = 30) -> Figure:
     """Four panels: outcomes over time, handshake RTT per server, reply codes, SYN retry gaps."""
-    if not records:
+    # One pass over the records (a spilled run reads them from disk): keep only the numbers.
+    starts: list[tuple[float, str]] = []
+    per_server: dict[str, list[float]] = {}
+    codes: Counter[str] = Counter()
+    gaps: Counter[float] = Counter()
+    for rec in records:
+        starts.append((rec["first_seen"], rec["outcome"]))
+        if rec.get("handshake_rtt") is not None:
+            per_server.setdefault(printable(rec.get("server_name") or rec["server"]), []).append(rec["handshake_rtt"] * 1000)
+        for reply in (rec.get("smtp") or {}).get("replies") or []:
+            codes[f"{reply['code']} {reply.get('enhanced') or ''}".strip()] += 1
+        for gap in rec.get("syn_retry_gaps") or []:
+            gaps[round(gap, 1)] += 1
+    if not starts:
         return empty_figure("No sessions in this capture", "Capture overview")
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     (a1, a2), (a3, a4) = axes
 
     # Outcomes over time.
-    t0 = min(r["first_seen"] for r in records)
-    t1 = max(r["first_seen"] for r in records)
+    t0 = min(first for first, _ in starts)
+    t1 = max(first for first, _ in starts)
     width = max((t1 - t0) / bins, 1e-3)
-    outcomes = [o for o in OUTCOME_COLOURS if any(r["outcome"] == o for r in records)]
+    seen = {outcome for _, outcome in starts}
+    outcomes = [o for o in OUTCOME_COLOURS if o in seen]
     bottoms = [0] * bins
     for outcome in outcomes:
         counts = [0] * bins
-        for rec in records:
-            if rec["outcome"] == outcome:
-                counts[min(int((rec["first_seen"] - t0) / width), bins - 1)] += 1
+        for first, what in starts:
+            if what == outcome:
+                counts[min(int((first - t0) / width), bins - 1)] += 1
         a1.bar([i * width for i in range(bins)], counts, width=width, bottom=bottoms, align="edge", color=OUTCOME_COLOURS[outcome], label=outcome, edgecolor="white", linewidth=0.3)
         bottoms = [b + c for b, c in zip(bottoms, counts)]
     a1.set_title("How connection attempts ended, over time")
@@ -223,10 +254,6 @@ def plot_overview(records: list[dict[str, Any]], bins: int = 30) -> Figure:
     a1.legend(fontsize=8)
 
     # Handshake RTT per server.
-    per_server: dict[str, list[float]] = {}
-    for rec in records:
-        if rec.get("handshake_rtt") is not None:
-            per_server.setdefault(printable(rec.get("server_name") or rec["server"]), []).append(rec["handshake_rtt"] * 1000)
     if per_server:
         names = sorted(per_server, key=lambda n: -len(per_server[n]))[:12]
         a2.boxplot([per_server[n] for n in names], orientation="horizontal")
@@ -238,10 +265,6 @@ def plot_overview(records: list[dict[str, Any]], bins: int = 30) -> Figure:
     a2.set_title("How quickly servers answered the connection (handshake round trip)")
 
     # Reply codes by count.
-    codes = Counter()
-    for rec in records:
-        for reply in (rec.get("smtp") or {}).get("replies") or []:
-            codes[f"{reply['code']} {reply.get('enhanced') or ''}".strip()] += 1
     if codes:
         common = codes.most_common(15)
         labels = [c for c, _ in common][::-1]
@@ -254,7 +277,6 @@ def plot_overview(records: list[dict[str, Any]], bins: int = 30) -> Figure:
     a3.set_title("SMTP replies seen, by code (green ok · orange temporary · red permanent)")
 
     # SYN retry gaps.
-    gaps = Counter(round(g, 1) for rec in records for g in rec.get("syn_retry_gaps") or [])
     if gaps:
         values = sorted(gaps)
         a4.bar([f"{v:g} s" for v in values], [gaps[v] for v in values], color=BLACK, alpha=0.8)
