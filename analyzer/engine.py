@@ -25,6 +25,7 @@ from .diagnosis.resets import ServerTtls, add_server_reference
 from .diagnosis.store import EventsBySession, SessionStore, session_weight
 from .diagnosis.summary import summarize
 from .flows import ConnectionTable, TcpConnection
+from .flows.limits import MAX_ACTIVE_CONNECTIONS
 from .flows.table import MAX_ORPHAN_ICMP
 from .protocols.dns import DnsTracker
 from .protocols.session import MailSession
@@ -177,8 +178,9 @@ class Engine:
         self.packets_seen += count
         self.elapsed += time.perf_counter() - started
 
-    def absorb(self, facts: Iterable[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]]) -> None:
+    def absorb(self, facts: Iterable[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]], evicted: int = 0) -> None:
         """Take in what another shard's engine found (after both have finished)."""
+        self.table.evicted += evicted
         for session in facts:
             self.facts.append(session, session_weight(len(session["events"])))
             add_server_reference(self.server_ttls, session)
@@ -217,7 +219,13 @@ class Engine:
         run_stats["connections"] = self.table.created
         run_stats["elapsed_s"] = round(self.elapsed, 3)
         run_stats["dns"] = self.dns.stats()
+        run_stats["connections_evicted"] = self.table.evicted
         warnings: list[str] = []
+        if self.table.evicted:
+            warnings.append(
+                f"{self.table.evicted:,} connection(s) were followed only in part: more than {MAX_ACTIVE_CONNECTIONS:,} "
+                "were open at once, and the least recently active ones were finalised early (their outcome is "
+                "'incomplete', end_reason 'table_full')")
         if self.keylog is not None:
             run_stats["tls_decryption"] = decryption = _decryption_stats(records)
             warnings += _keylog_warnings(self.keylog, decryption)

@@ -337,3 +337,37 @@ def test_idle_sessions_are_expired_so_the_table_stays_small(tmp_path):
     engine.finish()
     assert len(engine.facts) == 300
     assert peak <= 10  # only the attempts of the last few minutes are held
+
+
+def test_a_full_table_lets_go_of_the_least_recently_active(tmp_path, monkeypatch):
+    """More than MAX_ACTIVE_CONNECTIONS open at once (a flood): the least recently active
+    attempts are finalised early as 'incomplete' (end_reason table_full), the table never
+    holds more, the others are followed to the end, and the run says so."""
+    from analyzer.capture import CaptureSet
+    from analyzer.engine import Engine
+    from analyzer.flows import limits, table
+
+    monkeypatch.setattr(table, "MAX_ACTIVE_CONNECTIONS", 5)
+    monkeypatch.setattr(limits, "MAX_ACTIVE_CONNECTIONS", 5)
+    t = 1_700_000_000.0
+    packets = []
+    for i in range(12):  # a burst of attempts, none answered
+        packets += Conversation(cport=20000 + i, t=t + i * 0.01).syn().packets
+    keeper = Conversation(cport=30000, t=t + 0.2).handshake()  # then a session, start to end
+    keeper.smtp([("S", b"220 mx.example ESMTP\r\n"), ("C", b"QUIT\r\n"), ("S", b"221 bye\r\n")]).close_by_client()
+    packets += keeper.packets
+    path = write_pcap(tmp_path / "flood.pcap", frames(sorted(packets), 1))
+    engine = Engine()
+    peak = 0
+    for rec in CaptureSet([str(path)]):
+        engine.feed([rec])
+        peak = max(peak, len(engine.table))
+    engine.finish()
+    result = engine.result()
+    assert peak == 5 and result.stats["connections_evicted"] == engine.table.evicted == 12 - 4
+    by_port = {r["client_port"]: r for r in result.records}
+    evicted = [r for r in result.records if r["end_reason"] == "table_full"]
+    assert len(evicted) == 8 and all(r["outcome"] == "incomplete" and "open at once" in r["outcome_reason"] for r in evicted)
+    assert by_port[30000]["outcome"] == "completed" and by_port[30000]["end_reason"] != "table_full"
+    assert [r["client_port"] for r in evicted] == list(range(20000, 20008))
+    assert any("followed only in part" in w for w in result.warnings)

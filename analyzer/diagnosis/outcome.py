@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..flows import limits
 from ..flows.limits import UNANSWERED_GRACE_S
 from ..protocols.smtp.constants import KNOWN_VERBS
 
@@ -89,6 +90,11 @@ def decisive_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+def _table_full() -> str:
+    return (f"smtpflow stopped following this connection early, because more than {limits.MAX_ACTIVE_CONNECTIONS:,} "
+            "connections were open at once (a flood or a scan?)")
+
+
 def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | None, capture_end: int | None) -> tuple[str, str]:
     """Return (outcome, outcome_reason) for one session."""
     syn_times = facts.get("syn_times") or []
@@ -109,6 +115,8 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
             return "rejected_icmp", f"the SYN was answered by ICMP {first['name']} (type {first['type']}, code {first['code']}) from {first['from']}"
         if reset is not None and reset.get("rst_from") == "server":
             return "rejected_rst", f"the server answered the SYN with a RST ({reset['evidence']})"
+        if facts.get("end_reason") == "table_full":
+            return "incomplete", _table_full() + ": an answer may have come later"
         if syn_times:
             count = len(syn_times)
             last = syn_times[-1]
@@ -149,6 +157,8 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
             return "completed", "QUIT was acknowledged; the capture did not show the connection close"
         if facts.get("end_reason") == "idle_timeout":
             return "incomplete", "no packets for a long time: the end of the session was not seen"
+        if facts.get("end_reason") == "table_full":
+            return "incomplete", _table_full() + ": the end of the session was not seen"
         return "incomplete", "the capture ended while the session was still open"
     if quit_ok:
         return "completed", "the client said QUIT and the server acknowledged it"

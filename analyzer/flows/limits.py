@@ -31,6 +31,11 @@ SWEEP_INTERVAL_S = 5
 #: after the capture stopped: such attempts are "incomplete", not "syn_unanswered".
 UNANSWERED_GRACE_S = 1.0
 
+#: Connections followed at once. Past it (a SYN flood, a port scan) the least recently active
+#: one is finalised early, its ``end_reason`` "table_full", as Suricata's flow memcap does:
+#: the table's memory stays bounded (an attempt is about 4 KB: 200 MB for a flood of them).
+MAX_ACTIVE_CONNECTIONS = 50_000
+
 #: Hosts remembered as "sends correct checksums" (the checksum-offload heuristic).
 MAX_CHECKSUM_HOSTS = 100_000
 

@@ -20,6 +20,7 @@ from .limits import (
     ATTEMPT_TIMEOUT_S,
     CLOSED_LINGER_S,
     IDLE_TIMEOUT_S,
+    MAX_ACTIVE_CONNECTIONS,
     MAX_CHECKSUM_HOSTS,
     MAX_ICMP_RECORDS,
     SWEEP_INTERVAL_S,
@@ -62,7 +63,8 @@ class ConnectionTable:
     """Bidirectional TCP connection tracking with expiry.
 
     ``on_finished(conn, at_capture_end)`` is called once per connection when it is
-    finalised (closed and lingered, idle, replaced by a new attempt, or at the end); once it
+    finalised (closed and lingered, idle, replaced by a new attempt, pushed out of a full
+    table — MAX_ACTIVE_CONNECTIONS, least recently active first — or at the end); once it
     returns, the connection's analyzer and reassemblers are released.
     ``checksums``: "auto" (drop segments with a wrong checksum from hosts known to send
     correct ones — offloaded checksums on the capturing host are kept), "verify" (drop
@@ -86,6 +88,8 @@ class ConnectionTable:
         self.orphan_icmp: list[dict] = []
         self.created = 0
         self.finalised = 0
+        #: Connections finalised early because MAX_ACTIVE_CONNECTIONS were open at once.
+        self.evicted = 0
 
     # -- packets ------------------------------------------------------------------------
     def tcp(self, seg: TcpSegment) -> None:
@@ -168,6 +172,11 @@ class ConnectionTable:
             orig, oport, resp, rport = seg.dst, seg.dport, seg.src, seg.sport
         else:
             orig, oport, resp, rport = seg.src, seg.sport, seg.dst, seg.dport
+        if len(self.active) >= MAX_ACTIVE_CONNECTIONS:
+            oldest = next(iter(self.active))
+            oldest.end_reason = "table_full"
+            self.evicted += 1
+            self._finalise(oldest, False)
         okey = (orig, oport, resp, rport)
         uid = session_uid(seg.ts, orig, oport, resp, rport)
         conn = TcpConnection(okey, uid, orig, oport, resp, rport, seg.ts, flip)
