@@ -168,8 +168,13 @@ class SessionStore(Sequence):
 
     def reorder(self, order: Sequence[int]) -> None:
         """Put the items in this order (``order[n]`` is the index of the item to be n-th)."""
-        if len(order) != len(self) or len(set(order)) != len(self):
+        seen = bytearray(len(self))  # a byte per item: a set of a million ints would be 60 MB
+        if len(order) != len(seen):
             raise ValueError("reorder needs a permutation of the store's indices")
+        for i in order:
+            if seen[i]:
+                raise ValueError("reorder needs a permutation of the store's indices")
+            seen[i] = 1
         if self._items is not None:
             items = self._items
             self._items = [items[i] for i in order]
