@@ -1,10 +1,12 @@
 """Time smtpflow against tcpdump, tshark, scapy and pyshark on the same captures, in one run.
 
-    python benchmarks/run.py [--packets 1000000] [--relay-packets 200000] [--out benchmarks/RESULTS.md]
+    python benchmarks/run.py [--packets 1000000] [--relay-packets 200000] [--sessions-packets 2000000]
+                             [--scale-gigabytes 2] [--out benchmarks/RESULTS.md]
 
 Two captures are generated (``benchmarks/generate.py``): a gateway capture (~2 % SMTP to
 Exchange Online, the rest HTTPS and DNS) and a busy-relay capture (all SMTP). Every tool
-runs as a child process; wall time and the child's peak RSS (``wait4``) are measured. The
+runs as a child process, started by a small launcher (``LAUNCHER``); wall time and the child's
+peak RSS (``wait4``; its floor is the launcher's ~8 MB) are measured. The
 slow readers (scapy full dissection, pyshark) run on a prefix of the file and their rate is
 reported as measured there — extrapolating them to a million packets would take hours.
 Results are printed and written to ``RESULTS.md`` with the machine they came from.
@@ -28,13 +30,38 @@ WORK = os.path.join(HERE, "work")
 PY = sys.executable
 
 
+#: Starts the measured command from a fresh, small process and reports its wait4 peak RSS on
+#: the pipe whose fd is its first argument. Linux carries the old memory's high-water mark across exec (and Python's subprocess
+#: starts children with vfork), so a command started straight from this process — grown by
+#: the memory-at-scale run — would report this process's RSS instead of its own.
+LAUNCHER = """
+import os, sys
+import time
+report = int(sys.argv[1])
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    os.execvp(sys.argv[2], sys.argv[2:])
+_pid, status, usage = os.wait4(pid, 0)
+elapsed = time.perf_counter() - started
+os.write(report, b"%d %d %r" % (usage.ru_maxrss, os.waitstatus_to_exitcode(status), elapsed))
+"""
+
+
 def measure_once(argv: list[str], env: dict | None = None) -> tuple[float, int, int]:
-    """Run a command; return (seconds, peak RSS in KiB, exit code)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    return elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+    """Run a command; return (seconds from its fork to its end, peak RSS in KiB, exit code)."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([PY, "-c", LAUNCHER, str(write_end), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, pass_fds=(write_end,))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        report = fh.read()
+    proc.wait()
+    if not report:
+        raise RuntimeError(f"the benchmark launcher failed on {argv[0]} (exit {proc.returncode})")
+    rss, code, elapsed = report.split()
+    return float(elapsed), int(rss), int(code)
 
 
 #: Runs per tool (the median counts), unless one run takes longer than REPEAT_BUDGET_S.
@@ -204,11 +231,40 @@ def parallel_throughput() -> float:
     return 2 * alone / together
 
 
+def many_sessions(packets: int) -> list[str]:
+    """Peak RSS of whole command-line runs on a capture with tens of thousands of sessions:
+    what must stay bounded is the results' memory, which grows with sessions, not packets."""
+    import tempfile
+
+    from generate import generate
+
+    path = os.path.join(WORK, f"sessions-{packets}.pcap")
+    if not os.path.exists(path):
+        print(f"generating {path} …", file=sys.stderr)
+        generate(path, packets, 1.0, 3)
+    sessions = None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="smtpflow-bench-") as out:
+        for fmt, target in (("jsonl", os.path.join(out, "sessions.jsonl")), ("csv", os.path.join(out, "csv"))):
+            print(f"many sessions, --format {fmt} …", file=sys.stderr)
+            seconds, rss, code = measure_once([PY, "-m", "analyzer", "analyze", path, "--format", fmt, "-o", target, "-q"])
+            if fmt == "jsonl" and code == 0:
+                with open(target, encoding="utf-8") as fh:
+                    sessions = sum(1 for _ in fh)
+            rows.append(f"| `--format {fmt}` | {seconds:.1f} | {rss / 1024:.0f} | {code} |")
+    return ["", f"Many sessions: `smtpflow analyze` (default `--workers auto`) on an all-SMTP capture of {packets:,} generated "
+            f"packets and {sessions or 0:,} sessions. Past 8,192 finished sessions they are spilled to a temporary file, "
+            "and the outputs are written piece by piece:", "",
+            "| run | seconds | peak RSS (MiB) | exit |", "|---|---:|---:|---:|"] + rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000, help="gateway capture size")
     parser.add_argument("--relay-packets", type=int, default=200_000, help="all-SMTP capture size")
     parser.add_argument("--scale-gigabytes", type=float, default=2.0, help="volume streamed by the memory-at-scale run (0: skip)")
+    parser.add_argument("--sessions-packets", type=int, default=2_000_000,
+                        help="size of the many-sessions capture for the peak-memory run (0: skip)")
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     args = parser.parse_args(argv)
     os.makedirs(WORK, exist_ok=True)
@@ -253,6 +309,8 @@ def main(argv=None) -> int:
         samples = scale.measure(args.scale_gigabytes, 0.02, 1, 500_000, None)
         lines += ["", f"Memory at scale (`benchmarks/scale.py --gigabytes {args.scale_gigabytes:g}`): a steady gateway capture "
                   "streamed through the engine, RSS sampled as it goes.", "", "```", scale.report(samples), "```"]
+    if args.sessions_packets > 0:
+        lines += many_sessions(args.sessions_packets)
     # After the memory run, which measures this process: the outputs compared here are big.
     lines += ["", "The same answers? Clear-text SMTP replies found by smtpflow and by `tshark -Y smtp.response.code`:", "",
               "| capture | smtpflow | tshark | same |", "|---|---|---|---|"]

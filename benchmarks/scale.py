@@ -12,12 +12,13 @@ resident memory every ``--every`` packets together with the connections in the t
 the sessions finished so far.
 
 What should be seen: the connection table holding only the active connections, whatever
-the volume. RSS still grows with what the results need — the facts of every finished session
-(the records are built from them at the end) and the DNS transactions about mail names
-(capped by the DNS tracker's MAX_TRANSACTIONS) — and the last line says by how much per
-finished session. ``--keep-sessions N`` keeps only the last N sessions' facts, as live capture
-does (``analyzer/live.py``): then RSS shows the engine's working memory plus the DNS
-transactions. Not part of the test suite: this is a benchmark.
+the volume. RSS still grows with what the results need — the facts of finished sessions
+(the records are built from them at the end) until MAX_SESSIONS_IN_MEMORY of them, after
+which they go to a temporary file (``analyzer/diagnosis/store.py``), and the DNS transactions
+about mail names (capped by the DNS tracker's MAX_TRANSACTIONS) — and the last line says by
+how much per finished session. ``--keep-sessions N`` keeps only the last N sessions' facts, as
+live capture does (``analyzer/live.py``): then RSS shows the engine's working memory plus the
+DNS transactions. Not part of the test suite: this is a benchmark.
 """
 
 from __future__ import annotations
