@@ -100,13 +100,17 @@ class SessionStore(Sequence):
         for item in items:
             self.append(item)
 
-    def _spill(self) -> None:
+    @staticmethod
+    def _new_file() -> Any:
         directory = spill_directory()
         try:
-            self._file = tempfile.TemporaryFile(prefix="smtpflow-sessions-", dir=directory)
+            return tempfile.TemporaryFile(prefix="smtpflow-sessions-", dir=directory)
         except OSError as exc:
             raise SpillError(f"cannot create a temporary file for sessions in {directory} "
                              f"(set SMTPFLOW_SPILL_DIR to a writable directory): {exc}") from None
+
+    def _spill(self) -> None:
+        self._file = self._new_file()
         items, self._items = self._items, None
         for item in items or ():
             self.append(item)
@@ -179,9 +183,22 @@ class SessionStore(Sequence):
             items = self._items
             self._items = [items[i] for i in order]
             return
-        offsets, lengths = self._offsets, self._lengths
-        self._offsets = array("q", (offsets[i] for i in order))
-        self._lengths = array("q", (lengths[i] for i in order))
+        # Copy the items into a new file in their new order: every later pass then reads runs
+        # of them at once instead of one item per system call.
+        self._flush()
+        old, offsets, lengths = self._file, self._offsets, self._lengths
+        self._file = self._new_file()
+        self._offsets, self._lengths, self._written = array("q"), array("q"), 0
+        fd = old.fileno()
+        for i in order:
+            blob = _pread_all(fd, lengths[i], offsets[i])
+            self._offsets.append(self._written + len(self._pending))
+            self._lengths.append(len(blob))
+            self._pending += blob
+            if len(self._pending) >= WRITE_BUFFER_BYTES:
+                self._flush()
+        self._flush()
+        old.close()
 
     def close(self) -> None:
         """Drop every item and the temporary file."""
