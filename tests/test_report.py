@@ -122,6 +122,14 @@ def test_timeline_paginates_many_sessions(tmp_path):
     assert len(a.records) == 90
     fig = a.plot_timeline(max_lanes=40, page=2)
     assert "page 3/3" in fig.axes[0].get_title(loc="left") and len(fig.axes[0].get_yticks()) == 10
+    fig = a.plot_timeline(max_lanes=40, page=7)  # past the end: the last page
+    assert "sessions 81–90 of 90, page 3/3" in fig.axes[0].get_title(loc="left")
+    # One pass keeps the wanted pages' lanes and the last page's, nothing else.
+    ids = [r["session_id"] for r in a.records]
+    for wanted, kept in [((0,), {0: ids[:40], 2: ids[80:]}), ((1,), {1: ids[40:80], 2: ids[80:]}),
+                         (range(8), {0: ids[:40], 1: ids[40:80], 2: ids[80:]}), ((), {2: ids[80:]})]:
+        chosen, lanes = plots.timeline_pages(a.records, max_lanes=40, wanted=wanted)
+        assert chosen == 90 and {page: [r["session_id"] for r in recs] for page, recs in lanes.items()} == kept
 
 
 def test_plots_on_empty_input(tmp_path):

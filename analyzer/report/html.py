@@ -187,10 +187,13 @@ def write_report(analysis: Any, out_dir: str) -> dict[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     events = analysis._result.events
     images: dict[str, bytes] = {"overview": _png(plots.plot_overview(analysis.records))}
-    failing = sum(1 for _ in plots.selected(analysis.records, failing=True))
-    pages = min(plots.pages_needed(range(failing or len(analysis.records))), MAX_TIMELINE_PAGES)
-    for page in range(pages):
-        fig = plots.plot_timeline(analysis.records, events, failing=bool(failing), page=page)
+    # The failing sessions' timeline, or everyone's when none failed: its pages in one pass.
+    failing, lanes = plots.timeline_pages(analysis.records, failing=True, wanted=range(MAX_TIMELINE_PAGES))
+    if not failing:
+        _everyone, lanes = plots.timeline_pages(analysis.records, wanted=range(MAX_TIMELINE_PAGES))
+    chosen = failing or len(analysis.records)
+    for page in range(min(plots.pages_needed(range(chosen)), MAX_TIMELINE_PAGES)):
+        fig = plots.draw_timeline(lanes.get(page, []), events, chosen, page, failing=bool(failing))
         images[f"timeline-{page + 1:02d}"] = _png(fig)
     written = {}
     for name, png in images.items():

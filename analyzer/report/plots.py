@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 # The backend is the caller's choice: Jupyter's inline backend in a notebook, Agg in the CLI
 # (analyzer.cli selects it), whatever the user configured elsewhere.
@@ -127,26 +127,39 @@ def plot_timeline(
     20 ms handshake and a 7 s series of SYN retries are both readable); "auto" picks "session"
     when sessions are short compared with the time they are spread over.
     """
-    title = "Session timeline" + (" — failing sessions" if failing else "") + (" — Microsoft endpoints" if microsoft else "")
-    # One pass: count the chosen sessions, keep the lanes of the asked page (or of the last page).
     page = max(page, 0)
+    chosen, lanes = timeline_pages(records, failing, microsoft, server, max_lanes, wanted=(page,))
+    pages = (chosen + max_lanes - 1) // max_lanes
+    page = max(0, min(page, pages - 1))
+    return draw_timeline(lanes.get(page, []), events, chosen, page, failing=failing, microsoft=microsoft,
+                         max_lanes=max_lanes, align=align)
+
+
+def timeline_pages(records: Iterable[dict[str, Any]], failing: bool = False, microsoft: bool = False,
+                   server: str | None = None, max_lanes: int = MAX_LANES,
+                   wanted: Iterable[int] = (0,)) -> tuple[int, dict[int, list[dict[str, Any]]]]:
+    """In one pass over the records: how many sessions the timeline shows, and the lanes of
+    the ``wanted`` pages, plus those of the last page (shown when a wanted one is past it)."""
+    wanted = set(wanted)
     chosen = 0
-    shown: list[dict[str, Any]] = []
-    last_page: list[dict[str, Any]] = []
+    lanes: dict[int, list[dict[str, Any]]] = {}
     for rec in selected(records, failing, microsoft, server):
-        if chosen // max_lanes == page:
-            shown.append(rec)
-        elif not shown:
-            if chosen % max_lanes == 0:
-                last_page = []
-            last_page.append(rec)
+        page = chosen // max_lanes
+        if chosen % max_lanes == 0 and page - 1 not in wanted:
+            lanes.pop(page - 1, None)  # only the latest page beyond the wanted ones is kept
+        lanes.setdefault(page, []).append(rec)
         chosen += 1
+    return chosen, lanes
+
+
+def draw_timeline(shown: list[dict[str, Any]], events: Mapping[str, list[tuple[int, str, str, str]]], chosen: int, page: int, *,
+                  failing: bool = False, microsoft: bool = False, max_lanes: int = MAX_LANES, align: str = "auto") -> Figure:
+    """The swimlanes of one page of :func:`plot_timeline`: ``shown`` are its sessions, ``chosen``
+    how many the whole timeline has."""
+    title = "Session timeline" + (" — failing sessions" if failing else "") + (" — Microsoft endpoints" if microsoft else "")
     if not chosen:
         return empty_figure("No sessions to show", title)
     pages = (chosen + max_lanes - 1) // max_lanes
-    page = max(0, min(page, pages - 1))
-    if not shown:
-        shown = last_page
     t0 = min(r["first_seen"] for r in shown)
     t_end = max(r["last_seen"] for r in shown)
     span = max(t_end - t0, 1e-3)
