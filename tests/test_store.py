@@ -153,6 +153,10 @@ def test_every_view_and_export_is_the_same_when_spilled(monkeypatch, tmp_path):
     assert len(kept.records) > 10
     for name in ("sessions", "events", "replies", "tls", "dns"):
         assert getattr(spilled, name).equals(getattr(kept, name)), name
+    from analyzer.report import frames
+
+    some = [r for r in kept.records if r["outcome"] != "completed"][::-1]  # not the run's order
+    assert frames.events_frame(some, spilled._result.events).equals(frames.events_frame(some, kept._result.events))
     for a, where in ((kept, tmp_path / "kept"), (spilled, tmp_path / "spilled")):
         a.to_csv(str(where / "csv"))
         a.to_zeek(str(where / "zeek"))

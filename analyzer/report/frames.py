@@ -131,13 +131,16 @@ def sessions_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def events_frame(records: Sequence[dict[str, Any]], events: Mapping[str, list[tuple[int, str, str, str]]]) -> pd.DataFrame:
     rows = []
-    # A spilled run's events are stored in record order: read them alongside, with no id index.
+    # A spilled run's events are stored in record order: read them alongside, with no id index
+    # (given other records than the run's own, in their order, it looks them up by id instead).
     pairs = events.pairs() if isinstance(events, EventsBySession) else None
     for rec in records:
         sid = rec["session_id"]
         if pairs is not None:
-            _sid, evs = next(pairs)
-        else:
+            stored_sid, evs = next(pairs, (None, None))
+            if stored_sid != sid:
+                pairs = None
+        if pairs is None:
             evs = events.get(sid) or []
         start = int(round(rec["first_seen"] * NS))
         for ts, direction, kind, detail in evs:
