@@ -126,10 +126,14 @@ class Engine:
         facts = conn.facts(at_end)
         analyzer = conn.analyzer
         facts["app"] = analyzer.summary() if isinstance(analyzer, MailSession) else {}
-        self.facts.append(facts, session_weight(len(facts["events"])))
-        add_server_reference(self.server_ttls, facts)
+        self._keep(facts)
         if self.on_finished is not None:
             self.on_finished(facts)
+
+    def _keep(self, facts: dict[str, Any]) -> None:
+        """Store a finished session's facts and count its server's TTL."""
+        self.facts.append(facts, session_weight(len(facts["events"])))
+        add_server_reference(self.server_ttls, facts)
 
     def prefilter(self) -> Prefilter:
         """The C scan for this engine's readers: it drops what the decoder would drop and
@@ -182,8 +186,7 @@ class Engine:
         """Take in what another shard's engine found (after both have finished)."""
         self.table.evicted += evicted
         for session in facts:
-            self.facts.append(session, session_weight(len(session["events"])))
-            add_server_reference(self.server_ttls, session)
+            self._keep(session)
         self.table.created += created
         if orphan_icmp:
             orphans = self.table.orphan_icmp

@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterable
 from .capture.live import LiveSource, check_filter
 from .capture.ring import RingWriter
 from .diagnosis.records import RecordBuilder
-from .diagnosis.resets import ServerTtls, add_server_reference
 from .diagnosis.store import LatestSessions
 from .engine import Engine, Options
 
@@ -111,7 +110,6 @@ class LiveCapture:
         self.sessions_total = 0
         self.failures = 0
         self.recent: collections.deque[dict] = collections.deque(maxlen=50)
-        self._refs: ServerTtls = {}
         self._builder = RecordBuilder(self.engine.directory, self.engine.dns, None)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -122,8 +120,7 @@ class LiveCapture:
     # -- session notifications ------------------------------------------------------------
     def _finished(self, facts: dict) -> None:
         self.sessions_total += 1
-        add_server_reference(self._refs, facts)
-        record = self._builder.build(facts, self._refs)
+        record = self._builder.build(facts, self.engine.server_ttls)  # the engine counted this session's TTL
         if (record.get("verdict") or {}).get("severity") in ("error", "warning"):
             self.failures += 1
         self.recent.append(record)
