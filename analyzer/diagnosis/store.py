@@ -89,7 +89,9 @@ class SessionStore(Sequence):
             if self._weight > self.limit:
                 self._spill()
             return
-        blob = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+        self._write(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+
+    def _write(self, blob: bytes) -> None:
         self._offsets.append(self._written + len(self._pending))
         self._lengths.append(len(blob))
         self._pending += blob
@@ -191,12 +193,7 @@ class SessionStore(Sequence):
         self._offsets, self._lengths, self._written = array("q"), array("q"), 0
         fd = old.fileno()
         for i in order:
-            blob = _pread_all(fd, lengths[i], offsets[i])
-            self._offsets.append(self._written + len(self._pending))
-            self._lengths.append(len(blob))
-            self._pending += blob
-            if len(self._pending) >= WRITE_BUFFER_BYTES:
-                self._flush()
+            self._write(_pread_all(fd, lengths[i], offsets[i]))
         self._flush()
         old.close()
 
