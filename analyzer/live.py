@@ -26,6 +26,7 @@ from .capture.live import LiveSource, check_filter
 from .capture.ring import RingWriter
 from .diagnosis.records import RecordBuilder
 from .diagnosis.store import LatestSessions
+from .diagnosis.verdicts import is_failing
 from .engine import Engine, Options
 
 NS = 1_000_000_000
@@ -121,7 +122,7 @@ class LiveCapture:
     def _finished(self, facts: dict) -> None:
         self.sessions_total += 1
         record = self._builder.build(facts, self.engine.server_ttls)  # the engine counted this session's TTL
-        if (record.get("verdict") or {}).get("severity") in ("error", "warning"):
+        if is_failing(record):
             self.failures += 1
         self.recent.append(record)
         if self.on_session is not None:

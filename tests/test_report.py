@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT
 
 import analyzer
+from analyzer.diagnosis.verdicts import is_failing
 from analyzer.report import plots
 from analyzer.report.zeeklogs import read_log
 
@@ -218,11 +219,11 @@ def test_html_report_of_many_sessions_lists_the_failing_first(monkeypatch, tmp_p
     import re
 
     from analyzer.diagnosis import store
-    from analyzer.report import html, terminal
+    from analyzer.report import html
 
     path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
     a = analyzer.analyze(path)
-    failing = [n for n, rec in enumerate(a.records) if terminal.is_failing(rec)]
+    failing = [n for n, rec in enumerate(a.records) if is_failing(rec)]
     monkeypatch.setattr(html, "MAX_REPORT_SESSIONS", len(failing) - 1)
     page = (tmp_path / "cut").joinpath("report.html")
     a.to_html(str(tmp_path / "cut"))
@@ -302,7 +303,7 @@ def test_failed_sessions_keep_the_numbers_follow_uses(monkeypatch, per_table, wi
 
     monkeypatch.setattr(terminal, "SESSIONS_PER_TABLE", per_table)
     a = analyzer.analyze(os.path.join(ROOT, "captures", "gateway-mixed.pcap"))
-    failing = [n for n, rec in enumerate(a.records) if terminal.is_failing(rec)]
+    failing = [n for n, rec in enumerate(a.records) if is_failing(rec)]
     assert 0 < len(failing) < len(a.records) and failing != list(range(len(failing)))
     for only_failed, expected in ((True, failing), (False, list(range(len(a.records))))):
         console = Console(width=width, record=True, no_color=True)

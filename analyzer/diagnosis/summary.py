@@ -11,6 +11,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from .verdicts import FAILING_SEVERITIES
+
 SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1, "ok": 0}
 NOT_REACHED = ("syn_unanswered", "reset_by_middlebox", "rejected_icmp")
 
@@ -133,7 +135,7 @@ class _Tally:
         self.sessions += 1
         self.outcomes[outcome] += 1
         self.completed += outcome == "completed"
-        self.failing += verdict.get("severity") in ("error", "warning")
+        self.failing += verdict.get("severity") in FAILING_SEVERITIES
         self.server_names.add(rec.get("server_name"))
         name = _target(rec)
         target = self.targets.get(name)
@@ -247,7 +249,7 @@ def _headline(tally: _Tally, findings: list[dict[str, Any]]) -> str:
     sessions = tally.sessions
     if not sessions and not findings:
         return "No SMTP session was found in this capture."
-    problems = [f for f in findings if f["severity"] in ("error", "warning")]
+    problems = [f for f in findings if f["severity"] in FAILING_SEVERITIES]
     if not problems:
         if tally.completed == sessions:
             return f"All {_plural(sessions, 'session')} completed; no failure was seen."

@@ -16,6 +16,13 @@ from .knowledge import load_facts, load_replies
 NS = 1_000_000_000
 
 SEVERITIES = ("ok", "info", "warning", "error")
+#: Verdict severities that count a session as failing (listed by --failed, first in the report).
+FAILING_SEVERITIES = ("error", "warning")
+
+
+def is_failing(record: dict[str, Any]) -> bool:
+    """Does this session record's verdict say it failed (an error or a warning)?"""
+    return (record.get("verdict") or {}).get("severity") in FAILING_SEVERITIES
 
 CLIENT_CERT_ALERTS = frozenset({"unknown_ca", "bad_certificate", "certificate_unknown", "certificate_expired", "certificate_revoked", "unsupported_certificate", "access_denied"})
 VERSION_ALERTS = frozenset({"protocol_version", "inappropriate_fallback"})

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import __version__
+from ..diagnosis.verdicts import is_failing
 from . import plots
 from .follow import transcript_text
 from .terminal import decryption_line
@@ -228,7 +229,7 @@ def _listed(records: Any) -> _Listing:
     for index, rec in enumerate(records):
         total += 1
         last_seen = max(last_seen, rec["last_seen"])
-        if (rec.get("verdict") or {}).get("severity") in ("error", "warning"):
+        if is_failing(rec):
             if len(failing) < MAX_REPORT_SESSIONS:
                 failing.append(index)
         elif len(others) < MAX_REPORT_SESSIONS:

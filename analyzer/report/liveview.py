@@ -16,6 +16,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..diagnosis.verdicts import is_failing
 from .safe import printable
 from .terminal import OUTCOME_STYLES
 
@@ -69,7 +70,7 @@ class LiveView:
             self.live = None
 
     def on_session(self, record: dict[str, Any]) -> None:
-        if (record.get("verdict") or {}).get("severity") not in ("error", "warning"):
+        if not is_failing(record):
             return
         line = Text(failure_line(record), style=OUTCOME_STYLES.get(record["outcome"], ""))
         self.console.print(line, soft_wrap=True)

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..diagnosis.verdicts import is_failing
 from .safe import printable
 
 NS = 1_000_000_000
@@ -92,7 +93,7 @@ def selected(records: Iterable[dict[str, Any]], failing: bool = False, microsoft
              server: str | None = None) -> Iterator[dict[str, Any]]:
     """:func:`select`, one record at a time (a spilled run's records are never all in memory)."""
     for rec in records:
-        if failing and (rec.get("verdict") or {}).get("severity") not in ("error", "warning"):
+        if failing and not is_failing(rec):
             continue
         if microsoft and not rec.get("microsoft"):
             continue

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..diagnosis.verdicts import is_failing
 from .safe import printable
 
 OUTCOME_STYLES = {
@@ -83,10 +84,6 @@ WIDE_TABLE_MIN_WIDTH = 120
 #: Sessions per printed table: a longer list is printed as several tables, one at a time, so
 #: listing a relay's day of sessions does not hold them all (each table repeats its header).
 SESSIONS_PER_TABLE = 1000
-
-
-def is_failing(rec: dict[str, Any]) -> bool:
-    return (rec.get("verdict") or {}).get("severity") in ("error", "warning")
 
 
 def render_sessions(console: Console, records: Iterable[dict[str, Any]], only_failed: bool = False) -> int:
