@@ -6,11 +6,13 @@ overlapping retransmissions, forged RSTs with the wrong TTL, ICMP errors from ro
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 
 import analyzer
+from conftest import ROOT
 from analyzer.flows.reassembly import Reassembler
 
 from crafting import (
@@ -100,6 +102,44 @@ def test_reassembly_buffer_is_bounded():
     assert reasm.pending_bytes <= 256 * 1024 and len(reasm.pending) <= 512
     assert gaps  # it gave up waiting for the hole
     assert reasm.delivered > 0
+
+
+def test_reassembly_shares_one_budget_and_the_one_asking_for_more_gives_way():
+    """Reassemblers of one table share MAX_OUT_OF_ORDER_BYTES_TOTAL: the connection whose
+    segment pushes the total past it gives up its own holes (gaps); the others keep theirs."""
+    from analyzer.flows.reassembly import BufferBudget
+
+    budget = BufferBudget(limit=100)
+    streams = []
+    for _ in range(2):
+        out: list[bytes] = []
+        gaps: list[int] = []
+        streams.append((Reassembler(1001, lambda d, ts, out=out: out.append(d), lambda n, ts, gaps=gaps: gaps.append(n), budget), out, gaps))
+    (a, a_out, a_gaps), (b, b_out, b_gaps) = streams
+    a.segment(1011, b"x" * 80, 0)  # 10 bytes missing before it: 80 buffered
+    assert budget.used == 80 and a_out == [] and a.pending_bytes == 80
+    b.segment(1006, b"y" * 30, 0)  # 30 more: 110 > 100, and b is the one asking
+    assert b_gaps == [5] and b_out == [b"y" * 30] and b.pending_bytes == 0
+    assert a.pending_bytes == 80 and a_gaps == [] and budget.used == 80
+    a.segment(1001, b"z" * 10, 0)  # a's hole filled: everything delivered, the budget freed
+    assert b"".join(a_out) == b"z" * 10 + b"x" * 80 and budget.used == 0
+    b.segment(1046, b"w" * 20, 0)  # within the budget again: buffered as usual
+    assert budget.used == 20 and b.pending_bytes == 20
+    b.flush(0)
+    assert budget.used == 0 and b_gaps == [5, 10]
+
+
+def test_a_table_gives_its_connections_one_budget(tmp_path):
+    from analyzer.capture import CaptureSet
+    from analyzer.engine import Engine
+
+    engine = Engine()
+    engine.feed(CaptureSet([os.path.join(ROOT, "captures", "gateway-mixed.pcap")]))
+    conns = list(engine.table.active)
+    reassemblers = [ep.reassembler for c in conns for ep in (c.orig, c.resp) if ep.reassembler is not None]
+    assert reassemblers and all(r.budget is engine.table.budget for r in reassemblers)
+    engine.finish()
+    assert engine.table.budget.used == 0
 
 
 def test_reassembly_far_jump_is_dropped_not_buffered():

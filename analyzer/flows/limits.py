@@ -5,6 +5,10 @@
 MAX_OUT_OF_ORDER_BYTES = 256 * 1024
 #: Out-of-order segments buffered per direction (many tiny segments cost more than their bytes).
 MAX_OUT_OF_ORDER_SEGMENTS = 512
+#: Out-of-order bytes buffered by all the connections of a table together: past it, the
+#: connection asking to buffer more gives up its own holes (they become gaps), so thousands
+#: of connections with holes cannot add up to gigabytes.
+MAX_OUT_OF_ORDER_BYTES_TOTAL = 64 * 1024 * 1024
 #: A segment starting further than this beyond the expected sequence number is not buffered
 #: (it is garbage, or from a different connection); it is counted and dropped.
 MAX_SEQUENCE_JUMP = 16 * 1024 * 1024

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .limits import MAX_OUT_OF_ORDER_BYTES, MAX_OUT_OF_ORDER_SEGMENTS, MAX_SEQUENCE_JUMP
+from .limits import MAX_OUT_OF_ORDER_BYTES, MAX_OUT_OF_ORDER_BYTES_TOTAL, MAX_OUT_OF_ORDER_SEGMENTS, MAX_SEQUENCE_JUMP
 
 MASK32 = 0xFFFFFFFF
 
@@ -29,25 +29,37 @@ def seq_delta(a: int, b: int) -> int:
     return ((a - b + 0x80000000) & MASK32) - 0x80000000
 
 
+class BufferBudget:
+    """Out-of-order bytes buffered by several reassemblers together (one connection table's)."""
+
+    __slots__ = ("used", "limit")
+
+    def __init__(self, limit: int = MAX_OUT_OF_ORDER_BYTES_TOTAL) -> None:
+        self.used = 0
+        self.limit = limit
+
+
 class Reassembler:
     """Reassembles one direction of a TCP connection.
 
     ``deliver(data, ts)`` receives contiguous stream bytes; ``gap(length, ts)`` is called
-    where bytes are known to be missing. Nothing is buffered beyond the named limits.
+    where bytes are known to be missing. Nothing is buffered beyond the named limits, nor
+    beyond the ``budget`` shared with the table's other reassemblers.
     """
 
     __slots__ = (
-        "base", "next_off", "pending", "pending_bytes", "deliver", "gap_sink",
+        "base", "next_off", "pending", "pending_bytes", "deliver", "gap_sink", "budget",
         "delivered", "missed", "gaps", "overlaps", "dropped", "fin_off", "ended", "ack_target",
     )
 
-    def __init__(self, isn_plus_one: int, deliver: DataSink, gap: GapSink) -> None:
+    def __init__(self, isn_plus_one: int, deliver: DataSink, gap: GapSink, budget: BufferBudget | None = None) -> None:
         self.base = isn_plus_one & MASK32  # sequence number of stream offset 0
         self.next_off = 0  # next stream offset to deliver
         self.pending: dict[int, bytes] = {}  # stream offset -> bytes, out of order
         self.pending_bytes = 0
         self.deliver = deliver
         self.gap_sink = gap
+        self.budget = budget if budget is not None else BufferBudget()
         self.delivered = 0
         self.missed = 0
         self.gaps = 0
@@ -77,8 +89,11 @@ class Reassembler:
                 self.dropped += 1
                 return
             self._buffer(off, data, length)
-            # Over a limit: give up on the lowest hole, then the next, until back within both.
-            while self.pending_bytes > MAX_OUT_OF_ORDER_BYTES or len(self.pending) > MAX_OUT_OF_ORDER_SEGMENTS:
+            # Over a limit: give up on the lowest hole, then the next, until back within them
+            # (past the shared budget, until this connection buffers nothing).
+            budget = self.budget
+            while self.pending and (self.pending_bytes > MAX_OUT_OF_ORDER_BYTES or len(self.pending) > MAX_OUT_OF_ORDER_SEGMENTS
+                                    or budget.used > budget.limit):
                 self._skip_to(min(self.pending), ts)
                 self._drain(ts)
             return
@@ -104,7 +119,9 @@ class Reassembler:
         if old is not None and len(old) >= len(data):
             return
         self.pending[off] = data
-        self.pending_bytes += len(data) - (len(old) if old is not None else 0)
+        grown = len(data) - (len(old) if old is not None else 0)
+        self.pending_bytes += grown
+        self.budget.used += grown
 
     def _drain(self, ts: int) -> None:
         pending = self.pending
@@ -115,6 +132,7 @@ class Reassembler:
                 return
             data = pending.pop(first)
             self.pending_bytes -= len(data)
+            self.budget.used -= len(data)
             end = first + len(data)
             if end <= nxt:
                 continue

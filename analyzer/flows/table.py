@@ -25,6 +25,7 @@ from .limits import (
     MAX_ICMP_RECORDS,
     SWEEP_INTERVAL_S,
 )
+from .reassembly import BufferBudget
 from .tcp import CLOSED, RESET, SYN_SENT, StreamAnalyzer, TcpConnection
 
 NS = 1_000_000_000
@@ -90,6 +91,8 @@ class ConnectionTable:
         self.finalised = 0
         #: Connections finalised early because MAX_ACTIVE_CONNECTIONS were open at once.
         self.evicted = 0
+        #: Out-of-order bytes all connections may buffer together (MAX_OUT_OF_ORDER_BYTES_TOTAL).
+        self.budget = BufferBudget()
 
     # -- packets ------------------------------------------------------------------------
     def tcp(self, seg: TcpSegment) -> None:
@@ -179,7 +182,7 @@ class ConnectionTable:
             self._finalise(oldest, False)
         okey = (orig, oport, resp, rport)
         uid = session_uid(seg.ts, orig, oport, resp, rport)
-        conn = TcpConnection(okey, uid, orig, oport, resp, rport, seg.ts, flip)
+        conn = TcpConnection(okey, uid, orig, oport, resp, rport, seg.ts, flip, self.budget)
         if self.analyzer_factory is not None:
             conn.analyzer = self.analyzer_factory(conn)
         self.conns[okey] = conn

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from ..decode.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 from .limits import MAX_EVENTS_PER_SESSION, MAX_HISTORY_LENGTH, MAX_ICMP_RECORDS, MAX_RST_RECORDS, MAX_SYN_RECORDS
-from .reassembly import MASK32, Reassembler, seq_delta
+from .reassembly import MASK32, BufferBudget, Reassembler, seq_delta
 
 # Endpoint states (Zeek's TCP_ENDPOINT_*).
 INACTIVE = 0
@@ -150,11 +150,14 @@ class TcpConnection:
         "orig", "resp", "history", "hist_seen", "flipped", "first_ts", "last_ts",
         "syn_times", "isn", "synack_ts", "synack_ttl", "handshake_rtt", "ack_rtt",
         "rsts", "icmp", "events", "events_dropped", "analyzer", "finished", "end_reason",
-        "weirds", "closed_ts",
+        "weirds", "closed_ts", "budget",
     )
 
-    def __init__(self, key: tuple, uid: str, orig_addr: bytes, orig_port: int, resp_addr: bytes, resp_port: int, ts: int, flipped: bool) -> None:
+    def __init__(self, key: tuple, uid: str, orig_addr: bytes, orig_port: int, resp_addr: bytes, resp_port: int, ts: int, flipped: bool,
+                 budget: BufferBudget | None = None) -> None:
         self.key = key
+        #: Out-of-order bytes shared with the table's other connections (None: its own).
+        self.budget = budget
         self.uid = uid
         self.orig_addr = orig_addr
         self.orig_port = orig_port
@@ -433,7 +436,7 @@ class TcpConnection:
             def gap(length: int, ts: int) -> None:
                 return None
         base = (ep.start_seq + 1) & MASK32 if ep.seq_init else ((seq + 1) & MASK32 if syn else seq)
-        reasm = Reassembler(base, deliver, gap)
+        reasm = Reassembler(base, deliver, gap, self.budget)
         ep.reassembler = reasm
         return reasm
 
