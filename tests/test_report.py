@@ -194,7 +194,7 @@ def test_files_written_piece_by_piece_equal_the_whole_tables(monkeypatch, tmp_pa
     if spilled:
         monkeypatch.setattr(store, "MAX_SESSIONS_IN_MEMORY", 0)
     a = analyzer.analyze(path)
-    whole = exports.tables(a)
+    whole = {name: getattr(a, name) for name in exports.TABLES}  # the Analysis's own DataFrames
     a.to_csv(str(tmp_path / "whole"))
     monkeypatch.setattr(exports, "EXPORT_CHUNK_SESSIONS", 4)
     assert len(a.records) > 3 * 4

@@ -29,10 +29,6 @@ def flat(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def tables(analysis: Any) -> dict[str, pd.DataFrame]:
-    return {name: getattr(analysis, name) for name in TABLES}
-
-
 #: Sessions turned into DataFrames at a time when writing files: the tables of a long capture
 #: are written piece by piece (CSV rows appended, Parquet row groups), never whole in memory.
 EXPORT_CHUNK_SESSIONS = 2_000
