@@ -46,7 +46,7 @@ from ..decode.icmp import is_admin_prohibited
 from ..decode.ip import address_text
 from .microsoft import MicrosoftDirectory
 from .outcome import decide, decisive_reply
-from .resets import ServerTtls, classify_reset, server_references
+from .resets import ServerTtls, classify_reset
 from .store import SessionStore, session_weight
 from .verdicts import verdict
 
@@ -67,15 +67,12 @@ class RecordBuilder:
         self.dns = dns
         self.capture_end = capture_end
 
-    def build_all(self, all_facts: Iterable[dict[str, Any]],
-                  refs: ServerTtls | None = None) -> tuple[SessionStore, SessionStore]:
+    def build_all(self, all_facts: Iterable[dict[str, Any]], refs: ServerTtls) -> tuple[SessionStore, SessionStore]:
         """The records of all sessions in (first_seen, session_id) order, and in the same order
-        each session's ``(session id, events in time order)``. ``all_facts`` is read one
-        session at a time (twice unless ``refs``, their :func:`server_references`, is given):
-        the stores spill to disk past their limit, so any number of sessions is built in
-        bounded memory."""
-        if refs is None:
-            refs = server_references(all_facts)
+        each session's ``(session id, events in time order)``. ``refs``: the sessions' server
+        TTLs, counted as they finished (:func:`~.resets.add_server_reference`). ``all_facts``
+        is read once, one session at a time: the stores spill to disk past their limit, so any
+        number of sessions is built in bounded memory."""
         records, events = SessionStore(), SessionStore()
         first_seen = array("d")
         for facts in all_facts:

@@ -12,7 +12,6 @@ hops away, so a RST from a device one or two hops off cannot be theirs.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from ..decode.ip import hop_distance, likely_initial_ttl
@@ -27,16 +26,8 @@ NEAR_HOPS = 2
 ServerTtls = dict[bytes, Counter]
 
 
-def server_references(all_facts: Iterable[dict[str, Any]]) -> ServerTtls:
-    """TTLs of packets servers sent themselves (not RSTs), per server address."""
-    refs: ServerTtls = {}
-    for facts in all_facts:
-        add_server_reference(refs, facts)
-    return refs
-
-
 def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
-    """Count one session's server TTL in ``refs`` (as :func:`server_references` does for all)."""
+    """Count the TTL of packets this session's server sent itself (not RSTs) in ``refs``."""
     ttl = facts.get("synack_ttl")
     if ttl is None:
         lo, hi = facts.get("resp_ttl") or (None, None)
