@@ -113,7 +113,7 @@ def test_scans_stopped_at_their_cap_of_kept_records_lose_nothing(tmp_path, monke
     assert capped[1]["packets"] == len(packets) and capped[0].count('"outcome": "completed"') == 40
 
 
-def _fill_checksum(version, src, dst, proto, seg: bytearray, mode: str) -> bytearray:
+def _fill_checksum(version, src, dst, proto, seg: bytearray, mode: str, rng) -> bytearray:
     """Put a correct, an offloaded (pseudo-header only) or a random checksum in place."""
     off = 16 if proto == 6 else 6
     seg[off:off + 2] = b"\0\0"
@@ -129,7 +129,7 @@ def _fill_checksum(version, src, dst, proto, seg: bytearray, mode: str) -> bytea
     elif mode == "offloaded":
         value = fold(pseudo)
     else:
-        value = int.from_bytes(os.urandom(2), "big")
+        value = rng.getrandbits(16)
     seg[off:off + 2] = value.to_bytes(2, "big")
     return seg
 
@@ -147,12 +147,12 @@ def test_checksum_in_c_answers_as_python_does(mode):
     for _ in range(3000):
         version = rng.choice((4, 6))
         alen = 4 if version == 4 else 16
-        src, dst = os.urandom(alen), os.urandom(alen)
+        src, dst = rng.randbytes(alen), rng.randbytes(alen)
         proto = rng.choice((6, 17))
-        seg = bytearray(os.urandom(rng.randint(20, 1600)))
-        seg = _fill_checksum(version, src, dst, proto, seg, mode)
-        lead = os.urandom(rng.randint(0, 40))
-        buf = lead + bytes(seg) + os.urandom(rng.randint(0, 8))
+        seg = bytearray(rng.randbytes(rng.randint(20, 1600)))
+        seg = _fill_checksum(version, src, dst, proto, seg, mode, rng)
+        lead = rng.randbytes(rng.randint(0, 40))
+        buf = lead + bytes(seg) + rng.randbytes(rng.randint(0, 8))
         args = (version, src, dst, proto, buf, len(lead), len(lead) + len(seg))
         python = packet._checksum_state(*args)
         assert packet._checksum_state_c(*args) == python, (mode, args[:4], len(seg))
