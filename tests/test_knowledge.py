@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import re
 import tomllib
 from importlib.resources import files
@@ -10,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.diagnosis.knowledge import ReplyCatalogue, ReplyInfo, enhanced_key, load_facts, load_replies
+from analyzer.diagnosis.knowledge import (
+    DATA,
+    DATA_FILES,
+    ReplyCatalogue,
+    ReplyInfo,
+    _read,
+    compile_twin,
+    enhanced_key,
+    load_facts,
+    load_replies,
+)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "exchange-online.md"
 
@@ -411,3 +423,56 @@ def test_auth_retirement_timeline():
     assert all({"date", "event", "source", "confidence"} <= entry.keys() for entry in timeline)
     assert timeline[-1]["date"] == "2026-01-27"
     assert "2026-01-27" in retirement["current"] and "2027" in retirement["current"]
+
+
+# -- the compiled JSON twins of the TOML files ---------------------------------------------------
+@pytest.mark.parametrize("name", DATA_FILES)
+def test_shipped_json_twin_is_compiled_from_the_shipped_toml(name):
+    """After editing a TOML file, run `python -m analyzer.diagnosis.knowledge` and commit the JSON."""
+    twin = DATA / (name.removesuffix(".toml") + ".json")
+    assert twin.read_text(encoding="utf-8") == compile_twin(name), f"{twin} is stale: rewrite it"
+    assert _read(name) == _raw(name)
+
+
+def _data_dir(tmp_path: Path, toml_text: str, twin_text: str | None) -> Path:
+    (tmp_path / "facts.toml").write_text(toml_text, encoding="utf-8")
+    if twin_text is not None:
+        (tmp_path / "facts.json").write_text(twin_text, encoding="utf-8")
+    return tmp_path
+
+
+def _older_twin(directory: Path) -> str:
+    """A twin compiled before the TOML was edited from 41 to 42."""
+    current = (directory / "facts.toml").read_text(encoding="utf-8")
+    (directory / "facts.toml").write_text("answer = 41\n", encoding="utf-8")
+    twin = compile_twin("facts.toml", directory)
+    (directory / "facts.toml").write_text(current, encoding="utf-8")
+    assert '"answer": 41' in twin
+    return twin
+
+
+TWIN_CASES = [
+    # (what the directory holds, what _read must return)
+    ("current twin", lambda d: compile_twin("facts.toml", d), {"answer": 42}),
+    ("no twin", lambda d: None, {"answer": 42}),
+    ("twin of an older TOML", lambda d: _older_twin(d), {"answer": 42}),
+    ("damaged twin", lambda d: "{not json", {"answer": 42}),
+    ("twin without data", lambda d: json.dumps({"toml_sha256": hashlib.sha256(b"answer = 42\n").hexdigest()}), {"answer": 42}),
+]
+
+
+@pytest.mark.parametrize("case, twin, expected", TWIN_CASES, ids=[c[0] for c in TWIN_CASES])
+def test_read_uses_the_twin_only_when_it_matches_the_toml(tmp_path, case, twin, expected):
+    directory = _data_dir(tmp_path, "answer = 42\n", None)
+    text = twin(directory)
+    if text is not None:
+        (directory / "facts.json").write_text(text, encoding="utf-8")
+    assert _read("facts.toml", directory) == expected
+
+
+def test_read_takes_the_data_from_a_matching_twin(tmp_path):
+    """The twin is really what is read (not the TOML again): a matching twin with other data wins."""
+    directory = _data_dir(tmp_path, "answer = 42\n", None)
+    digest = hashlib.sha256(b"answer = 42\n").hexdigest()
+    (directory / "facts.json").write_text(json.dumps({"toml_sha256": digest, "data": {"answer": "from the twin"}}), encoding="utf-8")
+    assert _read("facts.toml", directory) == {"answer": "from the twin"}

@@ -9,11 +9,18 @@ Both live as TOML next to this module, compiled from ``shared/reference/exchange
   capture symptoms, limits and the Basic-auth retirement timeline.
 
 Both are read once per process (``functools.cache``); treat what they return as read-only.
+Parsing the TOML costs about 25 ms, a fifth of a small run, so each file has a compiled JSON
+twin (``data/*.json``, written by ``python -m analyzer.diagnosis.knowledge``) that is used only
+while it names the SHA-256 of the TOML as it is now: an edited TOML is read directly until the
+twin is rewritten, and a test fails while a shipped twin is stale.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -168,8 +175,36 @@ def _reply(table: dict[str, Any], index: int) -> ReplyInfo:
         raise ValueError(f"reply entry {index} of exchange_replies.toml: {exc}") from None
 
 
-def _read(name: str) -> dict[str, Any]:
-    return tomllib.loads((files("analyzer") / "diagnosis" / "data" / name).read_text(encoding="utf-8"))
+DATA = files("analyzer") / "diagnosis" / "data"
+
+
+def _twin(name: str) -> str:
+    return name.removesuffix(".toml") + ".json"
+
+
+def _read(name: str, directory: Any = DATA) -> dict[str, Any]:
+    """The parsed TOML file ``name``: from its JSON twin when that was compiled from these bytes."""
+    raw = (directory / name).read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        twin = json.loads((directory / _twin(name)).read_bytes())
+        if isinstance(twin, dict) and twin.get("toml_sha256") == digest and isinstance(twin.get("data"), dict):
+            return twin["data"]
+    except (OSError, ValueError):
+        pass  # no twin, or a damaged one: the TOML is the source
+    return tomllib.loads(raw.decode("utf-8"))
+
+
+def compile_twin(name: str, directory: Any = DATA) -> str:
+    """The JSON twin of the TOML file ``name`` (the text ``_read`` accepts for these bytes)."""
+    raw = (directory / name).read_bytes()
+    data = tomllib.loads(raw.decode("utf-8"))
+    twin = {"comment": f"Generated from {name} by python -m analyzer.diagnosis.knowledge; edit the TOML.",
+            "toml_sha256": hashlib.sha256(raw).hexdigest(), "data": data}
+    return json.dumps(twin, indent=1, ensure_ascii=False) + "\n"
+
+
+DATA_FILES = ("exchange_replies.toml", "exchange_online.toml")
 
 
 @cache
@@ -185,3 +220,18 @@ def load_replies() -> ReplyCatalogue:
 def load_facts() -> dict[str, Any]:
     """Everything else (``data/exchange_online.toml``) as parsed TOML; shared, do not modify."""
     return _read("exchange_online.toml")
+
+
+def main() -> int:
+    """Rewrite the JSON twins after editing the TOML files."""
+    for name in DATA_FILES:
+        target = DATA / _twin(name)
+        text = compile_twin(name)
+        with open(str(target), "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
