@@ -91,6 +91,7 @@ class MicrosoftDirectory:
         self.user_endpoints = list(user_endpoints)
         self._dns_interest: DnsInterest | None = None
         self._range_cache: dict[str, tuple[Network, dict[str, Any]] | None] = {}
+        self._range_texts: dict[Network, str] = {}  # at most one per published network
 
     @property
     def networks(self) -> list[Network]:
@@ -121,6 +122,16 @@ class MicrosoftDirectory:
             if first <= value <= last and rank > best_rank:
                 best, best_rank = (net, service), rank
         return best
+
+    def _range_text(self, net: Network, service: dict[str, Any]) -> str:
+        """What evidence says of a published range (formatting a network costs more than the rest)."""
+        text = self._range_texts.get(net)
+        if text is None:
+            text = self._range_texts[net] = (
+                f"is in {net}, Exchange Online endpoint ID {service.get('id')} "
+                f"({', '.join(service.get('hosts', [])[:2])}; endpoint data version {self.version})"
+            )
+        return text
 
     def user_endpoint_for_address(self, address: str) -> UserEndpoint | None:
         if not self.user_endpoints:
@@ -185,13 +196,7 @@ class MicrosoftDirectory:
         found = self.range_of(server)
         if found is not None:
             net, service = found
-            evidence.append(
-                {
-                    "source": "published_range",
-                    "detail": f"{server} is in {net}, Exchange Online endpoint ID {service.get('id')} "
-                    f"({', '.join(service.get('hosts', [])[:2])}; endpoint data version {self.version})",
-                }
-            )
+            evidence.append({"source": "published_range", "detail": f"{server} {self._range_text(net, service)}"})
             if service.get("role") in ("submission", "mx"):
                 role = service.get("role")
         user = self.user_endpoint_for_address(server)

@@ -69,10 +69,10 @@ def decisive_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
     recovered from (a later HELO/EHLO that succeeded). The first remaining error decides:
     later errors are usually consequences (a 530 after a refused AUTH).
     """
-    later_hello_ok = set()
+    last_hello_ok = -1
     for index, reply in enumerate(replies):
-        if reply.get("command") in ("EHLO", "HELO", "LHLO") and reply["code"] // 100 == 2:
-            later_hello_ok.add(index)
+        if reply["code"] // 100 == 2 and reply.get("command") in _HELLOS:
+            last_hello_ok = index
     for index, reply in enumerate(replies):
         code = reply["code"]
         if code // 100 not in (4, 5):
@@ -84,10 +84,13 @@ def decisive_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
             continue
         if command not in KNOWN_VERBS and command not in (".", "**"):
             continue  # an unknown command's 500/502: the client's own mistake, rarely decisive
-        if command in ("EHLO", "HELO", "LHLO") and any(i > index for i in later_hello_ok):
+        if command in _HELLOS and last_hello_ok > index:
             continue
         return reply
     return None
+
+
+_HELLOS = ("EHLO", "HELO", "LHLO")
 
 
 def _table_full() -> str:
