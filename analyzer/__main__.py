@@ -1,7 +1,5 @@
 """``python -m analyzer`` is the ``smtpflow`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

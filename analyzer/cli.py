@@ -11,6 +11,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 import traceback
@@ -402,5 +403,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def run() -> None:
+    """The ``smtpflow`` command: ``main``, then a quick exit.
+
+    A normal interpreter exit frees every object one by one — about 40 ms after a big run,
+    7 % of a gateway capture's — although the process is about to end anyway. Here the output
+    is flushed and the exit handlers run (temporary files, worker pools), then the process
+    ends without that teardown. Every thread smtpflow starts is a daemon thread."""
+    code = main()
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        pass  # the reader went away after the last line: as in main, not worth a message
+    atexit._run_exitfuncs()
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -262,6 +262,23 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path):
     assert usage.returncode == 2 and "--ports" in usage.stderr
 
 
+def test_the_command_quick_exit_loses_no_output(tmp_path, capsys):
+    """The command ends without the interpreter's teardown (cli.run): everything it wrote to a
+    pipe and to files is still whole, as from main() in this process, and so are exit codes."""
+    from analyzer.cli import main
+
+    captures = os.path.join(os.path.dirname(__file__), "..", "captures")
+    assert main(["analyze", "--format", "jsonl", captures]) == 0
+    expected = capsys.readouterr().out
+    assert len(expected) > 64 * 1024  # more than any pipe or stdio buffer holds at once
+    buffered = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # as for users
+    piped = _cli("analyze", "--format", "jsonl", captures, env=buffered)
+    assert piped.returncode == 0 and piped.stdout == expected
+    written = _cli("analyze", "--format", "jsonl", "-o", str(tmp_path / "out.jsonl"), captures, env=buffered)
+    assert written.returncode == 0 and (tmp_path / "out.jsonl").read_text(encoding="utf-8") == expected
+    assert _cli("analyze", str(tmp_path / "missing.pcap"), env=buffered).returncode == 2
+
+
 def test_fragments_are_counted_not_crashed_on(tmp_path):
     from scapy.layers.inet import IP, TCP, fragment
 
