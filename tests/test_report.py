@@ -6,6 +6,7 @@ SMTP error, dropped SYNs, forged RST, ICMP rejection, TLS.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -257,6 +258,45 @@ def test_csv_and_jsonl_exports(analysis, capture, tmp_path):
     analysis.to_jsonl(str(tmp_path / "s.jsonl"))
     lines = (tmp_path / "s.jsonl").read_text().splitlines()
     assert [json.loads(line)["session_id"] for line in lines] == [r["session_id"] for r in analysis.records]
+
+
+JSON_VALUES = [
+    # (what, value): what session records and exports may hold
+    ("text and nesting", {"a": "é \u2028 \x01 \"q\"", "b": [1, 2.5, None, True], "c": {"d": []}}),
+    ("tiny and large floats", {"rtt": 0.000044, "big": 1.5e300, "neg": -0.0, "ts": 1764000000.073833}),
+    ("tuples, sets, bytes", {"t": (1, 2), "s": {3}, "b": b"\x00\xff"}),
+    ("dates", {"d": __import__("datetime").datetime(2026, 11, 27, 12, 0, tzinfo=__import__("datetime").timezone.utc)}),
+    ("keys that are not strings", {1: "one", 2.5: "x", None: "n", True: "t"}),
+    ("an integer beyond 64 bits", {"n": 2**70}),
+]
+
+
+@pytest.mark.parametrize("what, value", JSON_VALUES, ids=[w for w, _ in JSON_VALUES])
+def test_compact_json_says_what_the_standard_encoder_says(what, value):
+    """dumps_json (orjson when installed) and json.dumps read back the same, and compactly."""
+    from analyzer.report.safe import _COMPACT, dumps_json, json_default
+
+    text = dumps_json(value)
+    assert json.loads(text) == json.loads(json.dumps(value, default=json_default, ensure_ascii=False))
+    assert ", " not in text.replace('", "', "") and ": " not in text.replace('": "', "")
+    assert json.loads(_COMPACT.encode(value)) == json.loads(text)
+
+
+def test_jsonl_of_every_bundled_capture_reads_back_as_the_records():
+    from analyzer.report.safe import json_default
+
+    import glob
+
+    for path in sorted(glob.glob(os.path.join(ROOT, "captures", "*.pcap"))):
+        run = analyzer.analyze(path)
+        records = run.records
+        buffer = io.StringIO()
+        run.to_jsonl(buffer)
+        lines = buffer.getvalue().splitlines()
+        assert len(lines) == len(records), path
+        for line, record in zip(lines, records):
+            public = {k: v for k, v in record.items() if not k.startswith("_")}
+            assert json.loads(line) == json.loads(json.dumps(public, default=json_default)), path
 
 
 def test_html_report_escapes_the_wire(analysis, tmp_path):

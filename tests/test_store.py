@@ -227,4 +227,4 @@ def test_facts_spill_while_reading(monkeypatch, tmp_path):
     assert result.records.spilled and len(result.records) == len(engine.facts) == 12
     out = io.StringIO()
     Analysis(result).to_jsonl(out)
-    assert out.getvalue().count('"outcome": "completed"') == 12
+    assert out.getvalue().count('"outcome":"completed"') == 12

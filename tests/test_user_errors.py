@@ -127,7 +127,7 @@ def test_an_unsupported_file_beside_a_good_one_is_named_once(tmp_path):
     wifi = write_pcap(tmp_path / "wifi.pcap", [(ts, bytes(8) + ip) for ts, ip in conv.packets], linktype=127)
     result = smtpflow(tmp_path, "analyze", "--format", "jsonl", wifi, OK_CAPTURE)
     assert result.returncode == 2 and "Traceback" not in result.stderr  # an input could not be read
-    assert '"outcome": "smtp_error"' in result.stdout  # the other one was
+    assert '"outcome":"smtp_error"' in result.stdout  # the other one was
     lines = [line for line in result.stderr.splitlines() if "link type 127" in line]
     assert len(lines) == 1 and wifi in lines[0], result.stderr
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..engine import RunResult
 from .follow import transcript_text
-from .safe import json_default
+from .safe import dumps_json
 
 if TYPE_CHECKING:  # pandas is imported when a DataFrame is first asked for, not before
     import pandas as pd
@@ -162,7 +161,7 @@ class Analysis:
 
 def _write_jsonl(records: list[dict[str, Any]], fh: Any) -> None:
     for record in records:
-        fh.write(json.dumps(_public(record), default=json_default, ensure_ascii=False))
+        fh.write(dumps_json(_public(record)))
         fh.write("\n")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .safe import ExportError, json_default
+from .safe import ExportError, dumps_json
 
 TABLES = ("sessions", "events", "replies", "tls", "dns")
 
@@ -25,7 +25,7 @@ def flat(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in out.columns:
         if out[col].dtype == object:
-            out[col] = out[col].map(lambda v: None if v is None else json.dumps(v, default=json_default, ensure_ascii=False) if isinstance(v, (dict, list, tuple)) else v)
+            out[col] = out[col].map(lambda v: None if v is None else dumps_json(v) if isinstance(v, (dict, list, tuple)) else v)
     return out
 
 
