@@ -327,12 +327,38 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
             return parallel.run_dask(files, options, client)
         return parallel.run_local(files, options, min(workers, len(files)))
     with fewer_collections():
+        result = None
         if workers > 1:
             from . import parallel
 
             if parallel.can_shard():
-                return parallel.run_sharded(files, options, workers, progress)
-        return run_serial(files, options, progress)
+                result = parallel.run_sharded(files, options, workers, progress)
+        if result is None:
+            result = run_serial(files, options, progress)
+    if result.capture.get("bytes", 0) >= TRIM_AFTER_BYTES:
+        return_freed_memory()
+    return result
+
+
+#: After reading this much, the memory the run freed is handed back to the system before the
+#: results are written: otherwise pandas (CSV, Parquet) would add its own on top of it.
+TRIM_AFTER_BYTES = 64 << 20
+
+
+def return_freed_memory() -> None:
+    """Hand the C allocator's free memory back to the system (glibc's ``malloc_trim``).
+
+    What connections and session facts freed mostly stays with the process, in pieces between
+    what is still alive; glibc can release the whole free pages among them. Elsewhere (musl,
+    macOS) there is no such call and nothing is done."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 #: While a run lasts, the youngest generation is collected every this many allocations

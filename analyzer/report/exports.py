@@ -31,7 +31,9 @@ def flat(df: pd.DataFrame) -> pd.DataFrame:
 
 #: Sessions turned into DataFrames at a time when writing files: the tables of a long capture
 #: are written piece by piece (CSV rows appended, Parquet row groups), never whole in memory.
-EXPORT_CHUNK_SESSIONS = 2_000
+#: On 57,000 sessions, 2,000 at a time added 67 MB to the peak, 500 at a time 35 MB (and 9 %
+#: to the time).
+EXPORT_CHUNK_SESSIONS = 500
 
 
 def table_chunks(analysis: Any) -> Iterator[dict[str, pd.DataFrame]]:
