@@ -22,8 +22,10 @@ HOP_MISMATCH = 2
 NEAR_HOPS = 2
 
 
-#: Each server's TTLs: how many of its sessions saw each value (bounded: at most 256 keys).
-ServerTtls = dict[bytes, Counter]
+#: Each server's TTLs: how many of its sessions saw each value. Nearly every server shows one
+#: TTL, and a capture may hold a million servers, so that case is one int, ``count << 8 | ttl``
+#: (some 30 bytes, not a Counter's 300); a second value makes it a Counter (at most 256 keys).
+ServerTtls = dict[bytes, "int | Counter"]
 
 
 def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
@@ -32,11 +34,29 @@ def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
     if ttl is None:
         lo, hi = facts.get("resp_ttl") or (None, None)
         ttl = hi
-    if ttl is not None:
-        counts = refs.get(facts["resp_addr"])
-        if counts is None:
-            counts = refs[facts["resp_addr"]] = Counter()
+    if ttl is None:
+        return
+    server = facts["resp_addr"]
+    counts = refs.get(server)
+    if counts is None:
+        refs[server] = 1 << 8 | ttl
+    elif type(counts) is int:
+        if counts & 0xFF == ttl:
+            refs[server] = counts + (1 << 8)
+        else:
+            refs[server] = Counter({counts & 0xFF: counts >> 8, ttl: 1})
+    else:
         counts[ttl] += 1
+
+
+def server_ttl_counts(refs: ServerTtls, server: bytes) -> Counter:
+    """How many sessions to ``server`` saw each TTL (empty when none)."""
+    counts = refs.get(server)
+    if counts is None:
+        return Counter()
+    if type(counts) is int:
+        return Counter({counts & 0xFF: counts >> 8})
+    return counts
 
 
 def _after_clean_close(facts: dict[str, Any], ts: int) -> bool:
@@ -70,7 +90,7 @@ def classify_reset(facts: dict[str, Any], refs: ServerTtls, microsoft: bool) -> 
     reference = own
     reference_source = "this session's packets from the server"
     if reference is None:
-        others = refs.get(facts["resp_addr"])
+        others = server_ttl_counts(refs, facts["resp_addr"])
         if others:
             # The most common TTL among other sessions to this server (ties: the first in a
             # set's order of the values, in the order they were first seen).
