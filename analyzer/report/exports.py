@@ -7,7 +7,6 @@ strings in CSV and Parquet, so every tool reads them (DuckDB: ``json_extract``).
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import sys
 from collections.abc import Iterator
