@@ -91,7 +91,10 @@ class _Salvaging:
     def read(self, size: int = -1) -> bytes:
         if self._error is not None:
             error, self._error = self._error, None
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # this frame, in the error's traceback, must not hold it (a cycle)
         parts: list[bytes] = []
         got = 0
         while size < 0 or got < size:
@@ -100,7 +103,9 @@ class _Salvaging:
             except READ_ERRORS as exc:
                 if not parts:
                     raise
-                self._error = exc
+                # Kept without its traceback: its frames hold this reader, which holds it, a
+                # cycle that only the collector (off while a run lasts) would free.
+                self._error = exc.with_traceback(None)
                 break
             if not chunk:
                 break
