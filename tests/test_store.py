@@ -7,6 +7,7 @@ in memory and with everything spilled: they must not differ in a byte.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -251,3 +252,76 @@ def test_memory_a_run_freed_goes_back_to_the_system():
     return_freed_memory()
     assert _resident_mb() < before + 0.3 * (grown - before)
     assert len(survivors) == 1200
+
+
+# -- the cycle collector is off while a run lasts -------------------------------------------------
+def _cycles_left_by(path: str) -> int:
+    """Objects only the cycle collector could free after a whole run (analysis and output)."""
+    from analyzer.engine import run
+    from analyzer.report.analysis import Analysis
+
+    gc.collect()
+    gc.disable()
+    try:
+        result = run([path])
+        Analysis(result).to_jsonl(io.StringIO())
+        del result
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
+def test_runs_leave_no_reference_cycles_whatever_their_sessions():
+    """engine.fewer_collections turns the collector off for a run: everything a connection or a
+    session makes must be freed by reference counting. What a run leaves to the collector is
+    the engine's own few objects, the same for one session as for many."""
+    paths = all_captures()
+    assert len(paths) > 20
+    _cycles_left_by(paths[0])  # imports and caches settle
+    baseline = _cycles_left_by(os.path.join(ROOT, "captures", "banner-554.pcap"))
+    for path in paths:
+        assert _cycles_left_by(path) == baseline, path
+
+
+def test_collector_is_off_during_a_run_with_a_full_collection_every_so_many_sessions(monkeypatch):
+    from analyzer import engine as engine_module
+
+    seen = []
+    feed = engine_module.Engine.feed
+    monkeypatch.setattr(engine_module.Engine, "feed", lambda self, records: (seen.append(gc.isenabled()), feed(self, records))[1])
+    monkeypatch.setattr(engine_module, "FULL_COLLECTION_SESSIONS", 2)
+    collections = []
+    callback = lambda phase, info: collections.append(info["generation"]) if phase == "start" else None  # noqa: E731
+    gc.callbacks.append(callback)
+    try:
+        result = engine_module.run([os.path.join(ROOT, "captures", "gateway-mixed.pcap")])
+    finally:
+        gc.callbacks.remove(callback)
+    assert seen == [False] and gc.isenabled()
+    assert len(result.records) >= 6
+    assert collections.count(2) == len(result.records) // 2
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped", "cut-xz"])
+def test_damaged_compressed_captures_leave_no_reference_cycles(tmp_path, damage):
+    """A broken compressed stream's error waits in the reader for its next read: kept with its
+    traceback, its frames (and the packets they held) formed a cycle with the reader."""
+    import gzip
+    import lzma
+
+    with open(os.path.join(ROOT, "captures", "gateway-mixed.pcap"), "rb") as fh:
+        raw = fh.read()
+    packed = lzma.compress(raw) if damage == "cut-xz" else gzip.compress(raw)
+    if damage == "flipped":
+        packed = bytearray(packed)
+        packed[len(packed) * 2 // 3] ^= 0xFF
+        packed = bytes(packed)
+    else:
+        packed = packed[: len(packed) * 2 // 3]
+    path = tmp_path / ("damaged.pcap.xz" if damage == "cut-xz" else "damaged.pcap.gz")
+    path.write_bytes(packed)
+    _cycles_left_by(os.path.join(ROOT, "captures", "banner-554.pcap"))
+    baseline = _cycles_left_by(os.path.join(ROOT, "captures", "banner-554.pcap"))
+    result = analyzer.analyze(str(path))
+    assert result.damage and result.records  # salvaged, and reported damaged
+    assert _cycles_left_by(str(path)) == baseline
