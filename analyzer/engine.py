@@ -137,7 +137,7 @@ class Engine:
         add_server_reference(self.server_ttls, facts)
         self.kept += 1
         if self.kept % FULL_COLLECTION_SESSIONS == 0 and not gc.isenabled():
-            gc.collect()  # the collector is off for the run (fewer_collections)
+            gc.collect()  # the collector is off for the run (cycle_collector_off)
 
     def prefilter(self) -> Prefilter:
         """The C scan for this engine's readers: it drops what the decoder would drop and
@@ -330,7 +330,7 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
         if client is not None:
             return parallel.run_dask(files, options, client)
         return parallel.run_local(files, options, min(workers, len(files)))
-    with fewer_collections():
+    with cycle_collector_off():
         result = None
         if workers > 1:
             from . import parallel
@@ -375,7 +375,7 @@ FULL_COLLECTION_SESSIONS = 20_000
 
 
 @contextlib.contextmanager
-def fewer_collections():
+def cycle_collector_off():
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -272,7 +272,7 @@ def _cycles_left_by(path: str) -> int:
 
 
 def test_runs_leave_no_reference_cycles_whatever_their_sessions():
-    """engine.fewer_collections turns the collector off for a run: everything a connection or a
+    """engine.cycle_collector_off turns the collector off for a run: everything a connection or a
     session makes must be freed by reference counting. What a run leaves to the collector is
     the engine's own few objects, the same for one session as for many."""
     paths = all_captures()
