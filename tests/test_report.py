@@ -375,3 +375,23 @@ def test_report_renders_in_headless_chromium(analysis, tmp_path):
     assert not console, console
     dom = subprocess.run([c for c in cmd if not c.startswith("--screenshot")] + ["--dump-dom"], capture_output=True, text=True, timeout=120)
     assert "Why does mail fail?" in dom.stdout and "smtpflow report" in dom.stdout
+
+
+def test_frame_datetimes_are_the_exact_capture_times():
+    """Datetimes are built from integer microseconds (records) and nanoseconds (events, DNS),
+    never from float seconds: 1764000000.073833 read as a float became …00.073832989."""
+    from analyzer.report import frames
+
+    seconds = pd.Series([1764000000.073833, 1764000000.0, None, 1764000001.999999])
+    assert [None if pd.isna(t) else t.value for t in frames._utc(seconds)] == \
+        [1764000000_073833_000, 1764000000_000000_000, None, 1764000001_999999_000]
+    nanoseconds = pd.Series([1764000000_073833_123, None], dtype="object")
+    assert [None if pd.isna(t) else t.value for t in frames._utc_ns(nanoseconds)] == [1764000000_073833_123, None]
+    for path in (os.path.join(ROOT, "captures", "gateway-mixed.pcap"), os.path.join(ROOT, "captures", "dns-nxdomain.pcap")):
+        a = analyzer.analyze(path)
+        micros = [round(r["first_seen"] * 1_000_000) for r in a.records]
+        assert [t.value // 1000 for t in a.sessions["first_seen"]] == micros
+        assert all(t.value % 1000 == 0 for t in a.sessions["first_seen"])
+        events = [ts for r in a.records for ts, *_ in sorted(a._result.events[r["session_id"]])]
+        assert sorted(t.value for t in a.events["ts"]) == sorted(events)
+        assert sorted(t.value for t in a.dns["ts"]) == sorted(tx["ts"] for tx in a._result.dns)

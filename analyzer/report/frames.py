@@ -53,7 +53,16 @@ DNS_COLUMNS = [
 
 
 def _utc(seconds: pd.Series) -> pd.Series:
-    return pd.to_datetime(seconds, unit="s", utc=True)
+    """Epoch seconds (records round them to the microsecond) as exact UTC datetimes: read as
+    float seconds, 1764000000.073833 became …00.073832989."""
+    micros = (pd.to_numeric(seconds, errors="coerce") * 1_000_000).round().astype("Int64")
+    return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
+
+
+def _utc_ns(nanoseconds: Sequence[int | None]) -> pd.Series:
+    """Epoch nanoseconds (ints, None for none) as UTC datetimes, to the nanosecond. Give the
+    values, not a DataFrame column: a column with a None in it holds floats, which lose them."""
+    return pd.Series(pd.to_datetime(pd.array(list(nanoseconds), dtype="Int64"), unit="ns", utc=True))
 
 
 def _category(values: pd.Series, categories: tuple[str, ...], ordered: bool = False) -> pd.Series:
@@ -144,9 +153,9 @@ def events_frame(records: Sequence[dict[str, Any]], events: Mapping[str, list[tu
             evs = events.get(sid) or []
         start = int(round(rec["first_seen"] * NS))
         for ts, direction, kind, detail in evs:
-            rows.append((sid, ts / NS, (ts - start) / NS, direction, kind, detail, rec["server"], rec["server_port"]))
+            rows.append((sid, ts, (ts - start) / NS, direction, kind, detail, rec["server"], rec["server_port"]))
     df = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    df["ts"] = _utc(df["ts"])
+    df["ts"] = _utc_ns([row[1] for row in rows])
     df["offset"] = pd.array(df["offset"], dtype="Float64")
     df["direction"] = _category(df["direction"], DIRECTIONS)
     df["kind"] = df["kind"].astype("category")
@@ -198,8 +207,8 @@ def tls_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def dns_frame(transactions: list[dict[str, Any]]) -> pd.DataFrame:
     rows = [{key: tx.get(key) for key in DNS_COLUMNS} for tx in transactions]
     df = pd.DataFrame(rows, columns=DNS_COLUMNS)
-    df["ts"] = _utc(pd.to_numeric(df["ts"], errors="coerce") / NS)
-    df["response_ts"] = _utc(pd.to_numeric(df["response_ts"], errors="coerce") / NS)
+    df["ts"] = _utc_ns([tx.get("ts") for tx in transactions])
+    df["response_ts"] = _utc_ns([tx.get("response_ts") for tx in transactions])
     for col in ("client_port", "server_port", "id", "retransmissions"):
         df[col] = pd.array(df[col], dtype="Int64")
     df["rtt"] = pd.array(df["rtt"], dtype="Float64")
