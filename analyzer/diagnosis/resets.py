@@ -30,10 +30,7 @@ ServerTtls = dict[bytes, "int | Counter"]
 
 def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
     """Count the TTL of packets this session's server sent itself (not RSTs) in ``refs``."""
-    ttl = facts.get("synack_ttl")
-    if ttl is None:
-        lo, hi = facts.get("resp_ttl") or (None, None)
-        ttl = hi
+    ttl = _own_ttl(facts)
     if ttl is None:
         return
     server = facts["resp_addr"]
@@ -47,6 +44,14 @@ def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
             refs[server] = Counter({counts & 0xFF: counts >> 8, ttl: 1})
     else:
         counts[ttl] += 1
+
+
+def _own_ttl(facts: dict[str, Any]) -> int | None:
+    """The TTL of the server's own packets in this session: its SYN-ACK's, else the highest seen."""
+    ttl = facts.get("synack_ttl")
+    if ttl is None:
+        ttl = (facts.get("resp_ttl") or (None, None))[1]
+    return ttl
 
 
 def server_ttl_counts(refs: ServerTtls, server: bytes) -> Counter:
@@ -84,10 +89,7 @@ def classify_reset(facts: dict[str, Any], refs: ServerTtls, microsoft: bool) -> 
     ts, _from_orig, ttl, _seq = server_rsts[0]
     rst_initial = likely_initial_ttl(ttl)
     rst_hops = rst_initial - ttl
-    own = facts.get("synack_ttl")
-    if own is None:
-        own = (facts.get("resp_ttl") or (None, None))[1]
-    reference = own
+    reference = _own_ttl(facts)
     reference_source = "this session's packets from the server"
     if reference is None:
         others = server_ttl_counts(refs, facts["resp_addr"])
