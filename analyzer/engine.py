@@ -126,14 +126,19 @@ class Engine:
             return  # DNS over TCP: its content lives in the DNS table, not among mail sessions
         facts = conn.facts(at_end)
         analyzer = conn.analyzer
-        facts["app"] = analyzer.summary() if isinstance(analyzer, MailSession) else {}
+        if isinstance(analyzer, MailSession):
+            facts["app"] = analyzer.summary()
+            facts["held_bytes"] = conn.event_bytes + analyzer.facts.stored
+        else:
+            facts["app"] = {}
+            facts["held_bytes"] = conn.event_bytes
         self._keep(facts)
         if self.on_finished is not None:
             self.on_finished(facts)
 
     def _keep(self, facts: dict[str, Any]) -> None:
         """Store a finished session's facts and count its server's TTL."""
-        self.facts.append(facts, session_weight(len(facts["events"])))
+        self.facts.append(facts, session_weight(facts.get("held_bytes", 0)))
         add_server_reference(self.server_ttls, facts)
         self.kept += 1
         if self.kept % FULL_COLLECTION_SESSIONS == 0 and not gc.isenabled():
@@ -186,9 +191,11 @@ class Engine:
         self.packets_seen += count
         self.elapsed += time.perf_counter() - started
 
-    def absorb(self, facts: Iterable[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]], evicted: int = 0) -> None:
+    def absorb(self, facts: Iterable[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]], evicted: int = 0,
+               evicted_for_memory: int = 0) -> None:
         """Take in what another shard's engine found (after both have finished)."""
         self.table.evicted += evicted
+        self.table.evicted_for_memory += evicted_for_memory
         for session in facts:
             self._keep(session)
         self.table.created += created
@@ -226,13 +233,20 @@ class Engine:
         run_stats["connections"] = self.table.created
         run_stats["elapsed_s"] = round(self.elapsed, 3)
         run_stats["dns"] = self.dns.stats()
-        run_stats["connections_evicted"] = self.table.evicted
+        table = self.table
+        run_stats["connections_evicted"] = table.evicted
+        run_stats["connections_evicted_for_memory"] = table.evicted_for_memory
         warnings: list[str] = []
-        if self.table.evicted:
+        if table.evicted:
+            causes = []
+            if table.evicted > table.evicted_for_memory:
+                causes.append(f"more than {MAX_ACTIVE_CONNECTIONS:,} were open at once")
+            if table.evicted_for_memory:
+                causes.append(f"those open at once held more than {table.max_bytes // 2**20:,} MB "
+                              f"({table.evicted_for_memory:,} finalised for that)")
             warnings.append(
-                f"{self.table.evicted:,} connection(s) were followed only in part: more than {MAX_ACTIVE_CONNECTIONS:,} "
-                "were open at once, and the least recently active ones were finalised early (their outcome is "
-                "'incomplete', end_reason 'table_full')")
+                f"{table.evicted:,} connection(s) were followed only in part: {' and '.join(causes)}, and the least "
+                "recently active ones were finalised early (their outcome is 'incomplete', end_reason 'table_full')")
         if self.keylog is not None:
             run_stats["tls_decryption"] = decryption = _decryption_stats(records)
             warnings += _keylog_warnings(self.keylog, decryption)

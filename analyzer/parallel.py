@@ -220,8 +220,8 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
                 proc.join()
                 if status != "ok":
                     raise RuntimeError(f"shard process {proc.name} failed: {payload[0]}")
-                created, orphan_icmp, evicted = payload
-                engine.absorb((), created, orphan_icmp, evicted)
+                created, orphan_icmp, evicted, evicted_for_memory = payload
+                engine.absorb((), created, orphan_icmp, evicted, evicted_for_memory)
                 break
 
     try:
@@ -250,7 +250,8 @@ def _shard_worker(files: list[str], options: Options, index: int, shards: int, s
         sessions = iter(engine.facts)
         while batch := list(itertools.islice(sessions, FACTS_PER_MESSAGE)):
             sender.send(("facts", batch))
-        payload: tuple = ("ok", engine.table.created, engine.table.orphan_icmp, engine.table.evicted)
+        table = engine.table
+        payload: tuple = ("ok", table.created, table.orphan_icmp, table.evicted, table.evicted_for_memory)
     except BaseException as exc:  # noqa: BLE001 - reported by the coordinator
         payload = ("error", f"{type(exc).__name__}: {exc}")
     try:

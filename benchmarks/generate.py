@@ -291,6 +291,51 @@ def generate(path: str, packets: int, smtp_share: float, seed: int, duration: fl
     return {"packets": written, "smtp_packets": emitted["smtp"], "smtp_flows": smtp_flows, "https_flows": https_flows, "dns_pairs": dns_pairs}
 
 
+def held_open(path: str, count: int, kind: str) -> int:
+    """A capture of ``count`` SMTP connections to Exchange Online, all open at once, each left
+    holding as much as a connection can: "handshake" — after STARTTLS the server has sent
+    200 KB of a Certificate message announced at 250 KB; "recipients" — 300 RCPT commands and
+    their replies. Returns the number of packets written."""
+    opening = [(True, SYN, b""), (False, SYN | ACK, b""), (True, ACK, b""),
+               (False, PSH | ACK, b"220 mx.contoso.example Microsoft ESMTP MAIL Service ready\r\n"),
+               (True, PSH | ACK, b"EHLO client.example\r\n"),
+               (False, PSH | ACK, b"250-mx.contoso.example Hello\r\n250-PIPELINING\r\n250 STARTTLS\r\n")]
+    if kind == "handshake":
+        body = bytes([11]) + (250 * 1024).to_bytes(3, "big")
+        stream = b""
+        for i in range(13):
+            fragment = (body if i == 0 else b"") + bytes(16384 - (4 if i == 0 else 0))
+            stream += struct.pack(">BHH", 22, 0x0303, len(fragment)) + fragment
+        steps = opening + [(True, PSH | ACK, b"STARTTLS\r\n"), (False, PSH | ACK, b"220 2.0.0 SMTP server ready\r\n")]
+        steps += [(False, ACK, stream[i : i + 1400]) for i in range(0, len(stream), 1400)]
+    elif kind == "recipients":
+        steps = opening + [(True, PSH | ACK, b"MAIL FROM:<app@contoso.com>\r\n"), (False, PSH | ACK, b"250 2.1.0 Sender OK\r\n")]
+        for i in range(300):
+            steps += [(True, PSH | ACK, b"RCPT TO:<user%d@fabrikam.com>\r\n" % i), (False, PSH | ACK, b"250 2.1.5 Recipient OK\r\n")]
+    else:
+        raise ValueError(kind)
+    server = bytes([52, 96, 1, 1])
+    seqs = [[1000, 5000] for _ in range(count)]
+    t = 1_700_000_000 * NS
+    written = 0
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for from_client, flags, payload in steps:
+            for n in range(count):
+                client = bytes([10, 20, n >> 8 & 255, n & 255])
+                cseq, sseq = seqs[n]
+                if from_client:
+                    frame = tcp_packet(client, server, 20000 + n, 587, cseq, sseq, flags, payload)
+                    seqs[n][0] += len(payload) + (1 if flags & SYN else 0)
+                else:
+                    frame = tcp_packet(server, client, 587, 20000 + n, sseq, cseq, flags, payload)
+                    seqs[n][1] += len(payload) + (1 if flags & SYN else 0)
+                t += 20_000
+                out.write(struct.pack("<IIII", t // NS, t % NS // 1000, len(frame), len(frame)) + frame)
+                written += 1
+    return written
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")

@@ -263,6 +263,39 @@ def many_sessions(packets: int) -> list[str]:
             "| run | seconds | peak RSS (MiB) | exit |", "|---|---:|---:|---:|"] + rows
 
 
+def held_open(count: int) -> list[str]:
+    """Peak RSS of whole runs on captures whose connections, all open at once, each hold as
+    much as a connection can: what MAX_TABLE_BYTES is for."""
+    from generate import held_open as write_held_open
+
+    from analyzer.flows.limits import MAX_TABLE_BYTES
+
+    rows = []
+    for kind, each, what in (("handshake", 250, "waits for the rest of a 250 KB TLS Certificate message"),
+                             ("recipients", 260, "has sent 300 RCPT commands, each answered")):
+        path = os.path.join(WORK, f"held-open-{kind}-{count}.pcap")
+        if not os.path.exists(path):
+            print(f"generating {path} …", file=sys.stderr)
+            write_held_open(path, count, kind)
+        print(f"held open: {kind} …", file=sys.stderr)
+        out = os.path.join(WORK, "held-open.jsonl")
+        seconds, rss, code = measure_once([PY, "-m", "analyzer", "analyze", path, "--format", "jsonl", "-o", out, "-q"])
+        early = sessions = 0
+        if code == 0:
+            with open(out, encoding="utf-8") as fh:
+                for line in fh:
+                    sessions += 1
+                    early += '"end_reason":"table_full"' in line
+            os.unlink(out)
+        rows.append(f"| each {what} (about {each} KB) | {os.path.getsize(path) / 2**20:.0f} MB | {count * each / 1024:.0f} MB | "
+                    f"{seconds:.1f} | {rss / 1024:.0f} | {sessions:,} ({early:,} `table_full`) | {code} |")
+    return ["", f"Connections held open: {count:,} connections at once, each holding as much as a connection can. "
+            f"Together they would hold the 'unbounded' column; the table keeps at most {MAX_TABLE_BYTES // 2**20} MB "
+            "(`MAX_TABLE_BYTES`), letting the least recently active go early (`end_reason` `table_full`; a connection "
+            "let go and seen again is followed anew, so there are more sessions than connections):", "",
+            "| connections | capture | unbounded | seconds | peak RSS (MiB) | sessions | exit |", "|---|---:|---:|---:|---:|---:|---:|"] + rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000, help="gateway capture size")
@@ -270,6 +303,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scale-gigabytes", type=float, default=2.0, help="volume streamed by the memory-at-scale run (0: skip)")
     parser.add_argument("--sessions-packets", type=int, default=2_000_000,
                         help="size of the many-sessions capture for the peak-memory run (0: skip)")
+    parser.add_argument("--held-open", type=int, default=2000,
+                        help="connections in the held-open captures for the table's memory budget (0: skip)")
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     args = parser.parse_args(argv)
     os.makedirs(WORK, exist_ok=True)
@@ -316,6 +351,8 @@ def main(argv=None) -> int:
                   "streamed through the engine, RSS sampled as it goes.", "", "```", scale.report(samples), "```"]
     if args.sessions_packets > 0:
         lines += many_sessions(args.sessions_packets)
+    if args.held_open > 0:
+        lines += held_open(args.held_open)
     # After the memory run, which measures this process: the outputs compared here are big.
     lines += ["", "The same answers? Clear-text SMTP replies found by smtpflow and by `tshark -Y smtp.response.code`:", "",
               "| capture | smtpflow | tshark | same |", "|---|---|---|---|"]

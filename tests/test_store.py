@@ -68,8 +68,8 @@ def test_weights_spill_sooner():
     assert not s.spilled  # 9
     s.append(ITEMS[3], weight=2)
     assert s.spilled and list(s) == ITEMS[:4]
-    assert session_weight(0) == session_weight(store_module.EVENTS_PER_WEIGHT - 1) == 1
-    assert session_weight(2000) == 1 + 2000 // store_module.EVENTS_PER_WEIGHT
+    assert session_weight(0) == session_weight(store_module.BYTES_PER_WEIGHT - 1) == 1
+    assert session_weight(4_000_000) == 1 + 4_000_000 // store_module.BYTES_PER_WEIGHT
 
 
 def test_reads_and_writes_in_small_buffers(monkeypatch):

@@ -77,7 +77,7 @@ class RecordBuilder:
         first_seen = array("d")
         for facts in all_facts:
             record = self.build(facts, refs)
-            weight = session_weight(len(facts["events"]))
+            weight = session_weight(facts.get("held_bytes", 0))
             records.append(record, weight)
             events.append((facts["uid"], sorted(facts["events"], key=itemgetter(0))), weight)
             first_seen.append(record["first_seen"])

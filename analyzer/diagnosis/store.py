@@ -4,7 +4,7 @@ A session's record needs capture-wide context (DNS answers, the other sessions t
 server), so the facts of every finished session wait for the end of the capture, and the
 records for whoever reads them. A relay's day holds hundreds of thousands of sessions, about
 11 KB of facts each. :class:`SessionStore` keeps up to :data:`MAX_SESSIONS_IN_MEMORY` sessions
-as objects (a session with many events counts as several: :func:`session_weight`); past that
+as objects (a session holding many events or replies counts as several: :func:`session_weight`); past that
 it pickles every item into an unnamed temporary file and keeps only where each one lies
 (16 bytes an item). Reading brings them back one at a time, so memory stays bounded whatever
 the number of sessions; only the file grows (about 3.5 KB a session).
@@ -24,9 +24,10 @@ from typing import Any
 #: About 65 MB of facts at the typical 11 KB a session (8,192 put a CSV export of 57,000
 #: sessions over 300 MB: the memory they held stays with the process, in pieces).
 MAX_SESSIONS_IN_MEMORY = 6144
-#: A session weighs one more for every this many events it carries (typical ones: 5-30;
-#: up to MAX_EVENTS_PER_SESSION, 2,000), so big sessions spill sooner.
-EVENTS_PER_WEIGHT = 64
+#: A session weighs one more for every this many bytes its events and stored texts hold
+#: (its facts' "held_bytes": typically 2-8 KB; up to some 4 MB with MAX_EVENTS_PER_SESSION
+#: events and MAX_REPLIES replies of long texts), so big sessions spill sooner.
+BYTES_PER_WEIGHT = 8192
 #: Pickled items gathered before one write to the file.
 WRITE_BUFFER_BYTES = 1 << 20
 #: Bytes read at once when consecutive items are read in order.
@@ -46,9 +47,10 @@ def spill_directory() -> str:
     return tempfile.gettempdir()
 
 
-def session_weight(events: int) -> int:
-    """What a session with this many events counts for against MAX_SESSIONS_IN_MEMORY."""
-    return 1 + events // EVENTS_PER_WEIGHT
+def session_weight(held_bytes: int) -> int:
+    """What a session whose events and stored texts hold this many bytes counts for against
+    MAX_SESSIONS_IN_MEMORY."""
+    return 1 + held_bytes // BYTES_PER_WEIGHT
 
 
 class SpillError(OSError):

@@ -15,6 +15,9 @@ MAX_SEQUENCE_JUMP = 16 * 1024 * 1024
 
 #: Notable events (SYN, RST, ICMP, TLS messages, SMTP commands and replies …) kept per session.
 MAX_EVENTS_PER_SESSION = 2000
+#: Characters of an event's detail kept (a command or reply line may be 8 KB); the rest is
+#: cut and marked with "...".
+MAX_EVENT_DETAIL = 1024
 #: SYN transmissions remembered per attempt (timestamps for retry gaps).
 MAX_SYN_RECORDS = 64
 #: RSTs and ICMP errors remembered per session.
@@ -39,6 +42,15 @@ UNANSWERED_GRACE_S = 1.0
 #: one is finalised early, its ``end_reason`` "table_full", as Suricata's flow memcap does:
 #: the table's memory stays bounded (an attempt is about 4 KB: 200 MB for a flood of them).
 MAX_ACTIVE_CONNECTIONS = 50_000
+
+#: What all the connections followed at once may hold together, by the estimate of
+#: ``TcpConnection.footprint`` (a connection's objects, its events and replies, the bytes its
+#: parsers and reassemblers buffer). Every connection is bounded on its own, but a few
+#: thousand kept busy (a partial TLS handshake message of 250 KB, 2,000 events) would add up
+#: to gigabytes: past this budget the least recently active connections are finalised early,
+#: as at MAX_ACTIVE_CONNECTIONS, until a quarter of it is free again. A mid-dialogue
+#: connection is about 10 KB: 128 MB holds some 13,000 of them.
+MAX_TABLE_BYTES = 128 * 1024 * 1024
 
 #: Hosts remembered as "sends correct checksums" (the checksum-offload heuristic).
 MAX_CHECKSUM_HOSTS = 100_000

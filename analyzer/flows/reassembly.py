@@ -30,13 +30,17 @@ def seq_delta(a: int, b: int) -> int:
 
 
 class BufferBudget:
-    """Out-of-order bytes buffered by several reassemblers together (one connection table's)."""
+    """Shared by one connection table's connections and reassemblers: the out-of-order bytes
+    they buffer together (``used``, up to ``limit``), and ``growth``, what they may have added
+    to their memory since the table last weighed them (delivered bytes, events: see
+    ``ConnectionTable.weigh``)."""
 
-    __slots__ = ("used", "limit")
+    __slots__ = ("used", "limit", "growth")
 
     def __init__(self, limit: int = MAX_OUT_OF_ORDER_BYTES_TOTAL) -> None:
         self.used = 0
         self.limit = limit
+        self.growth = 0
 
 
 class Reassembler:
@@ -111,8 +115,11 @@ class Reassembler:
         # bytes move the stream on: the peer's ACK, or the end, reveals the rest as a gap.
         if data:
             self.deliver(data, ts)
-            self.delivered += len(data)
-            self.next_off += len(data)
+            size = len(data)
+            self.delivered += size
+            self.next_off += size
+            # What the parsers above may now buffer, twice: a growing bytearray allocates ahead.
+            self.budget.growth += 2 * size
 
     def _buffer(self, off: int, data: bytes, length: int) -> None:
         old = self.pending.get(off)

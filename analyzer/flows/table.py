@@ -23,6 +23,7 @@ from .limits import (
     MAX_ACTIVE_CONNECTIONS,
     MAX_CHECKSUM_HOSTS,
     MAX_ICMP_RECORDS,
+    MAX_TABLE_BYTES,
     SWEEP_INTERVAL_S,
 )
 from .reassembly import BufferBudget
@@ -65,8 +66,9 @@ class ConnectionTable:
 
     ``on_finished(conn, at_capture_end)`` is called once per connection when it is
     finalised (closed and lingered, idle, replaced by a new attempt, pushed out of a full
-    table — MAX_ACTIVE_CONNECTIONS, least recently active first — or at the end); once it
-    returns, the connection's analyzer and reassemblers are released.
+    table — MAX_ACTIVE_CONNECTIONS, or MAX_TABLE_BYTES by the connections' own estimate,
+    least recently active first — or at the end); once it returns, the connection's
+    analyzer and reassemblers are released.
     ``checksums``: "auto" (drop segments with a wrong checksum from hosts known to send
     correct ones — offloaded checksums on the capturing host are kept), "verify" (drop
     every wrong one, as Zeek does) or "off".
@@ -77,6 +79,7 @@ class ConnectionTable:
         on_finished: FinishedSink,
         analyzer_factory: AnalyzerFactory | None = None,
         checksums: str = "auto",
+        max_bytes: int | None = None,
     ) -> None:
         self.on_finished = on_finished
         self.analyzer_factory = analyzer_factory
@@ -89,10 +92,19 @@ class ConnectionTable:
         self.orphan_icmp: list[dict] = []
         self.created = 0
         self.finalised = 0
-        #: Connections finalised early because MAX_ACTIVE_CONNECTIONS were open at once.
+        #: Connections finalised early because MAX_ACTIVE_CONNECTIONS were open at once, or
+        #: (``evicted_for_memory``, counted in both) because together they held more than
+        #: ``max_bytes``.
         self.evicted = 0
-        #: Out-of-order bytes all connections may buffer together (MAX_OUT_OF_ORDER_BYTES_TOTAL).
+        self.evicted_for_memory = 0
+        #: Out-of-order bytes all connections may buffer together (MAX_OUT_OF_ORDER_BYTES_TOTAL),
+        #: and the growth meter: past ``headroom``, the table weighs its connections.
         self.budget = BufferBudget()
+        self.max_bytes = MAX_TABLE_BYTES if max_bytes is None else max_bytes
+        self.headroom = self.max_bytes
+        #: What the active connections held at the last weighing (``weigh``), and its peak.
+        self.weighed = 0
+        self.peak_weighed = 0
 
     # -- packets ------------------------------------------------------------------------
     def tcp(self, seg: TcpSegment) -> None:
@@ -120,6 +132,8 @@ class ConnectionTable:
         else:
             self.active.move_to_end(conn)
         conn.process(seg, key == conn.key)
+        if self.budget.growth > self.headroom:
+            self.weigh()
 
     def observe(self, seg: TcpSegment) -> None:
         """A segment of a connection another shard follows (see ``analyzer.parallel``): only
@@ -189,7 +203,34 @@ class ConnectionTable:
         self.conns[(resp, rport, orig, oport)] = conn
         self.active[conn] = None
         self.created += 1
+        self.budget.growth += conn.footprint()
         return conn
+
+    def weigh(self) -> int:
+        """Add up what the active connections hold (``TcpConnection.footprint``). Past 7/8 of
+        ``max_bytes``, finalise the least recently active ones early (``end_reason``
+        "table_full") until no more than 3/4 of it is held: so the next weighing waits for at
+        least an eighth of the budget to be added (``budget.growth``, counted as connections
+        are created, bytes delivered and events recorded). Returns the total held."""
+        total = 0
+        for conn in self.active:
+            total += conn.footprint()
+        if total > self.peak_weighed:
+            self.peak_weighed = total
+        if total > self.max_bytes * 7 // 8:
+            target = self.max_bytes * 3 // 4
+            active = self.active
+            while total > target and active:
+                oldest = next(iter(active))
+                total -= oldest.footprint()
+                oldest.end_reason = "table_full"
+                self.evicted += 1
+                self.evicted_for_memory += 1
+                self._finalise(oldest, False)
+        self.weighed = total
+        self.budget.growth = 0
+        self.headroom = self.max_bytes - total
+        return total
 
     @staticmethod
     def _is_new_attempt(conn: TcpConnection, seg: TcpSegment, key: tuple) -> bool:

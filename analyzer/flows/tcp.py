@@ -19,10 +19,11 @@ stream analyzer the protocol layer attached.
 from __future__ import annotations
 
 from functools import partial
+from sys import getsizeof
 from typing import Protocol
 
 from ..decode.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
-from .limits import MAX_EVENTS_PER_SESSION, MAX_HISTORY_LENGTH, MAX_ICMP_RECORDS, MAX_RST_RECORDS, MAX_SYN_RECORDS
+from .limits import MAX_EVENT_DETAIL, MAX_EVENTS_PER_SESSION, MAX_HISTORY_LENGTH, MAX_ICMP_RECORDS, MAX_RST_RECORDS, MAX_SYN_RECORDS
 from .reassembly import MASK32, BufferBudget, Reassembler, seq_delta
 
 # Endpoint states (Zeek's TCP_ENDPOINT_*).
@@ -54,6 +55,19 @@ _CONTROL_FLAGS = TH_SYN | TH_FIN | TH_RST | TH_ACK
 #: Take ``TcpConnection._in_order`` for the common segment (tests turn it off to compare).
 SHORTCUT = True
 
+# What ``TcpConnection.footprint`` counts, measured with tracemalloc (tests/test_memory.py
+# checks the estimate against it): a connection with its endpoints, history, SYN/RST/ICMP
+# records and reassemblers; an event, beside its detail string; a segment waiting out of
+# order, beside its bytes.
+CONNECTION_BYTES = 2500
+EVENT_BYTES = 70
+PENDING_SEGMENT_BYTES = 120
+#: An analyzer that cannot weigh itself (no ``footprint`` method) is taken to hold this much.
+ANALYZER_BYTES = 8000
+#: What an event is taken to add to the memory of the layers above, for the table's growth
+#: meter (``BufferBudget.growth``): itself, and a reply, recipient or transaction it may stand for.
+EVENT_GROWTH_FACTOR = 3
+
 
 class StreamAnalyzer(Protocol):
     """What the flow layer feeds: reassembled bytes per direction (implemented by protocols)."""
@@ -65,6 +79,11 @@ class StreamAnalyzer(Protocol):
     def end_of_stream(self, from_client: bool, ts: int) -> None: ...
 
     def finish(self, ts: int) -> None: ...
+
+    def footprint(self) -> int:
+        """An estimate of the memory the analyzer holds, in bytes (see ``TcpConnection.footprint``;
+        optional: without it, ANALYZER_BYTES)."""
+        ...
 
 
 class Endpoint:
@@ -150,14 +169,14 @@ class TcpConnection:
         "orig", "resp", "history", "hist_seen", "flipped", "first_ts", "last_ts",
         "syn_times", "isn", "synack_ts", "synack_ttl", "handshake_rtt", "ack_rtt",
         "rsts", "icmp", "events", "events_dropped", "analyzer", "finished", "end_reason",
-        "weirds", "closed_ts", "budget",
+        "weirds", "closed_ts", "budget", "event_bytes",
     )
 
     def __init__(self, key: tuple, uid: str, orig_addr: bytes, orig_port: int, resp_addr: bytes, resp_port: int, ts: int, flipped: bool,
                  budget: BufferBudget | None = None) -> None:
         self.key = key
-        #: Out-of-order bytes shared with the table's other connections (None: its own).
-        self.budget = budget
+        #: Out-of-order bytes and the growth meter, shared with the table's other connections.
+        self.budget = budget if budget is not None else BufferBudget()
         self.uid = uid
         self.orig_addr = orig_addr
         self.orig_port = orig_port
@@ -181,6 +200,7 @@ class TcpConnection:
         self.icmp: list[dict] = []
         self.events: list[tuple[int, str, str, str]] = []
         self.events_dropped = 0
+        self.event_bytes = 0  # what the events hold, by footprint()'s measure
         self.analyzer: StreamAnalyzer | None = None
         self.finished = False
         self.end_reason: str | None = None
@@ -191,7 +211,12 @@ class TcpConnection:
     def event(self, ts: int, direction: str, kind: str, detail: str = "") -> None:
         """Record a notable event (bounded; the overflow is counted)."""
         if len(self.events) < MAX_EVENTS_PER_SESSION:
+            if len(detail) > MAX_EVENT_DETAIL:
+                detail = detail[: MAX_EVENT_DETAIL - 3] + "..."
             self.events.append((ts, direction, kind, detail))
+            size = EVENT_BYTES + getsizeof(detail)
+            self.event_bytes += size
+            self.budget.growth += size * EVENT_GROWTH_FACTOR
         else:
             self.events_dropped += 1
 
@@ -632,6 +657,20 @@ class TcpConnection:
             if ep.reassembler is not None:
                 total += ep.reassembler.missed
         return total
+
+    def footprint(self) -> int:
+        """An estimate of the memory this connection holds, in bytes, its analyzer's included
+        (the table keeps the sum under MAX_TABLE_BYTES)."""
+        size = CONNECTION_BYTES + self.event_bytes
+        for ep in (self.orig, self.resp):
+            reasm = ep.reassembler
+            if reasm is not None and reasm.pending:
+                size += reasm.pending_bytes + PENDING_SEGMENT_BYTES * len(reasm.pending)
+        analyzer = self.analyzer
+        if analyzer is not None:
+            weigh = getattr(analyzer, "footprint", None)  # optional for analyzers from elsewhere
+            size += weigh() if weigh is not None else ANALYZER_BYTES
+        return size
 
     def release(self) -> None:
         """Once finalised: drop the analyzer and the reassemblers, which refer back to this

@@ -22,6 +22,7 @@ TLS observer's summary, and appends readable events to the connection's event li
 from __future__ import annotations
 
 import re
+from sys import getsizeof
 from typing import Any
 
 from .smtp import AuthUser, Command, MessageBody, Reply, SmtpConversation, StartTls, Weird
@@ -34,10 +35,28 @@ from .tls.constants import alert_description_name, cipher_suite_name, version_na
 MAX_DETECT_BYTES = 4096
 #: Replies kept per session (a relay pushing thousands of messages over one connection).
 MAX_REPLIES = 1000
-#: Recipients kept per session.
+#: Recipients kept per session (in its rcpt_to, and all its transactions' lists together).
 MAX_RECIPIENTS = 1000
-#: Transactions kept per session.
+#: Transactions kept per session (their recipients count against MAX_RECIPIENTS too).
 MAX_TRANSACTIONS = 200
+#: Characters kept of a text stored in the facts: a reply, banner, capability, address or
+#: HELO argument (a line may be 8 KB, a reply 100 of them); the rest is cut, marked "...".
+MAX_STORED_TEXT = 1024
+
+# What ``MailSession.footprint`` counts, measured with tracemalloc (tests/test_memory.py):
+# a session with its facts, empty; its SMTP and TLS parsers once there are; a stored reply
+# or transaction beside its strings.
+SESSION_BYTES = 1500
+SMTP_BYTES = 4000
+TLS_BYTES = 3000
+REPLY_BYTES = 400
+SLOT_BYTES = 8  # a list's pointer to a string
+TRANSACTION_BYTES = 500
+
+
+def clip(text: str) -> str:
+    """``text``, cut to MAX_STORED_TEXT characters."""
+    return text if len(text) <= MAX_STORED_TEXT else text[: MAX_STORED_TEXT - 3] + "..."
 
 SMTP_GREETING = re.compile(rb"^[2-5][0-9][0-9](?:[ -]|\r?\n)")
 OTHER_TEXT_GREETINGS = (b"+OK", b"* OK", b"* PREAUTH", b"SSH-", b"HTTP/")
@@ -81,6 +100,9 @@ class SmtpFacts:
         self.weirds: dict[str, int] = {}
         self.last_reply: str | None = None
         self._transaction: dict[str, Any] | None = None
+        self._recipients = 0  # stored in transactions
+        #: What the stored replies, recipients, capabilities and transactions hold (bytes).
+        self.stored = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +136,7 @@ class SmtpFacts:
         self.commands += 1
         verb = ev.verb
         if verb in ("EHLO", "HELO", "LHLO"):
-            self.helo = ev.argument.strip() or self.helo
+            self.helo = clip(ev.argument.strip()) or self.helo
         elif verb == "STARTTLS":
             self.starttls_requested = True
         elif verb == "AUTH":
@@ -128,11 +150,14 @@ class SmtpFacts:
             address = _path(ev.argument)
             if address is not None and len(self.rcpt_to) < MAX_RECIPIENTS:
                 self.rcpt_to.append(address)
+                self.stored += SLOT_BYTES + getsizeof(address)
             if self._transaction is None:
                 self._open_transaction(ev.ts, None, encrypted)  # RCPT without MAIL: a broken transaction
             assert self._transaction is not None
-            if address is not None and len(self._transaction["rcpt_to"]) < MAX_RECIPIENTS:
+            if address is not None and self._recipients < MAX_RECIPIENTS:
                 self._transaction["rcpt_to"].append(address)
+                self._recipients += 1
+                self.stored += SLOT_BYTES
         elif verb == "RSET":
             self._transaction = None
         elif verb == "QUIT":
@@ -142,16 +167,18 @@ class SmtpFacts:
         self._transaction = {"ts": ts, "mail_from": mail_from, "rcpt_to": [], "last_reply": None, "size": None, "accepted": None, "encrypted": encrypted}
         if len(self.transactions) < MAX_TRANSACTIONS:
             self.transactions.append(self._transaction)
+            self.stored += TRANSACTION_BYTES + getsizeof(mail_from)
 
     def reply(self, ev: Reply, encrypted: bool) -> None:
         lines = ev.lines
-        self.last_reply = f"{ev.code} {lines[-1] if lines else ''}".rstrip()
+        self.last_reply = clip(f"{ev.code} {lines[-1] if lines else ''}".rstrip())
         if ev.greeting:
-            self.banner = ev.display()
+            self.banner = clip(ev.display())
             self.greeting_code = ev.code
             self.server_host = _first_host(lines[0] if lines else "") or self.server_host
         elif ev.command in ("EHLO", "LHLO") and ev.code == 250:
-            capabilities = [line.strip() for line in lines[1:] if line.strip()]
+            capabilities = [clip(line.strip()) for line in lines[1:] if line.strip()]
+            self.stored += sum(SLOT_BYTES + getsizeof(capability) for capability in capabilities)
             if encrypted:
                 self.ehlo_tls = capabilities
             else:
@@ -187,11 +214,13 @@ class SmtpFacts:
                 self.messages_accepted += transaction["accepted"]
                 self._transaction = None
         if len(self.replies) < MAX_REPLIES:
+            text = clip(ev.text)
+            self.stored += REPLY_BYTES + getsizeof(text)
             self.replies.append(
                 {
                     "code": ev.code,
                     "enhanced": ev.enhanced,
-                    "text": ev.text,
+                    "text": text,
                     "command": ev.command,
                     "lines": len(ev.lines),
                     "encrypted": encrypted,
@@ -216,7 +245,7 @@ def _path(argument: str) -> str | None:
     match = PATH_ARGUMENT.match(argument)
     if match is None:
         return None
-    return match.group(1)
+    return clip(match.group(1))
 
 
 #: Two or more dot-separated labels of letters, digits, hyphens (and underscores, refused
@@ -270,6 +299,17 @@ class MailSession:
             self._detect_service(from_client, data, ts)
             return
         self._route(from_client, data, ts)
+
+    def footprint(self) -> int:
+        """An estimate of the memory this session holds, in bytes: its objects, what its
+        facts stored, and what its parsers buffer (see ``TcpConnection.footprint``)."""
+        size = SESSION_BYTES + self.facts.stored + self._detect[True].__alloc__() + self._detect[False].__alloc__()
+        for parser in (self.smtp, self.inner):
+            if parser is not None:
+                size += SMTP_BYTES + parser.buffered()
+        if self.tls is not None:
+            size += TLS_BYTES + self.tls.buffered()
+        return size
 
     def gap(self, from_client: bool, length: int, ts: int) -> None:
         self.gaps[from_client] += length

@@ -575,6 +575,10 @@ class DnsTcpStream:
             tracker._stats["tcp_messages"] += 1
             tracker._message(self._flow, message, ts)
 
+    def footprint(self) -> int:
+        """An estimate of the memory this stream holds, in bytes (for the flow layer's budget)."""
+        return 1000 + self._framers[0].buffered + self._framers[1].buffered
+
     def gap(self, from_client: bool, length: int, ts: int) -> None:
         if not self._stopped[from_client]:
             self._stopped[from_client] = True

@@ -116,6 +116,17 @@ class SmtpConversation:
         self.server_leftover = b""
         self.tls_started_by: str | None = None  # "starttls", or a weird name when the client jumped the gun
 
+    def buffered(self) -> int:
+        """Bytes this parser holds for lines, replies and commands not yet complete (an
+        estimate, for the flow layer's memory budget)."""
+        size = self._cbuf.__alloc__() + self._sbuf.__alloc__() + self._held.__alloc__()
+        size += len(self._body_tail) + len(self.client_leftover) + len(self.server_leftover)
+        for text in self._pending:
+            size += 60 + len(text)
+        for text in self._reply_lines:
+            size += 60 + len(text)
+        return size
+
     # -- public API -----------------------------------------------------------------------
     def receive(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
         out: list[Event] = []

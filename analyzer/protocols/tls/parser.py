@@ -392,6 +392,19 @@ class TlsSession:
         self.not_tls_data = b""
         self.first_end: str | None = None
 
+    def buffered(self) -> int:
+        """Bytes this parser holds beyond its fixed size: records and handshake messages not
+        yet complete, a not-TLS quote, the certificates read (an estimate, for the flow
+        layer's memory budget)."""
+        size = len(self.not_tls_data)
+        for side in (self.client, self.server):
+            size += side.hdr.__alloc__() + side.body.__alloc__() + side.hs_buf.__alloc__()
+            if side.quote is not None:
+                size += side.quote.__alloc__()
+        for certificate in self.certificates:
+            size += 600 + sum(60 + len(name) for name in certificate["san"])
+        return size
+
     # -- public API ---------------------------------------------------------------------
     def receive(self, from_client: bool, data: bytes, ts: int) -> list[Event]:
         side = self.client if from_client else self.server
