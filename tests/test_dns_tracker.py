@@ -386,6 +386,22 @@ def test_flood_of_unanswered_queries_keeps_pending_bounded():
     assert tracker.stats()["unanswered"] == MAX_PENDING_QUERIES
 
 
+def test_a_response_with_hundreds_of_records_keeps_a_bounded_row():
+    """200 A records for smtp.office365.com: the row keeps MAX_ANSWERS_PER_TRANSACTION of
+    them (answers and addresses), the rest are counted; the address map still learns all."""
+    name = "smtp.office365.com"
+    records = [DNSRR(rrname=name, rdata=f"52.96.{i >> 8}.{i & 255}") for i in range(200)]
+    tracker = DnsTracker()
+    tracker.udp(up(T0, query(0x2222, name)))
+    tracker.udp(down(T0 + MS, response(0x2222, name, an=records)))
+    tx = only(tracker)
+    cap = tracker_module.MAX_ANSWERS_PER_TRANSACTION
+    assert len(tx["answers"]) == len(tx["addresses"]) == cap
+    assert tx["addresses"][-1] == f"52.96.0.{cap - 1}"
+    assert tracker.stats()["answers_cut"] == 200 - cap
+    assert tracker.names_for(bytes([52, 96, 0, 199]))[0]["name"] == name
+
+
 def test_flood_of_answers_keeps_transactions_and_address_map_bounded(monkeypatch):
     monkeypatch.setattr(tracker_module, "MAX_TRANSACTIONS", 300)
     monkeypatch.setattr(tracker_module, "MAX_ADDRESS_NAMES", 200)

@@ -73,6 +73,9 @@ MAX_QUESTIONS_PER_ID = 16
 MAX_RECENT_ANSWERS = 10_000
 #: Transactions kept as rows; the overflow is counted.
 MAX_TRANSACTIONS = 50_000
+#: Answer records, addresses and MX entries kept in one transaction's row (a response may
+#: carry hundreds); the rest are counted in the stats' "answers_cut".
+MAX_ANSWERS_PER_TRANSACTION = 32
 #: (address, name) pairs in the address → name map, least recently updated evicted first.
 MAX_ADDRESS_NAMES = 50_000
 #: Answer times remembered per (address, name) pair: the first, and the newest.
@@ -197,7 +200,7 @@ class DnsTracker:
                 STATUS_ANSWERED, STATUS_UNANSWERED, STATUS_REJECTED_ICMP, STATUS_CAPTURE_END,
                 "unsolicited_responses", "duplicate_responses", "mismatched_responses",
                 "malformed", "other_opcodes", "no_question", "pending_evicted",
-                "transactions_kept", "transactions_filtered", "transactions_dropped",
+                "transactions_kept", "transactions_filtered", "transactions_dropped", "answers_cut",
                 "address_names_evicted", "icmp_errors", "icmp_matched",
                 "tcp_messages", "tcp_gaps", "tcp_incomplete", "tcp_oversized", "ignored_messages",
             ),
@@ -479,10 +482,10 @@ class DnsTracker:
             "qtype": qtype_name(query.qtype) if query.qtype is not None else None,
             "status": status,
             "rcode": rcode_name(msg.rcode) if msg is not None else None,
-            "answers": [_record_dict(rr) for rr in msg.answers] if msg is not None else [],
+            "answers": [_record_dict(rr) for rr in msg.answers[:MAX_ANSWERS_PER_TRANSACTION]] if msg is not None else [],
             "cname_chain": chain,
-            "addresses": addresses,
-            "mx": mx,
+            "addresses": addresses[:MAX_ANSWERS_PER_TRANSACTION],
+            "mx": mx[:MAX_ANSWERS_PER_TRANSACTION],
             "response_ts": response_ts,
             # From the first transmission: how long the client waited, retries included.
             "rtt": (response_ts - query.ts) / NS if msg is not None and query.solicited else None,
@@ -492,6 +495,10 @@ class DnsTracker:
             "authority_soa": _soa_dict(msg) if msg is not None else None,
             "icmp": icmp,
         }
+        if msg is not None:
+            cut = max(len(msg.answers), len(addresses), len(mx)) - MAX_ANSWERS_PER_TRANSACTION
+            if cut > 0:
+                self._stats["answers_cut"] += cut
         if not (is_failure(tx) or query.qtype == QTYPE_MX or self._wanted(chain or [qname])):
             self._stats["transactions_filtered"] += 1
         elif len(self._transactions) >= MAX_TRANSACTIONS:
