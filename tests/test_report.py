@@ -260,6 +260,29 @@ def test_csv_and_jsonl_exports(analysis, capture, tmp_path):
     assert [json.loads(line)["session_id"] for line in lines] == [r["session_id"] for r in analysis.records]
 
 
+UTC_COLUMNS = [
+    # (what, unit, integer times; None for a missing one)
+    ("microseconds, one missing", "us", [1_700_000_000_073_833, 1_700_000_001_000_000, None]),
+    ("whole seconds", "us", [1_700_000_000_000_000, 1_700_000_001_000_000]),
+    ("nanoseconds", "ns", [1_700_000_000_073_833_001, 1_700_000_001_000_000_000]),
+    ("nanoseconds that are microseconds", "ns", [1_700_000_000_073_833_000, 1_700_000_001_000_000_000]),
+    ("milliseconds", "ns", [1_700_000_000_073_000_000, 1_700_000_001_000_000_000]),
+    ("midnight", "ns", [1_700_006_400_000_000_000]),
+    ("all missing", "us", [None, None]),
+    ("before 1970", "us", [-1_000_000_123_456, 0]),
+]
+
+
+@pytest.mark.parametrize("what, unit, values", UTC_COLUMNS, ids=[w for w, _, _ in UTC_COLUMNS])
+def test_csv_datetimes_read_as_pandas_writes_them(what, unit, values):
+    """CSV files format UTC datetimes with numpy (exports._utc_text); the text is pandas' own."""
+    from analyzer.report.exports import csv_ready
+
+    column = pd.Series(pd.to_datetime(values, unit=unit, utc=True))
+    df = pd.DataFrame({"when": column, "n": range(len(values))})
+    assert csv_ready(df).to_csv(index=False) == df.to_csv(index=False)
+
+
 JSON_VALUES = [
     # (what, value): what session records and exports may hold
     ("text and nesting", {"a": "é \u2028 \x01 \"q\"", "b": [1, 2.5, None, True], "c": {"d": []}}),
