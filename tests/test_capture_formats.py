@@ -145,6 +145,19 @@ def test_several_files_are_read_in_time_order_and_sessions_stitched(tmp_path, ex
     assert essentials(analyzer.analyze(str(tmp_path / "ring_*.pcap"))) == expected  # a glob
 
 
+def test_a_directory_takes_rotated_files_by_content_whatever_their_names(tmp_path, expected):
+    """`tcpdump -w trace -C N` writes trace, trace1, trace2 … with no extension: a directory
+    takes them by their first bytes (gzip-compressed too), and leaves other files alone."""
+    packets = frames(reference_packets(), 1)
+    third = len(packets) // 3
+    write_pcap(tmp_path / "trace", packets[:third])
+    write_pcap(tmp_path / "trace1", packets[third : 2 * third])
+    write_pcap(tmp_path / "trace2", packets[2 * third :], compress=True)
+    (tmp_path / "notes").write_text("capture of the relay, Tuesday\n")
+    (tmp_path / ".trace3").write_bytes((tmp_path / "trace1").read_bytes())  # hidden: not taken
+    assert essentials(analyzer.analyze(str(tmp_path))) == expected
+
+
 def test_interleaved_files_are_merged_by_timestamp(tmp_path, expected):
     packets = frames(reference_packets(), 1)
     a = write_pcap(tmp_path / "a.pcap", packets[0::2])

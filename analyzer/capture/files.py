@@ -194,19 +194,21 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
     """Expand directories and glob patterns into a sorted list of capture file paths.
 
     A directory contributes the capture files directly inside it (rotated ring-buffer
-    files included), ordered by name, which for tcpdump ``-C/-G`` and dumpcap ``-b``
-    naming is also time order; the reader merges by timestamp in any case.
+    files included), ordered by name; the reader merges them by timestamp. A file is taken
+    by its name (``*.pcap``, ``trace.pcap1`` …) or, whatever its name, by its first bytes:
+    ``tcpdump -w trace -C 100`` writes ``trace``, ``trace1``, ``trace2`` …
     """
     result: list[str] = []
     for path in paths:
         if os.path.isdir(path):
             names = sorted(
-                os.path.join(path, name)
+                full
                 for name in os.listdir(path)
-                if _looks_like_capture_name(name) and os.path.isfile(os.path.join(path, name))
+                if not name.startswith(".") and os.path.isfile(full := os.path.join(path, name))
+                and (_looks_like_capture_name(name) or _starts_like_capture(full))
             )
             if not names:
-                raise CaptureError(f"{path}: directory holds no capture files (*.pcap, *.pcapng, *.gz …)")
+                raise CaptureError(f"{path}: directory holds no capture files (pcap, pcapng, or compressed)")
             result.extend(names)
         elif any(ch in path for ch in "*?[") and not os.path.exists(path):
             matches = sorted(glob.glob(path))
@@ -216,6 +218,17 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
         else:
             result.append(path)
     return result
+
+
+def _starts_like_capture(path: str) -> bool:
+    """Do the file's first bytes open a pcap or pcapng capture, or a compressed stream?"""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return (byte_order_of(head) is not None or looks_like_pcapng(head)
+            or head.startswith((GZIP_MAGIC, BZIP2_MAGIC, XZ_MAGIC, ZSTD_MAGIC)))
 
 
 def _looks_like_capture_name(name: str) -> bool:
