@@ -41,6 +41,10 @@ LIKELY_SERVER_PORTS = frozenset(
 AnalyzerFactory = Callable[[TcpConnection], StreamAnalyzer | None]
 FinishedSink = Callable[[TcpConnection, bool], None]
 
+#: What a new connection is taken to add, for the growth meter (``weigh``): itself and its
+#: analyzer, as a mid-dialogue one holds (tests/test_memory.py).
+NEW_CONNECTION_BYTES = 10_000
+
 #: ICMP errors kept that quote no known connection.
 MAX_ORPHAN_ICMP = 10_000
 
@@ -203,7 +207,7 @@ class ConnectionTable:
         self.conns[(resp, rport, orig, oport)] = conn
         self.active[conn] = None
         self.created += 1
-        self.budget.growth += conn.footprint()
+        self.budget.growth += NEW_CONNECTION_BYTES
         return conn
 
     def weigh(self) -> int:

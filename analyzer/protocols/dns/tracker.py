@@ -74,7 +74,7 @@ MAX_RECENT_ANSWERS = 10_000
 #: Transactions kept as rows; the overflow is counted.
 MAX_TRANSACTIONS = 50_000
 #: Answer records, addresses and MX entries kept in one transaction's row (a response may
-#: carry hundreds); the rest are counted in the stats' "answers_cut".
+#: carry hundreds); the rest are counted in the stats' "answers_cut" (of kept rows).
 MAX_ANSWERS_PER_TRANSACTION = 32
 #: (address, name) pairs in the address → name map, least recently updated evicted first.
 MAX_ADDRESS_NAMES = 50_000
@@ -469,6 +469,16 @@ class DnsTracker:
                     mx.append({"preference": rr.data.preference, "exchange": rr.data.exchange.lower()})
             mx.sort(key=lambda entry: (entry["preference"], entry["exchange"]))
             self._learn_answer(qname, chain, addresses, mx, msg, response_ts)
+        # Whether the row is kept is known before it is built (on a gateway most are not):
+        # is_failure's test, on the message itself.
+        failure = msg.rcode != RCODE_NOERROR if status == STATUS_ANSWERED and msg is not None else status in (
+            STATUS_UNANSWERED, STATUS_REJECTED_ICMP)
+        if not (failure or query.qtype == QTYPE_MX or self._wanted(chain or [qname])):
+            self._stats["transactions_filtered"] += 1
+            return
+        if len(self._transactions) >= MAX_TRANSACTIONS:
+            self._stats["transactions_dropped"] += 1
+            return
         flow = query.flow
         tx = {
             "ts": query.ts,
@@ -499,13 +509,8 @@ class DnsTracker:
             cut = max(len(msg.answers), len(addresses), len(mx)) - MAX_ANSWERS_PER_TRANSACTION
             if cut > 0:
                 self._stats["answers_cut"] += cut
-        if not (is_failure(tx) or query.qtype == QTYPE_MX or self._wanted(chain or [qname])):
-            self._stats["transactions_filtered"] += 1
-        elif len(self._transactions) >= MAX_TRANSACTIONS:
-            self._stats["transactions_dropped"] += 1
-        else:
-            self._stats["transactions_kept"] += 1
-            self._transactions.append(tx)
+        self._stats["transactions_kept"] += 1
+        self._transactions.append(tx)
 
     def _name_wanted(self, name: str) -> bool:
         verdict = self._verdicts.get(name)
