@@ -49,6 +49,7 @@ MAX_STORED_TEXT = 1024
 SESSION_BYTES = 1500
 SMTP_BYTES = 4000
 TLS_BYTES = 3000
+DECRYPTER_BYTES = 7000  # with a key log: the secrets, ciphers and the inner SMTP parser's state
 REPLY_BYTES = 400
 SLOT_BYTES = 8  # a list's pointer to a string
 TRANSACTION_BYTES = 500
@@ -307,8 +308,9 @@ class MailSession:
         for parser in (self.smtp, self.inner):
             if parser is not None:
                 size += SMTP_BYTES + parser.buffered()
-        if self.tls is not None:
-            size += TLS_BYTES + self.tls.buffered()
+        tls = self.tls
+        if tls is not None:
+            size += TLS_BYTES + tls.buffered() + (DECRYPTER_BYTES if tls.decrypter is not None else 0)
         return size
 
     def gap(self, from_client: bool, length: int, ts: int) -> None:
