@@ -340,3 +340,23 @@ def test_body_end_found_after_a_gap_by_the_servers_reply():
     assert ("B", "data", 509) in simple
     assert ("R", 250, ".", "2.6.0") in simple
     assert conv.mode == "COMMAND"
+
+
+def test_records_are_equal_only_to_their_own_class():
+    """Parser records are NamedTuples (protocols/record.py) that compare like dataclasses:
+    equal to a record of the same class and values, never to another class or a plain tuple."""
+    from analyzer.protocols.dns.message import MxRdata, Question
+    from analyzer.protocols.smtp.events import Command, Weird
+    from analyzer.protocols.tls.events import ChangeCipherSpec, NotTls
+
+    same_values = [
+        (Command(1, "NOOP", "", True), Command(1, "NOOP", "", True), Weird(1, "NOOP", "", True)),
+        (NotTls(5, True, "text"), NotTls(5, True, "text"), (5, True, "text")),
+        (ChangeCipherSpec(5, False), ChangeCipherSpec(5, False), MxRdata(5, False)),
+        (Question("a.example", 1, 1), Question("a.example", 1, 1), ("a.example", 1, 1)),
+    ]
+    for record, twin, other in same_values:
+        assert record == twin and not record != twin and hash(record) == hash(twin)
+        assert record != other and other != record and not record == other and not other == record
+        assert {record: 1}.get(twin) == 1
+    assert repr(Command(1, "NOOP", "")) == "Command(ts=1, verb='NOOP', argument='', known=True)"

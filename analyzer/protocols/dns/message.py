@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ...decode.ip import address_text
+from ..record import own_class_equality
 
 HEADER_LEN = 12
 RR_FIXED_LEN = 10  # TYPE, CLASS, TTL, RDLENGTH after the owner name
@@ -184,8 +185,7 @@ class DnsParseError(ValueError):
 
 
 # -- records -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class DnsHeader:
+class DnsHeader(NamedTuple):
     id: int
     qr: bool
     opcode: int
@@ -202,21 +202,18 @@ class DnsHeader:
     arcount: int
 
 
-@dataclass(frozen=True, slots=True)
-class Question:
+class Question(NamedTuple):
     name: str
     qtype: int
     qclass: int
 
 
-@dataclass(frozen=True, slots=True)
-class MxRdata:
+class MxRdata(NamedTuple):
     preference: int
     exchange: str
 
 
-@dataclass(frozen=True, slots=True)
-class SoaRdata:
+class SoaRdata(NamedTuple):
     mname: str
     rname: str
     serial: int
@@ -226,8 +223,7 @@ class SoaRdata:
     minimum: int  # the negative-caching TTL (RFC 2308 §4)
 
 
-@dataclass(frozen=True, slots=True)
-class TxtRdata:
+class TxtRdata(NamedTuple):
     strings: tuple[str, ...]
 
     @property
@@ -236,8 +232,7 @@ class TxtRdata:
         return "".join(self.strings)
 
 
-@dataclass(frozen=True, slots=True)
-class OpaqueRdata:
+class OpaqueRdata(NamedTuple):
     """A type this module does not decode: only its size is kept."""
 
     length: int
@@ -247,8 +242,7 @@ class OpaqueRdata:
 Rdata = str | MxRdata | SoaRdata | TxtRdata | OpaqueRdata
 
 
-@dataclass(frozen=True, slots=True)
-class ResourceRecord:
+class ResourceRecord(NamedTuple):
     name: str
     rtype: int
     rclass: int
@@ -274,8 +268,7 @@ class ResourceRecord:
         return f"\\# {data.length}"  # RFC 3597 generic form, data omitted
 
 
-@dataclass(frozen=True, slots=True)
-class DnsMessage:
+class DnsMessage(NamedTuple):
     header: DnsHeader
     questions: tuple[Question, ...]
     answers: tuple[ResourceRecord, ...]
@@ -296,6 +289,9 @@ class DnsMessage:
     @property
     def question(self) -> Question | None:
         return self.questions[0] if self.questions else None
+
+
+own_class_equality(DnsHeader, Question, MxRdata, SoaRdata, TxtRdata, OpaqueRdata, ResourceRecord, DnsMessage)
 
 
 # -- parsing -----------------------------------------------------------------------------

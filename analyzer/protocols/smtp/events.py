@@ -7,11 +7,12 @@ Credentials never appear in an event: AUTH arguments and SASL responses are repl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..record import own_class_equality
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     """A client command line. ``argument`` is redacted for AUTH and SASL responses."""
 
     ts: int
@@ -20,8 +21,7 @@ class Command:
     known: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """A complete server reply (all lines of a multi-line reply) and what it answers.
 
     ``command`` is the verb it answers ("." for the end of a message body, "**" for a SASL
@@ -48,8 +48,7 @@ class Reply:
         return f"{self.code} {self.text}".rstrip()
 
 
-@dataclass(frozen=True, slots=True)
-class MessageBody:
+class MessageBody(NamedTuple):
     """The client finished sending a message body (DATA) or a chunk (BDAT)."""
 
     ts: int
@@ -58,15 +57,13 @@ class MessageBody:
     last: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class StartTls:
+class StartTls(NamedTuple):
     """The server accepted STARTTLS (220): from here on both directions speak TLS."""
 
     ts: int
 
 
-@dataclass(frozen=True, slots=True)
-class AuthUser:
+class AuthUser(NamedTuple):
     """The user name of an AUTH exchange (only produced when revealing it was asked for)."""
 
     ts: int
@@ -74,8 +71,7 @@ class AuthUser:
     user: str
 
 
-@dataclass(frozen=True, slots=True)
-class Weird:
+class Weird(NamedTuple):
     """Something that violates the protocol or a limit (Zeek's "weird" vocabulary)."""
 
     ts: int
@@ -85,3 +81,6 @@ class Weird:
 
 
 Event = Command | Reply | MessageBody | StartTls | AuthUser | Weird
+
+
+own_class_equality(Command, Reply, MessageBody, StartTls, AuthUser, Weird)

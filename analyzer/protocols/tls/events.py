@@ -7,12 +7,13 @@ as numbers; names come from :mod:`.constants` where a reader wants them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
+
+from ..record import own_class_equality
 
 
-@dataclass(frozen=True, slots=True)
-class ClientHello:
+class ClientHello(NamedTuple):
     ts: int
     from_client: bool
     legacy_version: int
@@ -29,8 +30,7 @@ class ClientHello:
     malformed: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ServerHello:
+class ServerHello(NamedTuple):
     ts: int
     from_client: bool
     legacy_version: int
@@ -47,8 +47,7 @@ class ServerHello:
     malformed: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CertInfo:
+class CertInfo(NamedTuple):
     subject: str
     issuer: str
     not_before: datetime | None  # aware, UTC
@@ -72,8 +71,7 @@ class CertInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Certificate:
+class Certificate(NamedTuple):
     ts: int
     from_client: bool
     chain: tuple[CertInfo, ...]  # leaf first
@@ -81,8 +79,7 @@ class Certificate:
     count: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeMessage:
+class HandshakeMessage(NamedTuple):
     """Any other handshake message; ``finished`` after a ChangeCipherSpec is the encrypted one."""
 
     ts: int
@@ -91,14 +88,12 @@ class HandshakeMessage:
     length: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeCipherSpec:
+class ChangeCipherSpec(NamedTuple):
     ts: int
     from_client: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
+class Alert(NamedTuple):
     ts: int
     from_client: bool
     level: int | None  # AlertLevel (1 warning, 2 fatal); None when encrypted and not decrypted
@@ -107,8 +102,7 @@ class Alert:
     decrypted: bool = False  # encrypted, and read with the key log
 
 
-@dataclass(frozen=True, slots=True)
-class ApplicationData:
+class ApplicationData(NamedTuple):
     """The first application-data record of a direction (later ones are only counted).
 
     In TLS 1.3 every record after the ServerHello is content type 23, so the first one may
@@ -120,8 +114,7 @@ class ApplicationData:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
-class DecryptedData:
+class DecryptedData(NamedTuple):
     """Application data plaintext (a key log decrypted it), in stream order per direction.
 
     One event per record with content; the records of a direction are contiguous, so
@@ -133,8 +126,7 @@ class DecryptedData:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class DecryptionFailed:
+class DecryptionFailed(NamedTuple):
     """This direction yields no (more) plaintext: its keys are missing, or a record failed.
 
     Sent once per direction. Any DecryptedData before it stands; what follows in that
@@ -146,24 +138,21 @@ class DecryptionFailed:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeComplete:
+class HandshakeComplete(NamedTuple):
     ts: int
     from_client: bool
     inferred: bool
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeFailed:
+class HandshakeFailed(NamedTuple):
     ts: int
     from_client: bool  # the side that ended the handshake (alert sender, closer)
     reason: str
     inferred: bool
 
 
-@dataclass(frozen=True, slots=True)
-class NotTls:
+class NotTls(NamedTuple):
     """That direction's bytes are not TLS; it is not parsed any further."""
 
     ts: int
@@ -184,4 +173,9 @@ Event = (
     | HandshakeComplete
     | HandshakeFailed
     | NotTls
+)
+
+own_class_equality(
+    ClientHello, ServerHello, CertInfo, Certificate, HandshakeMessage, ChangeCipherSpec, Alert, ApplicationData,
+    DecryptedData, DecryptionFailed, HandshakeComplete, HandshakeFailed, NotTls,
 )
