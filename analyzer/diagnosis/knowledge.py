@@ -21,10 +21,9 @@ import hashlib
 import json
 import re
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.resources import files
+from pathlib import Path
 from typing import Any, Iterable
 
 EnhancedKey = tuple[int, int, int]
@@ -175,7 +174,9 @@ def _reply(table: dict[str, Any], index: int) -> ReplyInfo:
         raise ValueError(f"reply entry {index} of exchange_replies.toml: {exc}") from None
 
 
-DATA = files("analyzer") / "diagnosis" / "data"
+#: The package's data files (a path, not importlib.resources: that cost 3 ms of every run,
+#: and the package, with its C extension, is never imported from a zip).
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def _twin(name: str) -> str:
@@ -192,11 +193,15 @@ def _read(name: str, directory: Any = DATA) -> dict[str, Any]:
             return twin["data"]
     except (OSError, ValueError):
         pass  # no twin, or a damaged one: the TOML is the source
+    import tomllib  # only then: 2 ms of every run otherwise
+
     return tomllib.loads(raw.decode("utf-8"))
 
 
 def compile_twin(name: str, directory: Any = DATA) -> str:
     """The JSON twin of the TOML file ``name`` (the text ``_read`` accepts for these bytes)."""
+    import tomllib
+
     raw = (directory / name).read_bytes()
     data = tomllib.loads(raw.decode("utf-8"))
     twin = {"comment": f"Generated from {name} by python -m analyzer.diagnosis.knowledge; edit the TOML.",

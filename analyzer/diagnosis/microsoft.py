@@ -8,7 +8,10 @@ name) on the command line or in a config file; those count as evidence too.
 from __future__ import annotations
 
 import ipaddress
-import socket
+try:  # the C module: socket.py itself imports selectors, enum … (4 ms of every run)
+    from _socket import AF_INET, AF_INET6, inet_pton
+except ImportError:  # pragma: no cover - a Python without _socket has no socket either
+    from socket import AF_INET, AF_INET6, inet_pton
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -235,11 +238,11 @@ def _address_value(address: str) -> tuple[int, int] | None:
     inet_pton reads the canonical forms smtpflow writes at C speed; anything it refuses gets
     ipaddress's judgement (which, for instance, accepts a zone index)."""
     try:
-        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+        return 4, int.from_bytes(inet_pton(AF_INET, address), "big")
     except (OSError, ValueError):
         pass
     try:
-        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
+        return 6, int.from_bytes(inet_pton(AF_INET6, address), "big")
     except (OSError, ValueError):
         pass
     try:
