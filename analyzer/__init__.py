@@ -33,6 +33,7 @@ def analyze(
     keylog: Any = None,
     workers: int | str = 1,
     client: Any = None,
+    table_memory_mb: int | None = None,
 ) -> "Analysis":
     """Analyse one or more capture files (pcap, pcapng, gzip …; directories and globs too).
 
@@ -46,6 +47,8 @@ def analyze(
     ``workers``: processes to use — several files are read in parallel, one capture is split
     by connection ("auto": the cores, for inputs over 32 MB; the command line's default); ``client``: a Dask
     ``distributed.Client`` to read the files on a cluster. Results are identical to a serial run.
+    ``table_memory_mb``: what the connections open at once may hold together (default 128 MB);
+    past it the least recently active are let go early (``end_reason`` "table_full").
     """
     from .engine import run
     from .report.analysis import Analysis
@@ -54,7 +57,7 @@ def analyze(
         path_list = [paths]
     else:
         path_list = [str(p) for p in paths]
-    options = _options(ports, endpoints, checksums, reveal_username, keylog)
+    options = _options(ports, endpoints, checksums, reveal_username, keylog, table_memory_mb)
     return Analysis(run(path_list, options, workers=workers, client=client))
 
 
@@ -73,6 +76,7 @@ def live(
     reveal_username: bool = False,
     keylog: Any = None,
     start: bool = True,
+    table_memory_mb: int | None = None,
 ):
     """Capture live on ``interfaces`` (Linux; CAP_NET_RAW needed) and diagnose as traffic flows.
 
@@ -85,7 +89,7 @@ def live(
     """
     from .live import LiveCapture
 
-    options = _options(ports, endpoints, checksums, reveal_username, keylog)
+    options = _options(ports, endpoints, checksums, reveal_username, keylog, table_memory_mb)
     capture = LiveCapture(
         interfaces, options=options, bpf=filter, duration=duration, count=count, ring_dir=ring_dir,
         ring_size_mb=ring_size_mb, ring_files=ring_files,
@@ -93,7 +97,7 @@ def live(
     return capture.start() if start else capture
 
 
-def _options(ports, endpoints, checksums: str, reveal_username: bool, keylog: Any):
+def _options(ports, endpoints, checksums: str, reveal_username: bool, keylog: Any, table_memory_mb: int | None = None):
     """The engine's Options from the keyword arguments ``analyze`` and ``live`` share."""
     from .diagnosis.microsoft import UserEndpoint
     from .engine import Options
@@ -104,6 +108,7 @@ def _options(ports, endpoints, checksums: str, reveal_username: bool, keylog: An
         checksums=checksums,
         reveal_username=reveal_username,
         keylog=_keylog_option(keylog),
+        table_memory_mb=table_memory_mb,
     )
 
 

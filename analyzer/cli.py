@@ -42,6 +42,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="show the user name of AUTH exchanges (passwords and tokens are never shown)")
     parser.add_argument("--keylog", action="append", default=[], metavar="FILE",
                         help="NSS key log (SSLKEYLOGFILE) to decrypt TLS sessions with (repeatable)")
+    parser.add_argument("--table-memory", type=_megabytes, metavar="MB",
+                        help="what the connections open at once may hold together (default 128); past it the least "
+                        "recently active are let go early (end_reason table_full)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no banner")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of internal errors")
 
@@ -133,6 +136,7 @@ def _options(args: argparse.Namespace):
         checksums=args.checksums or config.checksums or "auto",
         reveal_username=show_user,
         keylog=tuple(args.keylog) if args.keylog else tuple(config.keylog),
+        table_memory_mb=args.table_memory or config.table_memory_mb,
     )
 
 
@@ -140,6 +144,16 @@ def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _megabytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of megabytes, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _workers(text: str) -> int | str:

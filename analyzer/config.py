@@ -10,6 +10,7 @@ Looked for at ``--config PATH``, else ``$SMTPFLOW_CONFIG``, else
     checksums = "auto"                  # auto | verify | off
     show_auth_user = false
     keylog = ["/var/log/smtpflow/sslkeys.log"]   # NSS key logs to decrypt TLS with
+    table_memory_mb = 128               # what the connections open at once may hold
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Config:
     checksums: str | None = None
     show_auth_user: bool | None = None
     keylog: list[str] = field(default_factory=list)
+    table_memory_mb: int | None = None
 
 
 def default_paths() -> list[Path]:
@@ -66,7 +68,7 @@ def load(path: str | None = None) -> Config:
 
 
 def _from_dict(data: dict[str, Any], path: str) -> Config:
-    known = {"endpoints", "ports", "checksums", "show_auth_user", "keylog"}
+    known = {"endpoints", "ports", "checksums", "show_auth_user", "keylog", "table_memory_mb"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -84,5 +86,8 @@ def _from_dict(data: dict[str, Any], path: str) -> Config:
         keylog = [keylog]
     if not isinstance(keylog, list) or not all(isinstance(k, str) for k in keylog):
         raise ConfigError(f"{path}: keylog must be a file name or a list of them")
+    table_memory = data.get("table_memory_mb")
+    if table_memory is not None and (type(table_memory) is not int or table_memory < 1):
+        raise ConfigError(f"{path}: table_memory_mb must be a whole number of megabytes, 1 or more")
     return Config(path=path, endpoints=endpoints, ports=data.get("ports"), checksums=checksums, show_auth_user=show,
-                  keylog=keylog)
+                  keylog=keylog, table_memory_mb=table_memory)

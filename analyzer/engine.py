@@ -44,6 +44,8 @@ class Options:
     ``reveal_username``: show AUTH user names (never passwords).
     ``keylog``: NSS key log files (``SSLKEYLOGFILE``) to decrypt TLS with, or a loaded
     :class:`~analyzer.protocols.tls.KeyLog`; files are re-read as they grow (live capture).
+    ``table_memory_mb``: what the connections open at once may hold together, in MB (None:
+    ``flows.limits.MAX_TABLE_BYTES``, 128 MB); past it the least recently active are let go.
     """
 
     ports: frozenset[int] | None = DEFAULT_SMTP_PORTS
@@ -52,6 +54,7 @@ class Options:
     reveal_username: bool = False
     use_published_ranges: bool = True
     keylog: tuple[str, ...] | KeyLog = ()
+    table_memory_mb: int | None = None
 
 
 @dataclass
@@ -104,7 +107,8 @@ class Engine:
         self.selector = Selector(ports, self.directory.networks, self.directory.dns_interest())
         self.decoder = Decoder(self.selector, verify_checksums=options.checksums != "off")
         self.dns = DnsTracker(interesting=self.directory.is_interesting_name)
-        self.table = ConnectionTable(self._finished, self._attach, options.checksums)
+        table_bytes = None if options.table_memory_mb is None else options.table_memory_mb * 1024 * 1024
+        self.table = ConnectionTable(self._finished, self._attach, options.checksums, table_bytes)
         #: Finished sessions' facts, waiting for ``result`` (spilled to disk past a limit),
         #: and their servers' TTLs, gathered as they come (so ``result`` reads facts once).
         self.facts: SessionStore = SessionStore()

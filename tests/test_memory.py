@@ -216,6 +216,34 @@ def test_connections_past_the_budget_are_finalised_early(monkeypatch):
     assert any("held more than 2 MB" in warning for warning in result.warnings)
 
 
+def test_the_budget_is_the_users_to_set(tmp_path):
+    """--table-memory (and the config file's table_memory_mb, and analyze()'s argument) sets
+    the budget: 50 partial handshakes (12 MB) are let go early under 4 MB, not under 128 MB."""
+    import subprocess
+    import sys
+
+    import analyzer
+    from crafting import write_pcap
+
+    records = interleaved(50, _partial_handshake())
+    path = write_pcap(tmp_path / "held.pcap", [(ts, frame) for ts, _lt, frame, _s, _e, _w in records], linktype=LINKTYPE_RAW)
+    early = {}
+    for label, extra in (("flag", ["--table-memory", "4"]), ("default", [])):
+        out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "-q", "--format", "jsonl", *extra, path],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        early[label] = out.stdout.count('"end_reason":"table_full"')
+    config = tmp_path / "smtpflow.toml"
+    config.write_text("table_memory_mb = 4\n")
+    out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "-q", "--format", "jsonl", "--config", str(config), path],
+                         capture_output=True, text=True, timeout=120)
+    early["config"] = out.stdout.count('"end_reason":"table_full"')
+    run = analyzer.analyze(path, table_memory_mb=4)
+    early["api"] = sum(r["end_reason"] == "table_full" for r in run.records)
+    assert early["default"] == 0
+    assert early["flag"] == early["config"] == early["api"] > 0
+
+
 def test_within_the_budget_nothing_is_finalised_early():
     """The same connections, under the real budget: all followed to the end of the capture."""
     records = interleaved(30, _partial_handshake())

@@ -192,6 +192,8 @@ CONFIGS = {
     "invalid-toml": ("ports = [25\n", "not valid TOML"),
     "unknown-key": ("portz = [25]\n", "unknown setting(s) portz"),
     "bad-checksums": ('checksums = "maybe"\n', "checksums must be auto, verify or off"),
+    "table-memory-zero": ("table_memory_mb = 0\n", "table_memory_mb must be a whole number of megabytes"),
+    "table-memory-text": ('table_memory_mb = "lots"\n', "table_memory_mb must be a whole number of megabytes"),
 }
 
 
