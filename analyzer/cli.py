@@ -146,26 +146,22 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
-def _megabytes(text: str) -> int:
+def _positive(text: str, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of megabytes, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _megabytes(text: str) -> int:
+    return _positive(text, "a whole number of megabytes")
 
 
 def _workers(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+    return text if text == "auto" else _positive(text, "a number or 'auto'")
 
 
 def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, dask: str | None = None):
