@@ -28,6 +28,7 @@ import base64
 import binascii
 import re
 from collections import deque
+from sys import getsizeof
 
 from .constants import (
     END_OF_DATA,
@@ -122,9 +123,9 @@ class SmtpConversation:
         size = self._cbuf.__alloc__() + self._sbuf.__alloc__() + self._held.__alloc__()
         size += len(self._body_tail) + len(self.client_leftover) + len(self.server_leftover)
         for text in self._pending:
-            size += 60 + len(text)
+            size += 8 + getsizeof(text)
         for text in self._reply_lines:
-            size += 60 + len(text)
+            size += 8 + getsizeof(text)
         return size
 
     # -- public API -----------------------------------------------------------------------

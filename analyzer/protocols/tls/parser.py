@@ -46,6 +46,7 @@ import hashlib
 import re
 import struct
 from datetime import datetime, timezone
+from sys import getsizeof
 from typing import TYPE_CHECKING
 
 from . import constants as C
@@ -402,7 +403,7 @@ class TlsSession:
             if side.quote is not None:
                 size += side.quote.__alloc__()
         for certificate in self.certificates:
-            size += 600 + sum(60 + len(name) for name in certificate["san"])
+            size += 600 + sum(8 + getsizeof(name) for name in certificate["san"])
         return size
 
     # -- public API ---------------------------------------------------------------------
