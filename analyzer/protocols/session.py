@@ -46,9 +46,9 @@ MAX_STORED_TEXT = 1024
 # What ``MailSession.footprint`` counts, measured with tracemalloc (tests/test_memory.py):
 # a session with its facts, empty; its SMTP and TLS parsers once there are; a stored reply
 # or transaction beside its strings.
-SESSION_BYTES = 1500
-SMTP_BYTES = 4000
-TLS_BYTES = 3000
+SESSION_BYTES = 850
+SMTP_BYTES = 2400
+TLS_BYTES = 3400
 DECRYPTER_BYTES = 7000  # with a key log: the secrets, ciphers and the inner SMTP parser's state
 REPLY_BYTES = 400
 SLOT_BYTES = 8  # a list's pointer to a string
@@ -276,7 +276,7 @@ class MailSession:
         self.keylog = keylog
         #: The SMTP dialogue inside TLS, read from decrypted records (with a key log only).
         self.inner: SmtpConversation | None = None
-        self._inner_ended = {True: False, False: False}
+        self._inner_ended = [False, False]  # these lists are indexed by from_client: [server, client]
         self._decrypting = False
         self.service: str | None = None  # "smtp", "tls", "text", "unknown"
         self.smtp: SmtpConversation | None = None
@@ -285,11 +285,11 @@ class MailSession:
         self.tls_mode: str | None = None  # "starttls" / "implicit"
         self.tls_started_at: int | None = None
         self.notes: list[str] = []
-        self._detect = {True: bytearray(), False: bytearray()}
+        self._detect = [bytearray(), bytearray()]
         self._text_tls_watch = False
         self.tunnel: str | None = None  # "host:port" of an HTTP CONNECT tunnel
-        self.first_data = {True: None, False: None}
-        self.gaps = {True: 0, False: 0}
+        self.first_data: list[int | None] = [None, None]
+        self.gaps = [0, 0]
         self._tls_finished = False
 
     # -- StreamAnalyzer -----------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections import deque
 from sys import getsizeof
 
 from .constants import (
@@ -102,7 +101,7 @@ class SmtpConversation:
         self._cbuf = bytearray()
         self._sbuf = bytearray()
         self._held = bytearray()
-        self._pending: deque[str] = deque()
+        self._pending: list[str] = []  # at most MAX_PENDING_COMMANDS: a deque costs 600 bytes empty
         self._reply_lines: list[str] = []
         self._reply_code: int | None = None
         self._body_size = 0
@@ -303,7 +302,7 @@ class SmtpConversation:
 
     def _queue(self, verb: str, ts: int, out: list[Event]) -> None:
         if len(self._pending) >= MAX_PENDING_COMMANDS:
-            self._pending.popleft()
+            del self._pending[0]
             out.append(Weird(ts, "smtp_too_many_pending_commands", f"over {MAX_PENDING_COMMANDS} commands without replies", True))
         self._pending.append(verb)
 
@@ -430,7 +429,7 @@ class SmtpConversation:
         if self.mode == BODY and (not self._pending or self._pending[-1] != END_OF_DATA):
             # The end of the body fell into a gap; the server's reply proves it came.
             self._finish_body(ts, out)
-        verb = self._pending.popleft() if self._pending else None
+        verb = self._pending.pop(0) if self._pending else None
         enhanced = None if code == 334 else enhanced_code(lines[0] if lines else "", code)
         reply = Reply(ts, code, enhanced, lines, verb)
         out.append(reply)
