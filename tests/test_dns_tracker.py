@@ -416,6 +416,26 @@ def test_flood_of_answers_keeps_transactions_and_address_map_bounded(monkeypatch
     assert tracker.names_for(bytes([10, 1, 3, 231]))[0]["name"] == "h999.flood.example"
 
 
+def test_failures_of_other_names_cannot_crowd_out_mail_lookups(monkeypatch):
+    """An application retrying a misspelt name: its NXDOMAIN rows are kept as context, up to
+    MAX_OTHER_FAILURES; the failing lookups of mail names that follow are kept all the same."""
+    monkeypatch.setattr(tracker_module, "MAX_OTHER_FAILURES", 100)
+    tracker = DnsTracker(interesting=lambda name: name.endswith("office365.com"))
+    for i in range(300):
+        name = f"h{i}.misspelt.example"
+        tracker.udp(up(T0 + i * MS, query(i, name)))
+        tracker.udp(down(T0 + i * MS + 1, response(i, name, rcode=3)))
+    for i in range(300, 310):
+        tracker.udp(up(T0 + i * MS, query(i, "smtp.office365.com")))
+        tracker.udp(down(T0 + i * MS + 1, response(i, "smtp.office365.com", rcode=2)))
+    rows = tracker.transactions()
+    other = [tx for tx in rows if tx["qname"].endswith("misspelt.example")]
+    mail = [tx for tx in rows if tx["qname"] == "smtp.office365.com"]
+    assert len(other) == 100 and len(mail) == 10
+    assert all(tx["rcode"] == "SERVFAIL" for tx in mail)
+    assert tracker.stats()["transactions_dropped"] == 200
+
+
 def test_repeated_answers_per_name_are_bounded():
     tracker = DnsTracker()
     for i in range(50):

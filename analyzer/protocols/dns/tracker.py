@@ -73,6 +73,10 @@ MAX_QUESTIONS_PER_ID = 16
 MAX_RECENT_ANSWERS = 10_000
 #: Transactions kept as rows; the overflow is counted.
 MAX_TRANSACTIONS = 50_000
+#: Of those, failures of names that have nothing to do with mail (kept as context: a broken
+#: resolver shows in them). An application retrying a misspelt name would otherwise fill
+#: the table, some 1.5 KB a row, before the mail lookups that matter.
+MAX_OTHER_FAILURES = 10_000
 #: Answer records, addresses and MX entries kept in one transaction's row (a response may
 #: carry hundreds); the rest are counted in the stats' "answers_cut" (of kept rows).
 MAX_ANSWERS_PER_TRANSACTION = 32
@@ -192,6 +196,7 @@ class DnsTracker:
         self._flows: dict[Flow, dict[int, None]] = {}  # flow -> ids pending on it
         self._recent: dict[tuple, int] = {}  # (flow, id, qname, qtype) -> response ts
         self._transactions: list[dict] = []
+        self._other_failures = 0  # kept rows that are failures of names of no interest
         self._pairs: dict[tuple[str, str], list[tuple[int, tuple[str, ...], str | None]]] = {}
         self._by_address: dict[str, dict[str, None]] = {}
         self._stats = dict.fromkeys(
@@ -473,12 +478,15 @@ class DnsTracker:
         # is_failure's test, on the message itself.
         failure = msg.rcode != RCODE_NOERROR if status == STATUS_ANSWERED and msg is not None else status in (
             STATUS_UNANSWERED, STATUS_REJECTED_ICMP)
-        if not (failure or query.qtype == QTYPE_MX or self._wanted(chain or [qname])):
+        wanted = query.qtype == QTYPE_MX or self._wanted(chain or [qname])
+        if not (failure or wanted):
             self._stats["transactions_filtered"] += 1
             return
-        if len(self._transactions) >= MAX_TRANSACTIONS:
+        if len(self._transactions) >= MAX_TRANSACTIONS or (not wanted and self._other_failures >= MAX_OTHER_FAILURES):
             self._stats["transactions_dropped"] += 1
             return
+        if not wanted:
+            self._other_failures += 1
         flow = query.flow
         tx = {
             "ts": query.ts,
