@@ -212,6 +212,7 @@ def test_connections_past_the_budget_are_finalised_early(monkeypatch):
     early = [r for r in result.records if r["end_reason"] == "table_full"]
     assert len(early) == table.evicted_for_memory
     assert all(r["outcome"] == "incomplete" for r in early)
+    assert all("memory budget" in r["outcome_reason"] for r in early)
     assert result.stats["connections_evicted_for_memory"] == table.evicted_for_memory
     assert any("held more than 2 MB" in warning for warning in result.warnings)
 

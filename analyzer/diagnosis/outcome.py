@@ -93,7 +93,10 @@ def decisive_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
 _HELLOS = ("EHLO", "HELO", "LHLO")
 
 
-def _table_full() -> str:
+def _table_full(facts: dict[str, Any]) -> str:
+    if facts.get("evicted_for") == "memory":
+        return ("smtpflow stopped following this connection early, because the connections open at once held more "
+                "than its memory budget (--table-memory; many connections held half-way through big messages?)")
     return (f"smtpflow stopped following this connection early, because more than {limits.MAX_ACTIVE_CONNECTIONS:,} "
             "connections were open at once (a flood or a scan?)")
 
@@ -119,7 +122,7 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
         if reset is not None and reset.get("rst_from") == "server":
             return "rejected_rst", f"the server answered the SYN with a RST ({reset['evidence']})"
         if facts.get("end_reason") == "table_full":
-            return "incomplete", _table_full() + ": an answer may have come later"
+            return "incomplete", _table_full(facts) + ": an answer may have come later"
         if syn_times:
             count = len(syn_times)
             last = syn_times[-1]
@@ -161,7 +164,7 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
         if facts.get("end_reason") == "idle_timeout":
             return "incomplete", "no packets for a long time: the end of the session was not seen"
         if facts.get("end_reason") == "table_full":
-            return "incomplete", _table_full() + ": the end of the session was not seen"
+            return "incomplete", _table_full(facts) + ": the end of the session was not seen"
         return "incomplete", "the capture ended while the session was still open"
     if quit_ok:
         return "completed", "the client said QUIT and the server acknowledged it"

@@ -30,7 +30,8 @@ outcome                see :mod:`analyzer.diagnosis.outcome`
 outcome_reason         one line saying why
 verdict                {title, explanation, remediation, severity, evidence, notes?}
 end_reason             why smtpflow stopped following it: closed, attempt_timeout,
-                       idle_timeout, table_full (too many connections open at once),
+                       idle_timeout, table_full (too many connections open at once, or
+                       holding more than --table-memory together),
                        capture_end, or null (a new attempt on the same ports replaced it)
 =====================  ====================================================================
 """

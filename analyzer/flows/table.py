@@ -195,7 +195,7 @@ class ConnectionTable:
             orig, oport, resp, rport = seg.src, seg.sport, seg.dst, seg.dport
         if len(self.active) >= MAX_ACTIVE_CONNECTIONS:
             oldest = next(iter(self.active))
-            oldest.end_reason = "table_full"
+            oldest.end_reason, oldest.evicted_for = "table_full", "connections"
             self.evicted += 1
             self._finalise(oldest, False)
         okey = (orig, oport, resp, rport)
@@ -227,7 +227,7 @@ class ConnectionTable:
             while total > target and active:
                 oldest = next(iter(active))
                 total -= oldest.footprint()
-                oldest.end_reason = "table_full"
+                oldest.end_reason, oldest.evicted_for = "table_full", "memory"
                 self.evicted += 1
                 self.evicted_for_memory += 1
                 self._finalise(oldest, False)

@@ -169,7 +169,7 @@ class TcpConnection:
         "orig", "resp", "history", "hist_seen", "flipped", "first_ts", "last_ts",
         "syn_times", "isn", "synack_ts", "synack_ttl", "handshake_rtt", "ack_rtt",
         "rsts", "icmp", "events", "events_dropped", "analyzer", "finished", "end_reason",
-        "weirds", "closed_ts", "budget", "event_bytes",
+        "weirds", "closed_ts", "budget", "event_bytes", "evicted_for",
     )
 
     def __init__(self, key: tuple, uid: str, orig_addr: bytes, orig_port: int, resp_addr: bytes, resp_port: int, ts: int, flipped: bool,
@@ -204,6 +204,8 @@ class TcpConnection:
         self.analyzer: StreamAnalyzer | None = None
         self.finished = False
         self.end_reason: str | None = None
+        #: With end_reason "table_full": what the table was full of, "connections" or "memory".
+        self.evicted_for: str | None = None
         self.weirds: dict[str, int] = {}
         self.closed_ts: int | None = None
 
@@ -637,6 +639,7 @@ class TcpConnection:
             "icmp": list(self.icmp),
             "closed_ts": self.closed_ts,
             "end_reason": self.end_reason,
+            "evicted_for": self.evicted_for,
             "at_capture_end": at_capture_end,
             "weirds": dict(self.weirds),
             "events": list(self.events),
