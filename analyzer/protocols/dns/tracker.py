@@ -126,9 +126,14 @@ def is_microsoft_mail_name(name: str) -> bool:
 
 def is_failure(tx: dict) -> bool:
     """A transaction that explains a missing connection: error RCODE, no answer, or ICMP-rejected."""
-    if tx["status"] == STATUS_ANSWERED:
-        return tx["rcode"] != rcode_name(RCODE_NOERROR)
-    return tx["status"] in (STATUS_UNANSWERED, STATUS_REJECTED_ICMP)
+    return _failed(tx["status"], tx["rcode"] != rcode_name(RCODE_NOERROR))
+
+
+def _failed(status: str, error_rcode: bool) -> bool:
+    """``is_failure`` of a transaction with this status, answered (if it was) with an error RCODE or not."""
+    if status == STATUS_ANSWERED:
+        return error_rcode
+    return status in (STATUS_UNANSWERED, STATUS_REJECTED_ICMP)
 
 
 class _Query:
@@ -474,10 +479,8 @@ class DnsTracker:
                     mx.append({"preference": rr.data.preference, "exchange": rr.data.exchange.lower()})
             mx.sort(key=lambda entry: (entry["preference"], entry["exchange"]))
             self._learn_answer(qname, chain, addresses, mx, msg, response_ts)
-        # Whether the row is kept is known before it is built (on a gateway most are not):
-        # is_failure's test, on the message itself.
-        failure = msg.rcode != RCODE_NOERROR if status == STATUS_ANSWERED and msg is not None else status in (
-            STATUS_UNANSWERED, STATUS_REJECTED_ICMP)
+        # Whether the row is kept is known before it is built (on a gateway most are not).
+        failure = _failed(status, msg is not None and msg.rcode != RCODE_NOERROR)
         wanted = query.qtype == QTYPE_MX or self._wanted(chain or [qname])
         if not (failure or wanted):
             self._stats["transactions_filtered"] += 1
