@@ -106,9 +106,6 @@ class ConnectionTable:
         self.budget = BufferBudget()
         self.max_bytes = MAX_TABLE_BYTES if max_bytes is None else max_bytes
         self.headroom = self.max_bytes
-        #: What the active connections held at the last weighing (``weigh``), and its peak.
-        self.weighed = 0
-        self.peak_weighed = 0
 
     # -- packets ------------------------------------------------------------------------
     def tcp(self, seg: TcpSegment) -> None:
@@ -219,8 +216,6 @@ class ConnectionTable:
         total = 0
         for conn in self.active:
             total += conn.footprint()
-        if total > self.peak_weighed:
-            self.peak_weighed = total
         if total > self.max_bytes * 7 // 8:
             target = self.max_bytes * 3 // 4
             active = self.active
@@ -231,7 +226,6 @@ class ConnectionTable:
                 self.evicted += 1
                 self.evicted_for_memory += 1
                 self._finalise(oldest, False)
-        self.weighed = total
         self.budget.growth = 0
         self.headroom = self.max_bytes - total
         return total
