@@ -50,6 +50,7 @@ from sys import getsizeof
 from typing import TYPE_CHECKING
 
 from . import constants as C
+from .certificate import read_fields
 from .events import (
     Alert,
     ApplicationData,
@@ -264,9 +265,12 @@ def parse_certificate(der: bytes) -> CertInfo:
 
 @functools.lru_cache(maxsize=CERTIFICATE_CACHE_SIZE)
 def _parse_certificate(der: bytes) -> CertInfo:
-    from cryptography import x509  # imported here: only connections with certificates pay for it
-
     fingerprint = hashlib.sha256(der).hexdigest()
+    fields = read_fields(der)
+    if fields is not None:
+        return CertInfo(*fields, fingerprint)
+    from cryptography import x509  # imported here: only certificates our reader cannot read pay for it
+
     try:
         cert = x509.load_der_x509_certificate(der)
         subject = cert.subject.rfc4514_string()
