@@ -416,6 +416,49 @@ def test_flood_of_answers_keeps_transactions_and_address_map_bounded(monkeypatch
     assert tracker.names_for(bytes([10, 1, 3, 231]))[0]["name"] == "h999.flood.example"
 
 
+def test_address_names_refreshed_by_an_answer_are_evicted_last(monkeypatch):
+    monkeypatch.setattr(tracker_module, "MAX_ADDRESS_NAMES", 3)
+    tracker = DnsTracker()
+
+    def answer(i: int, name: str, address: str) -> None:
+        tracker.udp(down(T0 + i, response(i, name, an=[DNSRR(rrname=name, rdata=address)])))
+
+    answer(0, "a.example", "10.0.0.1")
+    answer(1, "b.example", "10.0.0.2")
+    answer(2, "c.example", "10.0.0.3")
+    answer(3, "a.example", "10.0.0.1")  # a is now the most recently updated: b goes first
+    answer(4, "d.example", "10.0.0.4")
+    assert tracker.names_for(bytes([10, 0, 0, 2])) == []
+    assert [entry["name"] for entry in tracker.names_for(bytes([10, 0, 0, 1]))] == ["a.example"]
+    answer(5, "e.example", "10.0.0.5")
+    assert tracker.names_for(bytes([10, 0, 0, 3])) == [] and tracker.names_for(bytes([10, 0, 0, 1]))
+    assert tracker.stats()["address_names_evicted"] == 2
+
+
+def test_rows_kept_in_a_store_on_disk_come_out_as_from_a_list():
+    """The engine gives the tracker a SessionStore for its rows (spilled past a limit): the
+    transactions, ordered by query time though they end in another order, are the same."""
+    from analyzer.diagnosis.store import SessionStore
+
+    def run(tracker: DnsTracker) -> DnsTracker:
+        for i in range(12):
+            tracker.udp(up(T0 + i * MS, query(i, f"h{i}.office365.com"), port=40000 + i))
+        for i in reversed(range(1, 12)):  # answered last query first; h0 never
+            name = f"h{i}.office365.com"
+            tracker.udp(down(T0 + (24 - i) * MS, response(i, name, an=[DNSRR(rrname=name, rdata="10.9.0.1")]), port=40000 + i))
+        tracker.finish(T0 + 3600 * NS)
+        return tracker
+
+    in_list = run(DnsTracker()).transactions()
+    store = SessionStore(limit=4)
+    in_store = run(DnsTracker(rows=store))
+    rows = in_store.transactions()
+    assert store.spilled and rows is store
+    assert [tx["qname"] for tx in in_list] == [f"h{i}.office365.com" for i in range(12)]
+    assert in_list[0]["status"] == "unanswered" and in_list[1]["status"] == "answered"
+    assert list(rows) == in_list and list(in_store.transactions()) == in_list  # a second call: the same
+
+
 def test_failures_of_other_names_cannot_crowd_out_mail_lookups(monkeypatch):
     """An application retrying a misspelt name: its NXDOMAIN rows are kept as context, up to
     MAX_OTHER_FAILURES; the failing lookups of mail names that follow are kept all the same."""

@@ -186,8 +186,9 @@ def test_parquet_round_trip(analysis, tmp_path):
 
 @pytest.mark.parametrize("spilled", [False, True])
 def test_files_written_piece_by_piece_equal_the_whole_tables(monkeypatch, tmp_path, spilled):
-    """CSV and Parquet are written EXPORT_CHUNK_SESSIONS sessions at a time: cut into pieces
-    of 4 (with the sessions kept in memory or spilled) they hold exactly the whole tables."""
+    """CSV and Parquet are written EXPORT_CHUNK_SESSIONS sessions (EXPORT_CHUNK_DNS DNS
+    transactions) at a time: cut into pieces of 4 (3), with the sessions kept in memory or
+    spilled, they hold exactly the whole tables."""
     from analyzer.diagnosis import store
     from analyzer.report import exports
 
@@ -198,7 +199,8 @@ def test_files_written_piece_by_piece_equal_the_whole_tables(monkeypatch, tmp_pa
     whole = {name: getattr(a, name) for name in exports.TABLES}  # the Analysis's own DataFrames
     a.to_csv(str(tmp_path / "whole"))
     monkeypatch.setattr(exports, "EXPORT_CHUNK_SESSIONS", 4)
-    assert len(a.records) > 3 * 4
+    monkeypatch.setattr(exports, "EXPORT_CHUNK_DNS", 3)
+    assert len(a.records) > 3 * 4 and len(a.dns) > 3 * 3
     a.to_csv(str(tmp_path / "pieces"))
     a.to_parquet(str(tmp_path / "parquet"))
     for name in exports.TABLES:
@@ -212,6 +214,25 @@ def test_files_written_piece_by_piece_equal_the_whole_tables(monkeypatch, tmp_pa
     single = tmp_path / "one.csv"
     assert exports.write_csv(a, str(single)) == [str(single)]
     assert single.read_bytes() == (tmp_path / "whole" / "sessions.csv").read_bytes()
+
+
+def test_dns_rows_spilled_to_disk_give_the_same_outputs(monkeypatch, tmp_path):
+    """Past DNS_ROWS_IN_MEMORY the DNS rows wait in a temporary file: every output is the same."""
+    from analyzer import engine
+
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    kept = analyzer.analyze(path)
+    monkeypatch.setattr(engine, "DNS_ROWS_IN_MEMORY", 1)
+    spilled = analyzer.analyze(path)
+    assert spilled._result.dns.spilled and not kept._result.dns.spilled and len(kept.dns) > 3
+    pd.testing.assert_frame_equal(spilled.dns, kept.dns)
+    assert spilled.summary() == kept.summary()
+    for a, name in ((kept, "kept"), (spilled, "spilled")):
+        a.to_csv(str(tmp_path / name))
+        a.to_html(str(tmp_path / f"{name}-html"))
+    assert (tmp_path / "spilled" / "dns.csv").read_bytes() == (tmp_path / "kept" / "dns.csv").read_bytes()
+    assert (tmp_path / "spilled-html" / "report.html").read_text().split("<h2>DNS lookups</h2>")[1] == \
+        (tmp_path / "kept-html" / "report.html").read_text().split("<h2>DNS lookups</h2>")[1]
 
 
 def test_html_report_of_many_sessions_lists_the_failing_first(monkeypatch, tmp_path):

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import html
 import io
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -174,7 +175,7 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
     dns = analysis._result.dns
     if dns:
         parts.append("<h2>DNS lookups</h2><table><tr><th>time (UTC)</th><th>name</th><th>type</th><th>result</th><th>answer</th></tr>")
-        for tx in dns[:500]:
+        for tx in itertools.islice(dns, 500):  # a spilled store is read in order, not by index
             result = tx.get("rcode") or tx.get("status")
             answer = " → ".join((tx.get("cname_chain") or [])[1:] + (tx.get("addresses") or []))
             parts.append(f"<tr><td>{e(_when((tx.get('ts') or 0) / 1e9))}</td><td>{e(tx.get('qname'))}</td><td>{e(tx.get('qtype'))}</td><td>{e(result)}</td><td>{e(answer)}</td></tr>")
