@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     analyze.add_argument("-o", "--output", metavar="PATH", help="write to this file (jsonl, csv) or directory (parquet, zeek, csv)")
     analyze.add_argument("--failed", action="store_true", help="table: list only sessions with a problem")
+    analyze.add_argument("--rows", type=_rows, default=None, metavar="N",
+                         help="table: list at most N sessions, the failing ones first (default 2,000; 0: all)")
     analyze.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
                          help="use N processes: several files are read in parallel, one capture is split by connection "
                          "(same results); auto (default): the cores, for inputs over 32 MB (one capture: when SMTP is 10%% or more of it)")
@@ -156,6 +158,10 @@ def _positive(text: str, expected: str) -> int:
     return value
 
 
+def _rows(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive(text, "a number of sessions (0: all)")
+
+
 def _megabytes(text: str) -> int:
     return _positive(text, "a whole number of megabytes")
 
@@ -220,9 +226,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             from rich.console import Console
 
             with open(args.output, "w", encoding="utf-8") as fh:
-                render_analysis(Console(file=fh, width=160, no_color=True), analysis, only_failed=args.failed)
+                render_analysis(Console(file=fh, width=160, no_color=True), analysis, only_failed=args.failed, limit=args.rows)
         else:
-            render_analysis(_console(), analysis, only_failed=args.failed)
+            render_analysis(_console(), analysis, only_failed=args.failed, limit=args.rows)
     elif fmt == "jsonl":
         if args.output:
             analysis.to_jsonl(args.output)

@@ -400,6 +400,54 @@ def test_failed_sessions_keep_the_numbers_follow_uses(monkeypatch, per_table, wi
         assert listed.count(header) == -(-len(expected) // per_table)
 
 
+def _listed_numbers(text: str) -> list[int]:
+    listed = text[text.index("Sessions"):]
+    return [int(line.split()[0]) for line in listed.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+
+
+def test_table_lists_at_most_its_limit_failing_sessions_first(monkeypatch):
+    """Past MAX_TABLE_SESSIONS (or --rows N) the table lists the failing sessions first, then
+    the others, in capture order, under their follow numbers, and says how many it left out."""
+    from rich.console import Console
+
+    from analyzer.report import terminal
+
+    a = analyzer.analyze(os.path.join(ROOT, "captures", "gateway-mixed.pcap"))
+    failing = [n for n, rec in enumerate(a.records) if is_failing(rec)]
+    others = [n for n in range(len(a.records)) if n not in failing]
+    assert len(failing) > 3 and others and failing != list(range(len(failing)))
+
+    def shown(**kwargs) -> tuple[list[int], str]:
+        console = Console(width=200, record=True, no_color=True)
+        terminal.render_analysis(console, a, **kwargs)
+        text = console.export_text()
+        return _listed_numbers(text), " ".join(text.split())
+
+    numbers, text = shown(limit=3)
+    assert numbers == failing[:3] and f"lists 3 of {len(a.records)} sessions (the failing ones first" in text
+    numbers, text = shown(limit=len(failing) + 1)
+    assert numbers == sorted(failing + others[:1])
+    numbers, text = shown(limit=2, only_failed=True)
+    assert numbers == failing[:2] and f"lists 2 of {len(failing)} sessions (at most 2" in text
+    numbers, text = shown(limit=0)
+    assert numbers == list(range(len(a.records))) and "lists" not in text
+    monkeypatch.setattr(terminal, "MAX_TABLE_SESSIONS", 4)
+    numbers, text = shown()
+    assert numbers == failing[:4] and "--rows 0 lists all" in text
+    numbers, text = shown(limit=len(a.records))
+    assert numbers == list(range(len(a.records))) and "lists" not in text
+
+
+def test_rows_option_on_the_command_line(tmp_path):
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", path, "--rows", "2", "-q"],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0 and "lists 2 of" in " ".join(out.stdout.split())
+    assert len(_listed_numbers(out.stdout)) == 2
+    bad = subprocess.run([sys.executable, "-m", "analyzer", "analyze", path, "--rows", "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--rows" in bad.stderr and "Traceback" not in bad.stderr
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -84,20 +84,57 @@ WIDE_TABLE_MIN_WIDTH = 120
 #: Sessions per printed table: a longer list is printed as several tables, one at a time, so
 #: listing a relay's day of sessions does not hold them all (each table repeats its header).
 SESSIONS_PER_TABLE = 1000
+#: Sessions the table lists by default: past it, the failing ones first (a terminal table of
+#: 300,000 sessions took rich three minutes to lay out, and nobody reads it). ``--rows 0``
+#: lists every one; the exports always hold them all.
+MAX_TABLE_SESSIONS = 2000
 
 
-def render_sessions(console: Console, records: Iterable[dict[str, Any]], only_failed: bool = False) -> int:
+def render_sessions(console: Console, records: Iterable[dict[str, Any]], only_failed: bool = False,
+                    limit: int | None = None) -> int:
     """One row per session, numbered as ``smtpflow follow`` numbers them (also when only the
-    failing ones are shown), in tables of SESSIONS_PER_TABLE rows. Returns the rows shown."""
+    failing ones are shown), in tables of SESSIONS_PER_TABLE rows. At most ``limit`` rows
+    (default MAX_TABLE_SESSIONS; 0: no limit): past it the failing sessions are listed first,
+    then the others, in capture order, and a note says how many were left out. Returns the
+    rows shown."""
+    limit = MAX_TABLE_SESSIONS if limit is None else limit
     render = _render_sessions_narrow if console.width < WIDE_TABLE_MIN_WIDTH else _render_sessions_wide
-    rows = ((index, rec) for index, rec in enumerate(records) if not only_failed or is_failing(rec))
+    rows: Iterable[tuple[int, dict[str, Any]]] = (
+        (index, rec) for index, rec in enumerate(records) if not only_failed or is_failing(rec))
+    left_out = 0
+    if limit:
+        rows, left_out, failing = _first_rows(rows, limit)
     shown = 0
+    rows = iter(rows)
     while chunk := list(itertools.islice(rows, SESSIONS_PER_TABLE)):
         if not shown:
             console.print(Text("Sessions", style="bold underline"))
         render(console, chunk)
         shown += len(chunk)
+    if left_out:
+        console.print(Text(
+            f"This table lists {shown:,} of {shown + left_out:,} sessions ({'the failing ones first, ' if failing and not only_failed else ''}"
+            f"at most {limit:,}; --rows N changes that, --rows 0 lists all). Every session is in the exports: "
+            "--format jsonl, or --format csv -o DIR.", style="yellow"))
     return shown
+
+
+def _first_rows(rows: Iterable[tuple[int, dict[str, Any]]], limit: int) -> tuple[list, int, int]:
+    """(the rows to list, how many are left out, how many listed are failing): all of them
+    when at most ``limit``; else the failing ones first, then the others, in capture order.
+    One pass, at most twice ``limit`` records held."""
+    failing: list[tuple[int, dict[str, Any]]] = []
+    others: list[tuple[int, dict[str, Any]]] = []
+    total = 0
+    for row in rows:
+        total += 1
+        if is_failing(row[1]):
+            if len(failing) < limit:
+                failing.append(row)
+        elif len(others) < limit:
+            others.append(row)
+    chosen = sorted(failing + others[:limit - len(failing)], key=lambda row: row[0])
+    return chosen, total - len(chosen), len(failing)
 
 
 def _render_sessions_wide(console: Console, rows: list[tuple[int, dict[str, Any]]]) -> None:
@@ -181,7 +218,8 @@ def _detail(rec: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def render_analysis(console: Console, analysis: Any, only_failed: bool = False, show_sessions: bool = True) -> None:
+def render_analysis(console: Console, analysis: Any, only_failed: bool = False, show_sessions: bool = True,
+                    limit: int | None = None) -> None:
     capture = analysis.capture
     stats = analysis.stats
     files = capture.get("files") or []
@@ -201,7 +239,7 @@ def render_analysis(console: Console, analysis: Any, only_failed: bool = False, 
     if decryption:
         console.print(_t(decryption_line(decryption), "dim"))
     render_summary(console, analysis.summary(), capture, stats)
-    if show_sessions and analysis.records and render_sessions(console, analysis.records, only_failed):
+    if show_sessions and analysis.records and render_sessions(console, analysis.records, only_failed, limit):
         console.print(Text("Use `smtpflow follow FILE SESSION` (a number or an id) to see one session as a dialogue.", style="dim"))
     elif not analysis.records:
         console.print(Text(nothing_found(analysis), style="yellow"))
