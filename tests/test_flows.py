@@ -411,3 +411,38 @@ def test_a_full_table_lets_go_of_the_least_recently_active(tmp_path, monkeypatch
     assert by_port[30000]["outcome"] == "completed" and by_port[30000]["end_reason"] != "table_full"
     assert [r["client_port"] for r in evicted] == list(range(20000, 20008))
     assert any("followed only in part" in w for w in result.warnings)
+
+
+def test_a_full_table_lets_go_of_what_it_must_with_what_it_knows(tmp_path, monkeypatch):
+    """Let go early, a connection already over (here refused by a RST, waiting out the linger
+    for late packets) ends as it would have, uncounted; a SYN left unanswered for a second or
+    more, or retransmitted, is unanswered all the same (the reason says smtpflow stopped
+    following it); a younger lone SYN stays 'incomplete'."""
+    from analyzer.capture import CaptureSet
+    from analyzer.engine import Engine
+    from analyzer.flows import limits, table
+
+    monkeypatch.setattr(table, "MAX_ACTIVE_CONNECTIONS", 3)
+    monkeypatch.setattr(limits, "MAX_ACTIVE_CONNECTIONS", 3)
+    t = 1_700_000_000.0
+    packets = Conversation(cport=20000, t=t).syn().server_rst().packets  # refused at once, let go at 4.9 s
+    packets += Conversation(cport=20001, t=t + 0.1).syn().packets  # let go 5 s later
+    packets += Conversation(cport=20002, t=t + 0.2).syn().syn(dt=1.0).packets  # retransmitted, let go 4 s later
+    packets += Conversation(cport=20003, t=t + 4.9).syn().packets  # let go 0.4 s later
+    for i, start in enumerate((5.1, 5.2, 5.3, 5.4)):  # newcomers that push the others out (and 21000)
+        packets += Conversation(cport=21000 + i, t=t + start).syn().packets
+    path = write_pcap(tmp_path / "full.pcap", frames(sorted(packets), 1))
+    engine = Engine()
+    engine.feed(CaptureSet([str(path)]))
+    engine.finish()
+    result = engine.result()
+    by_port = {r["client_port"]: r for r in result.records}
+    refused, waited, retried, young = (by_port[p] for p in (20000, 20001, 20002, 20003))
+    assert (refused["outcome"], refused["end_reason"]) == ("rejected_rst", "closed")
+    assert (waited["outcome"], waited["end_reason"]) == ("syn_unanswered", "table_full")
+    assert "in the 5.0 s smtpflow followed it" in waited["outcome_reason"] and "open at once" in waited["outcome_reason"]
+    assert (retried["outcome"], retried["end_reason"]) == ("syn_unanswered", "table_full") and retried["syn_count"] == 2
+    assert (young["outcome"], young["end_reason"]) == ("incomplete", "table_full")
+    early = [r for r in result.records if r["end_reason"] == "table_full"]
+    assert [r["client_port"] for r in early] == [20001, 20002, 20003, 21000]  # not the refused one
+    assert result.stats["connections_evicted"] == engine.table.evicted == 4

@@ -94,11 +94,13 @@ _HELLOS = ("EHLO", "HELO", "LHLO")
 
 
 def _table_full(facts: dict[str, Any]) -> str:
+    return "smtpflow stopped following this connection early, because " + _table_full_cause(facts)
+
+
+def _table_full_cause(facts: dict[str, Any]) -> str:
     if facts.get("evicted_for") == "memory":
-        return ("smtpflow stopped following this connection early, because the connections open at once held more "
-                "than its memory budget (--table-memory; many connections held half-way through big messages?)")
-    return (f"smtpflow stopped following this connection early, because more than {limits.MAX_ACTIVE_CONNECTIONS:,} "
-            "connections were open at once (a flood or a scan?)")
+        return "the connections open at once held more than its memory budget (--table-memory)"
+    return f"more than {limits.MAX_ACTIVE_CONNECTIONS:,} connections were open at once (a flood or a scan?)"
 
 
 def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | None, capture_end: int | None) -> tuple[str, str]:
@@ -121,8 +123,14 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
             return "rejected_icmp", f"the SYN was answered by ICMP {first['name']} (type {first['type']}, code {first['code']}) from {first['from']}"
         if reset is not None and reset.get("rst_from") == "server":
             return "rejected_rst", f"the server answered the SYN with a RST ({reset['evidence']})"
+        early = ""
         if facts.get("end_reason") == "table_full":
-            return "incomplete", _table_full(facts) + ": an answer may have come later"
+            # Let go early: as at the end of a capture, a SYN left unanswered for the grace
+            # period (or retransmitted) is established silence; a younger one may yet be answered.
+            waited = (facts.get("evicted_at") or 0) - syn_times[-1] if syn_times else 0
+            if not syn_times or (len(syn_times) == 1 and waited < UNANSWERED_GRACE_S * NS):
+                return "incomplete", _table_full(facts) + ": an answer may have come later"
+            early = f" in the {waited / NS:.1f} s smtpflow followed it (it stopped then, because {_table_full_cause(facts)})"
         if syn_times:
             count = len(syn_times)
             last = syn_times[-1]
@@ -131,8 +139,8 @@ def decide(facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | N
             if count == 1 and capture_end is not None and facts.get("at_capture_end") and capture_end - last < UNANSWERED_GRACE_S * NS:
                 return "incomplete", f"the capture ended {((capture_end - last) / NS):.2f} s after the last SYN: an answer may have come later"
             if count == 1:
-                return "syn_unanswered", "one SYN was sent and nothing answered it"
-            return "syn_unanswered", f"{count} SYNs were sent (the first and {count - 1} retransmission(s)) and nothing answered"
+                return "syn_unanswered", "one SYN was sent and nothing answered it" + early
+            return "syn_unanswered", f"{count} SYNs were sent (the first and {count - 1} retransmission(s)) and nothing answered" + early
         if facts.get("orig_pkts", 0) == 0 and facts.get("resp_pkts", 0) == 0:
             return "incomplete", "no usable packet of this connection was captured (bad checksums)"
         # Mid-stream pickup with only one direction seen.

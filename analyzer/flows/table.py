@@ -191,10 +191,7 @@ class ConnectionTable:
         else:
             orig, oport, resp, rport = seg.src, seg.sport, seg.dst, seg.dport
         if len(self.active) >= MAX_ACTIVE_CONNECTIONS:
-            oldest = next(iter(self.active))
-            oldest.end_reason, oldest.evicted_for = "table_full", "connections"
-            self.evicted += 1
-            self._finalise(oldest, False)
+            self._let_go(next(iter(self.active)), "connections")
         okey = (orig, oport, resp, rport)
         uid = session_uid(seg.ts, orig, oport, resp, rport)
         conn = TcpConnection(okey, uid, orig, oport, resp, rport, seg.ts, flip, self.budget)
@@ -222,13 +219,23 @@ class ConnectionTable:
             while total > target and active:
                 oldest = next(iter(active))
                 total -= oldest.footprint()
-                oldest.end_reason, oldest.evicted_for = "table_full", "memory"
-                self.evicted += 1
-                self.evicted_for_memory += 1
-                self._finalise(oldest, False)
+                self._let_go(oldest, "memory")
         self.budget.growth = 0
         self.headroom = self.max_bytes - total
         return total
+
+    def _let_go(self, conn: TcpConnection, cause: str) -> None:
+        """Finalise ``conn`` early to make room (``cause``: "connections" or "memory"). One
+        already over — closed or reset, waiting out CLOSED_LINGER_S for late packets — ends as
+        it would have; an open one ends "table_full" and is counted as let go."""
+        if conn.closed_ts is not None:
+            conn.end_reason = "closed"
+        else:
+            conn.end_reason, conn.evicted_for, conn.evicted_at = "table_full", cause, self.now
+            self.evicted += 1
+            if cause == "memory":
+                self.evicted_for_memory += 1
+        self._finalise(conn, False)
 
     @staticmethod
     def _is_new_attempt(conn: TcpConnection, seg: TcpSegment, key: tuple) -> bool:

@@ -169,7 +169,7 @@ class TcpConnection:
         "orig", "resp", "history", "hist_seen", "flipped", "first_ts", "last_ts",
         "syn_times", "isn", "synack_ts", "synack_ttl", "handshake_rtt", "ack_rtt",
         "rsts", "icmp", "events", "events_dropped", "analyzer", "finished", "end_reason",
-        "weirds", "closed_ts", "budget", "event_bytes", "evicted_for",
+        "weirds", "closed_ts", "budget", "event_bytes", "evicted_for", "evicted_at",
     )
 
     def __init__(self, key: tuple, uid: str, orig_addr: bytes, orig_port: int, resp_addr: bytes, resp_port: int, ts: int, flipped: bool,
@@ -204,8 +204,10 @@ class TcpConnection:
         self.analyzer: StreamAnalyzer | None = None
         self.finished = False
         self.end_reason: str | None = None
-        #: With end_reason "table_full": what the table was full of, "connections" or "memory".
+        #: With end_reason "table_full": what the table was full of, "connections" or "memory",
+        #: and the capture's time then.
         self.evicted_for: str | None = None
+        self.evicted_at: int | None = None
         self.weirds: dict[str, int] = {}
         self.closed_ts: int | None = None
 
@@ -640,6 +642,7 @@ class TcpConnection:
             "closed_ts": self.closed_ts,
             "end_reason": self.end_reason,
             "evicted_for": self.evicted_for,
+            "evicted_at": self.evicted_at,
             "at_capture_end": at_capture_end,
             "weirds": dict(self.weirds),
             "events": list(self.events),
