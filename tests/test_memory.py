@@ -217,6 +217,32 @@ def test_connections_past_the_budget_are_finalised_early(monkeypatch):
     assert any("held more than 2 MB" in warning for warning in result.warnings)
 
 
+@pytest.mark.parametrize("capture", ["partial handshakes", "gateway-mixed.pcap", "pipelining-bdat.pcap"])
+def test_weighing_only_the_touched_connections_adds_up_to_all(monkeypatch, capture):
+    """The table weighs again only the connections touched since it last weighed: at every
+    weighing (here after every packet, under a budget that forces evictions), what it holds is
+    the sum of every active connection's footprint."""
+    budget = 1024 * 1024
+    monkeypatch.setattr(table_module, "MAX_TABLE_BYTES", budget)
+    if capture == "partial handshakes":
+        records = interleaved(12, _partial_handshake())
+    else:
+        records = CaptureSet([os.path.join(ROOT, "captures", capture)])  # read as fed: records point into the file
+    engine = Engine(Options())
+    table = engine.table
+    weighed = 0
+    for record in records:
+        engine.feed([record])
+        held = table.weigh()
+        assert held == sum(conn.footprint() for conn in table.active)
+        weighed += 1
+    assert weighed > 20
+    if capture == "partial handshakes":
+        assert table.evicted_for_memory > 0
+    engine.finish()
+    assert table.held == 0 and not table.touched
+
+
 def test_the_budget_is_the_users_to_set(tmp_path):
     """--table-memory (and the config file's table_memory_mb, and analyze()'s argument) sets
     the budget: 50 partial handshakes (12 MB) are let go early under 4 MB, not under 128 MB."""

@@ -106,6 +106,10 @@ class ConnectionTable:
         self.budget = BufferBudget()
         self.max_bytes = MAX_TABLE_BYTES if max_bytes is None else max_bytes
         self.headroom = self.max_bytes
+        #: What the active connections held when last weighed (the sum of their ``weighed``),
+        #: and those that got packets since: only they can hold something else now.
+        self.held = 0
+        self.touched: set[TcpConnection] = set()
 
     # -- packets ------------------------------------------------------------------------
     def tcp(self, seg: TcpSegment) -> None:
@@ -122,6 +126,7 @@ class ConnectionTable:
                 if conn is None:
                     conn = self._create(seg, key)
                 conn.bad_checksum(key == conn.key, ts)
+                self.touched.add(conn)
                 return
         elif checksum == CHECKSUM_OK and len(self.good_checksum_hosts) < MAX_CHECKSUM_HOSTS:
             self.good_checksum_hosts.add(seg.src)
@@ -133,6 +138,7 @@ class ConnectionTable:
         else:
             self.active.move_to_end(conn)
         conn.process(seg, key == conn.key)
+        self.touched.add(conn)
         if self.budget.growth > self.headroom:
             self.weigh()
 
@@ -170,6 +176,7 @@ class ConnectionTable:
             conn.icmp.append(record)
         conn.last_ts = max(conn.last_ts, err.ts)
         self.active.move_to_end(conn)
+        self.touched.add(conn)
         direction = "network" if err.src not in (conn.orig_addr, conn.resp_addr) else (
             "server" if err.src == conn.resp_addr else "client"
         )
@@ -205,24 +212,29 @@ class ConnectionTable:
         return conn
 
     def weigh(self) -> int:
-        """Add up what the active connections hold (``TcpConnection.footprint``). Past 7/8 of
-        ``max_bytes``, finalise the least recently active ones early (``end_reason``
-        "table_full") until no more than 3/4 of it is held: so the next weighing waits for at
-        least an eighth of the budget to be added (``budget.growth``, counted as connections
-        are created, bytes delivered and events recorded). Returns the total held."""
-        total = 0
-        for conn in self.active:
-            total += conn.footprint()
-        if total > self.max_bytes * 7 // 8:
+        """Add up what the active connections hold (``TcpConnection.footprint``: weighed again
+        only for those touched since the last weighing). Past 7/8 of ``max_bytes``, finalise
+        the least recently active ones early (``end_reason`` "table_full") until no more than
+        3/4 of it is held: so the next weighing waits for at least an eighth of the budget to
+        be added (``budget.growth``, counted as connections are created, bytes delivered and
+        events recorded). Returns the total held."""
+        held = self.held
+        for conn in self.touched:
+            if conn.finished:
+                continue
+            size = conn.footprint()
+            held += size - conn.weighed
+            conn.weighed = size
+        self.touched.clear()
+        self.held = held
+        if held > self.max_bytes * 7 // 8:
             target = self.max_bytes * 3 // 4
             active = self.active
-            while total > target and active:
-                oldest = next(iter(active))
-                total -= oldest.footprint()
-                self._let_go(oldest, "memory")
+            while self.held > target and active:
+                self._let_go(next(iter(active)), "memory")  # takes its weight off self.held
         self.budget.growth = 0
-        self.headroom = self.max_bytes - total
-        return total
+        self.headroom = self.max_bytes - self.held
+        return self.held
 
     def _let_go(self, conn: TcpConnection, cause: str) -> None:
         """Finalise ``conn`` early to make room (``cause``: "connections" or "memory"). One
@@ -263,6 +275,8 @@ class ConnectionTable:
         if conn.finished:
             return
         conn.finished = True
+        self.held -= conn.weighed
+        self.touched.discard(conn)
         for key in (conn.key, (conn.resp_addr, conn.resp_port, conn.orig_addr, conn.orig_port)):
             if self.conns.get(key) is conn:
                 del self.conns[key]

@@ -169,7 +169,7 @@ class TcpConnection:
         "orig", "resp", "history", "hist_seen", "flipped", "first_ts", "last_ts",
         "syn_times", "isn", "synack_ts", "synack_ttl", "handshake_rtt", "ack_rtt",
         "rsts", "icmp", "events", "events_dropped", "analyzer", "finished", "end_reason",
-        "weirds", "closed_ts", "budget", "event_bytes", "evicted_for", "evicted_at",
+        "weirds", "closed_ts", "budget", "event_bytes", "evicted_for", "evicted_at", "weighed",
     )
 
     def __init__(self, key: tuple, uid: str, orig_addr: bytes, orig_port: int, resp_addr: bytes, resp_port: int, ts: int, flipped: bool,
@@ -208,6 +208,7 @@ class TcpConnection:
         #: and the capture's time then.
         self.evicted_for: str | None = None
         self.evicted_at: int | None = None
+        self.weighed = 0  # footprint() when the table last weighed this connection
         self.weirds: dict[str, int] = {}
         self.closed_ts: int | None = None
 
