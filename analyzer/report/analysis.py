@@ -160,10 +160,7 @@ class Analysis:
 
 
 def _write_jsonl(records: list[dict[str, Any]], fh: Any) -> None:
+    # Every key of a record is public (the contract in diagnosis/records.py): written as it is.
+    write = fh.write
     for record in records:
-        fh.write(dumps_json(_public(record)))
-        fh.write("\n")
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in record.items() if not key.startswith("_")}
+        write(dumps_json(record) + "\n")
