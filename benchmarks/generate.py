@@ -215,7 +215,7 @@ def dns_pair(client, resolver, t, sport, txid):
                               b"\x05login\x0fmicrosoftonline\x03com\x00", b"\x03www\x06google\x03com\x00"])
     query = struct.pack(">HHHHHH", txid, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
     answer = struct.pack(">HHHHHH", txid, 0x8180, 1, 1, 0, 0) + name + b"\x00\x01\x00\x01" + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([93, 184, 216, 34])
-    return [(t, udp_packet(client, resolver, sport, 53, query)), (t + 0.01, udp_packet(resolver, client, 53, sport, answer))]
+    return [(t, udp_packet(client, resolver, sport, 53, query)), (t + 0.0005, udp_packet(resolver, client, 53, sport, answer))]
 
 
 def generate(path: str, packets: int, smtp_share: float, seed: int, duration: float = 600.0) -> dict:
@@ -333,6 +333,52 @@ def held_open(path: str, count: int, kind: str) -> int:
                 t += 20_000
                 out.write(struct.pack("<IIII", t // NS, t % NS // 1000, len(frame), len(frame)) + frame)
                 written += 1
+    return written
+
+
+def dns_lookups(path: str, count: int) -> int:
+    """A capture of ``count`` DNS lookups of distinct tenants' MX hosts
+    (<tenant>.mail.protection.outlook.com), each answered with four addresses: every one is a
+    row smtpflow keeps, and every address a name it remembers. Returns the packets written."""
+    rng = random.Random(5)
+    t = 1_700_000_000.0
+    written = 0
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for i in range(count):
+            label = b"tenant%06d-com" % i
+            name = bytes([len(label)]) + label + b"\x04mail\x0aprotection\x07outlook\x03com\x00"
+            client, resolver = bytes([10, 0, (i >> 8) & 255, i & 255]), bytes([10, 255, 0, 53])
+            sport = 1024 + i % 60000
+            query = struct.pack(">HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
+            answers = b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([52, 101, rng.randrange(256), rng.randrange(256)])
+                               for _ in range(4))
+            answer = struct.pack(">HHHHHH", i & 0xFFFF, 0x8180, 1, 4, 0, 0) + name + b"\x00\x01\x00\x01" + answers
+            for ts, frame in ((t, udp_packet(client, resolver, sport, 53, query)), (t + 0.0005, udp_packet(resolver, client, 53, sport, answer))):
+                fh.write(struct.pack("<IIII", int(ts), int(round(ts % 1 * 1e6)) % 1_000_000, len(frame), len(frame)) + frame)
+                written += 1
+            t += 0.001
+    return written
+
+
+def syn_scan(path: str, count: int) -> int:
+    """A host trying port 25 of ``count`` addresses in Exchange Online's ranges, 2,000 a second:
+    two in three SYNs go unanswered, the third is refused by a RST. Returns the packets written."""
+    client = bytes([192, 168, 7, 7])
+    t = 1_700_000_000 * NS
+    written = 0
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for i in range(count):
+            server = bytes([52, 100 + (i >> 16) % 4, (i >> 8) & 255, i & 255])
+            sport = 1024 + i % 60000
+            frames = [(t, tcp_packet(client, server, sport, 25, 1000, 0, SYN))]
+            if i % 3 == 0:
+                frames.append((t + 200_000, tcp_packet(server, client, 25, sport, 0, 1001, RST | ACK, ttl=110)))
+            for ts, frame in frames:
+                fh.write(struct.pack("<IIII", ts // NS, ts % NS // 1000, len(frame), len(frame)) + frame)
+                written += 1
+            t += 500_000
     return written
 
 

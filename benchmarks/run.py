@@ -296,6 +296,37 @@ def held_open(count: int) -> list[str]:
             "| connections | capture | unbounded | seconds | peak RSS (MiB) | sessions | exit |", "|---|---:|---:|---:|---:|---:|---:|"] + rows
 
 
+def floods(lookups: int, attempts: int) -> list[str]:
+    """Whole runs on captures that are nothing but what a table must bound: DNS lookups of mail
+    names (every one a kept row) and a scan of port 25 (every SYN a connection), against tshark."""
+    from generate import dns_lookups, syn_scan
+
+    rows = []
+    for name, count, write, what, formats in (
+        ("dns-lookups", lookups, dns_lookups, f"{lookups:,} DNS lookups of distinct tenants' MX hosts, 4 addresses each",
+         ("jsonl", "csv")),
+        ("syn-scan", attempts, syn_scan, f"a scan of port 25: {attempts:,} SYNs at 2,000/s, one in three refused",
+         ("jsonl", "table")),
+    ):
+        path = os.path.join(WORK, f"{name}-{count}.pcap")
+        if not os.path.exists(path):
+            print(f"generating {path} …", file=sys.stderr)
+            write(path, count)
+        packets = count_packets(path)
+        print(f"floods: {name} …", file=sys.stderr)
+        tshark_s, _, _ = measure_once(["tshark", "-r", path, "-Y", "smtp.response.code", "-T", "fields", "-e", "smtp.response.code"])
+        for fmt in formats:
+            out = os.path.join(WORK, f"{name}-out")
+            argv = [PY, "-m", "analyzer", "analyze", path, "-q", "--format", fmt]
+            argv += ["-o", out] if fmt != "table" else []
+            seconds, rss, code = measure_once(argv)
+            subprocess.run(["rm", "-rf", out], check=False)
+            rows.append(f"| {what} | {packets:,} | `--format {fmt}` | {seconds:.1f} | {tshark_s:.1f} | {rss / 1024:.0f} | {code} |")
+    return ["", "Floods: captures of nothing but what the tables must bound (peak RSS of the whole command; "
+            "tshark -Y smtp.response.code on the same file for scale):", "",
+            "| capture | packets | run | seconds | tshark seconds | peak RSS (MiB) | exit |", "|---|---:|---|---:|---:|---:|---:|"] + rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000, help="gateway capture size")
@@ -305,6 +336,8 @@ def main(argv=None) -> int:
                         help="size of the many-sessions capture for the peak-memory run (0: skip)")
     parser.add_argument("--held-open", type=int, default=2000,
                         help="connections in the held-open captures for the table's memory budget (0: skip)")
+    parser.add_argument("--dns-lookups", type=int, default=60_000, help="lookups in the DNS flood capture (0: skip)")
+    parser.add_argument("--scan-attempts", type=int, default=300_000, help="SYNs in the port-scan capture (0: skip)")
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     args = parser.parse_args(argv)
     os.makedirs(WORK, exist_ok=True)
@@ -353,6 +386,8 @@ def main(argv=None) -> int:
         lines += many_sessions(args.sessions_packets)
     if args.held_open > 0:
         lines += held_open(args.held_open)
+    if args.dns_lookups > 0 and args.scan_attempts > 0:
+        lines += floods(args.dns_lookups, args.scan_attempts)
     # After the memory run, which measures this process: the outputs compared here are big.
     lines += ["", "The same answers? Clear-text SMTP replies found by smtpflow and by `tshark -Y smtp.response.code`:", "",
               "| capture | smtpflow | tshark | same |", "|---|---|---|---|"]
