@@ -66,20 +66,33 @@ def _service_networks(role: str | None) -> tuple[dict[str, Any] | None, tuple]:
     return None, ()
 
 
+@functools.lru_cache(maxsize=8)
+def _service_bounds(role: str | None) -> tuple[tuple[int, int, int, Any], ...]:
+    """(first address, last address, IP version, network) of a service's networks, as integers."""
+    return tuple((int(n.network_address), int(n.broadcast_address), n.version, n) for n in _service_networks(role)[1])
+
+
 def _ms_ranges(role: str | None, server: str | None = None) -> str:
     """The published ranges of a Microsoft service: the server's own first, then the largest."""
-    facts = load_facts()
+    own: tuple = ()
+    if server:
+        ip = ipaddress.ip_address(server)
+        value = int(ip)
+        own = tuple(n for first, last, version, n in _service_bounds(role) if version == ip.version and first <= value <= last)
+    return _ranges_text(role, own)
+
+
+@functools.lru_cache(maxsize=256)
+def _ranges_text(role: str | None, own: tuple) -> str:
+    """What _ms_ranges says, for the networks the server is in (formatting networks is slow:
+    once per service and networks, not once per session)."""
     service, nets = _service_networks(role)
-    if service is not None:
-        own = []
-        if server:
-            ip = ipaddress.ip_address(server)
-            own = [n for n in nets if n.version == ip.version and ip in n]
-        rest = sorted((n for n in nets if n not in own and n.version == 4), key=lambda n: n.prefixlen)
-        shown = own + rest[: 6 - len(own)]
-        more = " …" if len(nets) > len(shown) else ""
-        return f"{', '.join(map(str, shown))}{more} (endpoint ID {service.get('id')}, data version {facts['endpoints'].get('version')})"
-    return ""
+    if service is None:
+        return ""
+    rest = sorted((n for n in nets if n not in own and n.version == 4), key=lambda n: n.prefixlen)
+    shown = list(own) + rest[: 6 - len(own)]
+    more = " …" if len(nets) > len(shown) else ""
+    return f"{', '.join(map(str, shown))}{more} (endpoint ID {service.get('id')}, data version {load_facts()['endpoints'].get('version')})"
 
 
 def verdict(rec: dict[str, Any], facts: dict[str, Any], app: dict[str, Any], reset: dict[str, Any] | None) -> dict[str, Any]:
