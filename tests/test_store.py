@@ -292,6 +292,7 @@ def test_collector_is_off_during_a_run_with_a_full_collection_every_so_many_sess
     monkeypatch.setattr(engine_module, "FULL_COLLECTION_SESSIONS", 2)
     collections = []
     callback = lambda phase, info: collections.append(info["generation"]) if phase == "start" else None  # noqa: E731
+    gc.collect()  # what earlier tests left: the run's own collections then find nothing
     gc.callbacks.append(callback)
     try:
         result = engine_module.run([os.path.join(ROOT, "captures", "gateway-mixed.pcap")])
@@ -299,7 +300,26 @@ def test_collector_is_off_during_a_run_with_a_full_collection_every_so_many_sess
         gc.callbacks.remove(callback)
     assert seen == [False] and gc.isenabled()
     assert len(result.records) >= 6
-    assert collections.count(2) == len(result.records) // 2
+    # Real collections find nothing here (the run leaves no cycles): each interval doubles.
+    assert collections.count(2) == len([n for n in (2, 6, 14, 30, 62) if n <= len(result.records)])
+
+
+def test_collections_come_sooner_again_once_one_finds_cycles(monkeypatch):
+    """The interval between full collections doubles while they find nothing, and falls back
+    to FULL_COLLECTION_SESSIONS when one finds cycles (up to MAX_COLLECTION_INTERVAL)."""
+    from analyzer import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "FULL_COLLECTION_SESSIONS", 2)
+    monkeypatch.setattr(engine_module, "MAX_COLLECTION_INTERVAL", 8)
+    engine = engine_module.Engine()
+    found = iter([0, 0, 5, 0, 0, 0, 0])
+    at = []
+    monkeypatch.setattr(engine_module.gc, "collect", lambda: (at.append(engine.kept), next(found))[1])
+    with engine_module.cycle_collector_off():
+        for n in range(40):
+            engine._keep({"uid": f"s{n}", "resp_addr": b"\x0a\x00\x00\x01", "events": []})
+    # 2, then +4 (nothing found), +8 (nothing), then cycles found: +2, then +4, +8, +8 (the cap).
+    assert at == [2, 6, 14, 16, 20, 28, 36]
 
 
 @pytest.mark.parametrize("damage", ["cut", "flipped", "cut-xz"])
