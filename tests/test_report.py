@@ -17,7 +17,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, all_captures
 
 import analyzer
 from analyzer.diagnosis.verdicts import is_failing
@@ -216,6 +216,23 @@ def test_files_written_piece_by_piece_equal_the_whole_tables(monkeypatch, tmp_pa
     assert single.read_bytes() == (tmp_path / "whole" / "sessions.csv").read_bytes()
 
 
+def test_csv_files_are_what_pandas_writes_of_the_frames(tmp_path):
+    """CSV is written by the csv module from the tables' rows, not by pandas: for every capture
+    we have, each file holds exactly what pandas' to_csv writes of the Analysis's DataFrame
+    (``exports.csv_ready``: nested fields as JSON, UTC datetimes as pandas writes them)."""
+    from analyzer.report import exports
+
+    paths = all_captures()
+    assert len(paths) > 20
+    for n, path in enumerate(paths):
+        a = analyzer.analyze(path)
+        out = tmp_path / str(n)
+        a.to_csv(str(out))
+        for name in exports.TABLES:
+            expected = exports.csv_ready(getattr(a, name)).to_csv(index=False, lineterminator="\n")
+            assert (out / f"{name}.csv").read_text(encoding="utf-8") == expected, (path, name)
+
+
 def test_dns_rows_spilled_to_disk_give_the_same_outputs(monkeypatch, tmp_path):
     """Past DNS_ROWS_IN_MEMORY the DNS rows wait in a temporary file: every output is the same."""
     from analyzer import engine
@@ -302,6 +319,34 @@ def test_csv_datetimes_read_as_pandas_writes_them(what, unit, values):
     column = pd.Series(pd.to_datetime(values, unit=unit, utc=True))
     df = pd.DataFrame({"when": column, "n": range(len(values))})
     assert csv_ready(df).to_csv(index=False) == df.to_csv(index=False)
+
+
+CELL_COLUMNS = [
+    # (what, kind, values as records hold them): the csv module's cells against pandas' text
+    ("seconds read as float, rounded to the microsecond", "utc_s", [1764000000.073833, 1700000000.000001, 1699999999.999999, None]),
+    ("seconds, whole and half microseconds", "utc_s", [1700000000, 1700000000.0000005, 1700000000.0000015]),
+    ("nanoseconds with a gap", "utc_ns", [1_700_000_000_073_833_001, None, 0]),
+    ("floats: ints, tiny, huge, NaN", "float", [0, 0.000044, 1.5e300, float("nan"), None, 12345678.0]),
+    ("ints from bools and floats", "int", [True, 25, 25.0, None]),
+    ("booleans from ints", "bool", [1, 0, None]),
+    ("booleans", "bool", [True, False, None]),
+    ("strings of anything", "str", ["a,b", 'say "hi"', "two\nlines", 5, None, ""]),
+    ("nested values", "object", [{"a": [1, 2]}, [], (3,), None, "plain"]),
+]
+
+
+@pytest.mark.parametrize("what, kind, values", CELL_COLUMNS, ids=[w for w, _, _ in CELL_COLUMNS])
+def test_csv_cells_are_what_pandas_writes(what, kind, values):
+    """The CSV writer's conversion of each kind (exports._csv_rows) gives pandas' text for the
+    typed frame column (frames.table), value by value."""
+    from analyzer.report import exports, frames
+
+    kinds = {"value": kind, "n": "int"}
+    rows = [(value, n) for n, value in enumerate(values)]
+    out = io.StringIO()
+    exports._write_csv_rows(out, rows, kinds, header=True)
+    expected = exports.csv_ready(frames.table(rows, kinds)).to_csv(index=False, lineterminator="\n")
+    assert out.getvalue() == expected
 
 
 JSON_VALUES = [

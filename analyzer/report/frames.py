@@ -7,7 +7,7 @@ Column order is fixed (``*_COLUMNS`` below) so notebooks and exports stay stable
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -52,25 +52,110 @@ DNS_COLUMNS = [
 ]
 
 
-def _utc(seconds: pd.Series) -> pd.Series:
+#: How each column is typed (and, in ``exports``, written to CSV): "int" (nullable Int64),
+#: "float" (Float64), "bool" (boolean), "str" (string), "category", ("category", values,
+#: ordered) (every possible value a category, then those seen), "utc_s" (epoch seconds as
+#: UTC datetimes), "utc_ns" (epoch nanoseconds as UTC datetimes), "object" (lists and dicts).
+Kind = Any
+
+_OUTCOME = ("category", tuple(OUTCOMES), False)
+_TLS_VERSION = ("category", TLS_VERSIONS, True)
+_TLS_MODE = ("category", ("starttls", "implicit"), False)
+
+SESSION_KINDS: dict[str, Kind] = {
+    "session_id": "str", "first_seen": "utc_s", "last_seen": "utc_s", "duration": "float", "client": "str",
+    "client_port": "int", "server": "str", "server_port": "int", "ip_version": "int", "server_name": "str",
+    "conn_state": ("category", CONN_STATES, False), "history": "str", "syn_count": "int", "syn_retry_gaps": "object",
+    "handshake_rtt": "float", "rst_from": ("category", ("server", "client", "middlebox"), False), "rst": "object",
+    "icmp": "object", "packets_client": "int", "packets_server": "int", "bytes_client": "int", "bytes_server": "int",
+    "ip_bytes_client": "int", "ip_bytes_server": "int", "missed_bytes": "int",
+    "service": ("category", ("smtp", "tls", "text"), False), "microsoft": "bool",
+    "microsoft_service": ("category", ("submission", "mx"), False), "microsoft_evidence": "object", "tls": "object",
+    "smtp": "object", "outcome": _OUTCOME, "outcome_reason": "str", "verdict": "object",
+    "tls_mode": _TLS_MODE, "tls_attempted": "bool", "tls_established": "bool", "tls_version": _TLS_VERSION,
+    "tls_client_max_version": _TLS_VERSION, "tls_sni": "str", "tls_cipher": "str", "tls_alert": "str",
+    "tls_alert_from": ("category", ("client", "server"), False), "smtp_banner": "str", "smtp_helo": "str",
+    "smtp_auth_mechanism": "str", "smtp_auth_result": "str", "smtp_mail_from": "str", "smtp_rcpt_count": "int",
+    "smtp_last_reply": "str", "reply_code": "int", "reply_enhanced": "str", "reply_text": "str", "reply_command": "str",
+    "icmp_type": "int", "icmp_code": "int", "icmp_from": "str", "verdict_title": "str",
+    "verdict_severity": ("category", SEVERITIES, True), "verdict_explanation": "str", "verdict_remediation": "str",
+}
+EVENT_KINDS: dict[str, Kind] = {
+    "session_id": "str", "ts": "utc_ns", "offset": "float", "direction": ("category", DIRECTIONS, False),
+    "kind": "category", "detail": "str", "server": "str", "server_port": "int",
+}
+REPLY_KINDS: dict[str, Kind] = {
+    "session_id": "str", "ts": "utc_s", "code": "int", "enhanced": "str", "text": "str", "command": "str",
+    "encrypted": "bool", "decrypted": "bool", "server": "str", "server_port": "int", "server_name": "str",
+}
+TLS_KINDS: dict[str, Kind] = {
+    "session_id": "str", "mode": _TLS_MODE, "attempted": "bool", "established": "bool", "version": _TLS_VERSION,
+    "client_max_version": _TLS_VERSION, "sni": "str", "cipher": "str", "alert": "str", "alert_from": "str",
+    "alert_encrypted": "bool", "history": "str", "last_step": "str", "failure": "str", "failure_inferred": "bool",
+    "server": "str", "server_port": "int",
+}
+DNS_KINDS: dict[str, Kind] = {
+    "ts": "utc_ns", "client": "str", "client_port": "int", "server": "str", "server_port": "int",
+    "transport": ("category", ("udp", "tcp"), False), "id": "int", "qname": "str", "qtype": "str",
+    "status": "category", "rcode": "str", "cname_chain": "object", "addresses": "object", "mx": "object",
+    "answers": "object", "response_ts": "utc_ns", "rtt": "float", "retransmissions": "int", "truncated": "bool",
+    "authoritative": "bool", "authority_soa": "object", "icmp": "object",
+}
+assert list(SESSION_KINDS) == SESSION_COLUMNS and list(EVENT_KINDS) == EVENT_COLUMNS
+assert list(REPLY_KINDS) == REPLY_COLUMNS and list(TLS_KINDS) == TLS_COLUMNS and list(DNS_KINDS) == DNS_COLUMNS
+#: Each table's kinds, by table name.
+KINDS = {"sessions": SESSION_KINDS, "events": EVENT_KINDS, "replies": REPLY_KINDS, "tls": TLS_KINDS, "dns": DNS_KINDS}
+
+
+def _utc(seconds: Sequence[float | None]) -> pd.Series:
     """Epoch seconds (records round them to the microsecond) as exact UTC datetimes: read as
     float seconds, 1764000000.073833 became …00.073832989."""
-    micros = (pd.to_numeric(seconds, errors="coerce") * 1_000_000).round().astype("Int64")
+    micros = (pd.to_numeric(pd.Series(seconds, dtype=object), errors="coerce") * 1_000_000).round().astype("Int64")
     return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 
 def _utc_ns(nanoseconds: Sequence[int | None]) -> pd.Series:
-    """Epoch nanoseconds (ints, None for none) as UTC datetimes, to the nanosecond. Give the
-    values, not a DataFrame column: a column with a None in it holds floats, which lose them."""
+    """Epoch nanoseconds (ints, None for none) as UTC datetimes, to the nanosecond."""
     return pd.Series(pd.to_datetime(pd.array(list(nanoseconds), dtype="Int64"), unit="ns", utc=True))
 
 
-def _category(values: pd.Series, categories: tuple[str, ...], ordered: bool = False) -> pd.Series:
-    known = list(categories) + sorted({v for v in values.dropna().unique() if v not in categories})
-    return pd.Series(pd.Categorical(values, categories=known, ordered=ordered), index=values.index)
+def _category(values: Sequence[Any], categories: tuple[str, ...], ordered: bool = False) -> pd.Series:
+    known = list(categories) + sorted({v for v in values if v is not None and v == v and v not in categories})
+    return pd.Series(pd.Categorical(values, categories=known, ordered=ordered))
 
 
-def sessions_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def _column(values: list[Any], kind: Kind) -> Any:
+    if kind == "str":
+        return pd.array(values, dtype="string")
+    if kind == "int":
+        return pd.array(values, dtype="Int64")
+    if kind == "float":
+        return pd.array(values, dtype="Float64")
+    if kind == "bool":
+        return pd.array(values, dtype="boolean")
+    if kind == "utc_s":
+        return _utc(values)
+    if kind == "utc_ns":
+        return _utc_ns(values)
+    if kind == "category":
+        return pd.Series(values, dtype=object).astype("category")
+    if kind == "object":
+        return pd.Series(values, dtype=object)
+    _, categories, ordered = kind
+    return _category(values, categories, ordered)
+
+
+def table(rows: Sequence[Sequence[Any]], kinds: dict[str, Kind]) -> pd.DataFrame:
+    """A frame of ``rows`` (value sequences in the order of ``kinds``), each column typed by its kind."""
+    columns = list(zip(*rows)) if rows else [()] * len(kinds)
+    data = {name: _column(list(values), kind) for (name, kind), values in zip(kinds.items(), columns)}
+    df = pd.DataFrame(data, columns=list(kinds))
+    df.index = pd.RangeIndex(len(rows))
+    return df
+
+
+# -- rows: what each table holds of a record, in its column order ---------------------------------
+def session_rows(records: Iterable[dict[str, Any]]) -> list[tuple]:
     rows = []
     for rec in records:
         tls = rec.get("tls") or {}
@@ -78,67 +163,20 @@ def sessions_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         reply = rec.get("decisive_reply") or {}
         icmp = rec.get("icmp") or {}
         verdict = rec.get("verdict") or {}
-        row = {key: rec.get(key) for key in CONTRACT_COLUMNS}
-        row.update(
-            tls_mode=tls.get("mode"),
-            tls_attempted=tls.get("attempted"),
-            tls_established=tls.get("established"),
-            tls_version=tls.get("version"),
-            tls_client_max_version=tls.get("client_max_version"),
-            tls_sni=tls.get("sni"),
-            tls_cipher=tls.get("cipher"),
-            tls_alert=tls.get("alert"),
-            tls_alert_from=tls.get("alert_from"),
-            smtp_banner=smtp.get("banner"),
-            smtp_helo=smtp.get("helo"),
-            smtp_auth_mechanism=smtp.get("auth_mechanism"),
-            smtp_auth_result=smtp.get("auth_result"),
-            smtp_mail_from=smtp.get("mail_from"),
-            smtp_rcpt_count=len(smtp.get("rcpt_to") or []) if smtp else None,
-            smtp_last_reply=smtp.get("last_reply"),
-            reply_code=reply.get("code"),
-            reply_enhanced=reply.get("enhanced"),
-            reply_text=reply.get("text"),
-            reply_command=reply.get("command"),
-            icmp_type=icmp.get("type"),
-            icmp_code=icmp.get("code"),
-            icmp_from=icmp.get("from"),
-            verdict_title=verdict.get("title"),
-            verdict_severity=verdict.get("severity"),
-            verdict_explanation=verdict.get("explanation"),
-            verdict_remediation=verdict.get("remediation"),
-        )
-        rows.append(row)
-    df = pd.DataFrame(rows, columns=SESSION_COLUMNS)
-    df["first_seen"] = _utc(df["first_seen"])
-    df["last_seen"] = _utc(df["last_seen"])
-    for col in ("client_port", "server_port", "ip_version", "syn_count", "packets_client", "packets_server",
-                "bytes_client", "bytes_server", "ip_bytes_client", "ip_bytes_server", "missed_bytes", "smtp_rcpt_count", "reply_code", "icmp_type", "icmp_code"):
-        df[col] = pd.array(df[col], dtype="Int64")
-    for col in ("duration", "handshake_rtt"):
-        df[col] = pd.array(df[col], dtype="Float64")
-    for col in ("microsoft", "tls_attempted", "tls_established"):
-        df[col] = pd.array(df[col], dtype="boolean")
-    for col in ("session_id", "client", "server", "server_name", "history", "outcome_reason", "tls_sni", "tls_cipher",
-                "smtp_banner", "smtp_helo", "smtp_mail_from", "smtp_last_reply", "reply_enhanced", "reply_text",
-                "reply_command", "icmp_from", "verdict_title", "verdict_explanation", "verdict_remediation",
-                "smtp_auth_mechanism", "smtp_auth_result"):
-        df[col] = df[col].astype("string")
-    df["outcome"] = _category(df["outcome"], OUTCOMES)
-    df["conn_state"] = _category(df["conn_state"], CONN_STATES)
-    df["rst_from"] = _category(df["rst_from"], ("server", "client", "middlebox"))
-    df["service"] = _category(df["service"], ("smtp", "tls", "text"))
-    df["microsoft_service"] = _category(df["microsoft_service"], ("submission", "mx"))
-    df["tls_mode"] = _category(df["tls_mode"], ("starttls", "implicit"))
-    df["tls_version"] = _category(df["tls_version"], TLS_VERSIONS, ordered=True)
-    df["tls_client_max_version"] = _category(df["tls_client_max_version"], TLS_VERSIONS, ordered=True)
-    df["tls_alert"] = df["tls_alert"].astype("string")
-    df["tls_alert_from"] = _category(df["tls_alert_from"], ("client", "server"))
-    df["verdict_severity"] = _category(df["verdict_severity"], SEVERITIES, ordered=True)
-    return df
+        rows.append((
+            *(rec.get(key) for key in CONTRACT_COLUMNS),
+            tls.get("mode"), tls.get("attempted"), tls.get("established"), tls.get("version"),
+            tls.get("client_max_version"), tls.get("sni"), tls.get("cipher"), tls.get("alert"), tls.get("alert_from"),
+            smtp.get("banner"), smtp.get("helo"), smtp.get("auth_mechanism"), smtp.get("auth_result"),
+            smtp.get("mail_from"), len(smtp.get("rcpt_to") or []) if smtp else None, smtp.get("last_reply"),
+            reply.get("code"), reply.get("enhanced"), reply.get("text"), reply.get("command"),
+            icmp.get("type"), icmp.get("code"), icmp.get("from"),
+            verdict.get("title"), verdict.get("severity"), verdict.get("explanation"), verdict.get("remediation"),
+        ))
+    return rows
 
 
-def events_frame(records: Sequence[dict[str, Any]], events: Mapping[str, list[tuple[int, str, str, str]]]) -> pd.DataFrame:
+def event_rows(records: Sequence[dict[str, Any]], events: Mapping[str, list[tuple[int, str, str, str]]]) -> list[tuple]:
     rows = []
     # A spilled run's events are stored in record order: read them alongside, with no id index
     # (given other records than the run's own, in their order, it looks them up by id instead).
@@ -152,70 +190,52 @@ def events_frame(records: Sequence[dict[str, Any]], events: Mapping[str, list[tu
         if pairs is None:
             evs = events.get(sid) or []
         start = int(round(rec["first_seen"] * NS))
+        server, port = rec["server"], rec["server_port"]
         for ts, direction, kind, detail in evs:
-            rows.append((sid, ts, (ts - start) / NS, direction, kind, detail, rec["server"], rec["server_port"]))
-    df = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    df["ts"] = _utc_ns([row[1] for row in rows])
-    df["offset"] = pd.array(df["offset"], dtype="Float64")
-    df["direction"] = _category(df["direction"], DIRECTIONS)
-    df["kind"] = df["kind"].astype("category")
-    for col in ("session_id", "detail", "server"):
-        df[col] = df[col].astype("string")
-    df["server_port"] = pd.array(df["server_port"], dtype="Int64")
-    return df
+            rows.append((sid, ts, (ts - start) / NS, direction, kind, detail, server, port))
+    return rows
 
 
-def replies_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def reply_rows(records: Iterable[dict[str, Any]]) -> list[tuple]:
     rows = []
     for rec in records:
         for reply in (rec.get("smtp") or {}).get("replies") or []:
             rows.append((rec["session_id"], reply.get("ts"), reply.get("code"), reply.get("enhanced"), reply.get("text"),
                          reply.get("command"), reply.get("encrypted"), reply.get("decrypted"), rec["server"], rec["server_port"],
                          rec.get("server_name")))
-    df = pd.DataFrame(rows, columns=REPLY_COLUMNS)
-    df["ts"] = _utc(df["ts"])
-    df["code"] = pd.array(df["code"], dtype="Int64")
-    df["server_port"] = pd.array(df["server_port"], dtype="Int64")
-    for col in ("encrypted", "decrypted"):
-        df[col] = pd.array(df[col], dtype="boolean")
-    for col in ("session_id", "enhanced", "text", "command", "server", "server_name"):
-        df[col] = df[col].astype("string")
-    return df
+    return rows
 
 
-def tls_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def tls_rows(records: Iterable[dict[str, Any]]) -> list[tuple]:
     rows = []
+    keys = TLS_COLUMNS[1:-2]
     for rec in records:
         tls = rec.get("tls") or {}
-        if not tls.get("attempted"):
-            continue
-        row = {key: tls.get(key) for key in TLS_COLUMNS[1:-2]}
-        row.update(session_id=rec["session_id"], server=rec["server"], server_port=rec["server_port"])
-        rows.append(row)
-    df = pd.DataFrame(rows, columns=TLS_COLUMNS)
-    for col in ("attempted", "established", "alert_encrypted", "failure_inferred"):
-        df[col] = pd.array(df[col], dtype="boolean")
-    df["version"] = _category(df["version"], TLS_VERSIONS, ordered=True)
-    df["client_max_version"] = _category(df["client_max_version"], TLS_VERSIONS, ordered=True)
-    df["mode"] = _category(df["mode"], ("starttls", "implicit"))
-    df["server_port"] = pd.array(df["server_port"], dtype="Int64")
-    for col in ("session_id", "sni", "cipher", "alert", "alert_from", "history", "last_step", "failure", "server"):
-        df[col] = df[col].astype("string")
-    return df
+        if tls.get("attempted"):
+            rows.append((rec["session_id"], *(tls.get(key) for key in keys), rec["server"], rec["server_port"]))
+    return rows
 
 
-def dns_frame(transactions: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [{key: tx.get(key) for key in DNS_COLUMNS} for tx in transactions]
-    df = pd.DataFrame(rows, columns=DNS_COLUMNS)
-    df["ts"] = _utc_ns([tx.get("ts") for tx in transactions])
-    df["response_ts"] = _utc_ns([tx.get("response_ts") for tx in transactions])
-    for col in ("client_port", "server_port", "id", "retransmissions"):
-        df[col] = pd.array(df[col], dtype="Int64")
-    df["rtt"] = pd.array(df["rtt"], dtype="Float64")
-    df["truncated"] = pd.array(df["truncated"], dtype="boolean")
-    df["authoritative"] = pd.array(df["authoritative"], dtype="boolean")
-    df["status"] = df["status"].astype("category")
-    df["transport"] = _category(df["transport"], ("udp", "tcp"))
-    for col in ("client", "server", "qname", "qtype", "rcode"):
-        df[col] = df[col].astype("string")
-    return df
+def dns_rows(transactions: Iterable[dict[str, Any]]) -> list[tuple]:
+    return [tuple(tx.get(key) for key in DNS_COLUMNS) for tx in transactions]
+
+
+# -- the frames ---------------------------------------------------------------------------------
+def sessions_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    return table(session_rows(records), SESSION_KINDS)
+
+
+def events_frame(records: Sequence[dict[str, Any]], events: Mapping[str, list[tuple[int, str, str, str]]]) -> pd.DataFrame:
+    return table(event_rows(records, events), EVENT_KINDS)
+
+
+def replies_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    return table(reply_rows(records), REPLY_KINDS)
+
+
+def tls_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    return table(tls_rows(records), TLS_KINDS)
+
+
+def dns_frame(transactions: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    return table(dns_rows(transactions), DNS_KINDS)
