@@ -25,23 +25,11 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from analyzer.protocols.tls.certificate import Fields, read_fields
+from analyzer.protocols.tls.certificate import read_fields_by_cryptography as by_cryptography
 
 ROOT = Path(__file__).resolve().parent.parent
 ZEEK_TLS = ROOT.parent / "shared" / "corpus" / "zeek"
 COMMON_NAME_OID = bytes((0x06, 0x03, 0x55, 0x04, 0x03))
-
-
-def by_cryptography(der: bytes) -> Fields:
-    cert = x509.load_der_x509_certificate(der)
-    san: list[str] = []
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        san.extend(ext.get_values_for_type(x509.DNSName))
-        san.extend(str(ip) for ip in ext.get_values_for_type(x509.IPAddress))
-    except x509.ExtensionNotFound:
-        pass
-    return Fields(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.not_valid_before_utc,
-                  cert.not_valid_after_utc, tuple(san), cert.subject == cert.issuer)
 
 
 def captured_certificates(paths) -> list[bytes]:

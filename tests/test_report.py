@@ -219,7 +219,7 @@ def test_files_written_piece_by_piece_equal_the_whole_tables(monkeypatch, tmp_pa
 def test_csv_files_are_what_pandas_writes_of_the_frames(tmp_path):
     """CSV is written by the csv module from the tables' rows, not by pandas: for every capture
     we have, each file holds exactly what pandas' to_csv writes of the Analysis's DataFrame
-    (``exports.csv_ready``: nested fields as JSON, UTC datetimes as pandas writes them)."""
+    (nested fields as JSON: ``exports.flat``)."""
     from analyzer.report import exports
 
     paths = all_captures()
@@ -229,7 +229,7 @@ def test_csv_files_are_what_pandas_writes_of_the_frames(tmp_path):
         out = tmp_path / str(n)
         a.to_csv(str(out))
         for name in exports.TABLES:
-            expected = exports.csv_ready(getattr(a, name)).to_csv(index=False, lineterminator="\n")
+            expected = exports.flat(getattr(a, name)).to_csv(index=False, lineterminator="\n")
             assert (out / f"{name}.csv").read_text(encoding="utf-8") == expected, (path, name)
 
 
@@ -313,12 +313,15 @@ UTC_COLUMNS = [
 
 @pytest.mark.parametrize("what, unit, values", UTC_COLUMNS, ids=[w for w, _, _ in UTC_COLUMNS])
 def test_csv_datetimes_read_as_pandas_writes_them(what, unit, values):
-    """CSV files format UTC datetimes with numpy (exports._utc_text); the text is pandas' own."""
-    from analyzer.report.exports import csv_ready
+    """CSV files format UTC datetimes with numpy (exports._utc_cells); the text is pandas' own."""
+    from analyzer.report import exports, frames
 
-    column = pd.Series(pd.to_datetime(values, unit=unit, utc=True))
-    df = pd.DataFrame({"when": column, "n": range(len(values))})
-    assert csv_ready(df).to_csv(index=False) == df.to_csv(index=False)
+    scale = 1000 if unit == "us" else 1
+    rows = [(None if value is None else value * scale, n) for n, value in enumerate(values)]
+    kinds = {"when": "utc_ns", "n": "int"}
+    out = io.StringIO()
+    exports._write_csv_rows(out, rows, kinds, header=True)
+    assert out.getvalue() == exports.flat(frames.table(rows, kinds)).to_csv(index=False, lineterminator="\n")
 
 
 CELL_COLUMNS = [
@@ -345,7 +348,7 @@ def test_csv_cells_are_what_pandas_writes(what, kind, values):
     rows = [(value, n) for n, value in enumerate(values)]
     out = io.StringIO()
     exports._write_csv_rows(out, rows, kinds, header=True)
-    expected = exports.csv_ready(frames.table(rows, kinds)).to_csv(index=False, lineterminator="\n")
+    expected = exports.flat(frames.table(rows, kinds)).to_csv(index=False, lineterminator="\n")
     assert out.getvalue() == expected
 
 

@@ -30,32 +30,9 @@ def flat(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-#: Nanoseconds in a second, millisecond, microsecond: the precisions pandas chooses between.
+#: Nanoseconds in a second, millisecond, microsecond: the precisions pandas chooses between
+#: when it writes a column of datetimes (as many decimals as the column needs).
 _PRECISIONS = ((1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us"), (1, "ns"))
-
-
-def _utc_text(col: pd.Series) -> pd.Series:
-    """A UTC datetime column as the text pandas' ``to_csv`` writes for it
-    (``2025-11-24 16:00:00.073833+00:00``: as many decimals as the column needs, by seconds,
-    milli-, micro- or nanoseconds), formatted by numpy: pandas formats each value in Python,
-    which was 15 % of a CSV export."""
-    ns = col.dt.as_unit("ns").array.asi8
-    missing = col.isna().to_numpy()
-    present = ns[~missing]
-    unit = next(unit for step, unit in _PRECISIONS if not (present % step).any())
-    text = np.datetime_as_string(ns.view("datetime64[ns]"), unit=unit).astype(object)
-    out = [None if gone else value.replace("T", " ", 1) + "+00:00" for value, gone in zip(text, missing)]
-    return pd.Series(out, index=col.index, dtype=object)
-
-
-def csv_ready(df: pd.DataFrame) -> pd.DataFrame:
-    """``flat(df)``, its UTC datetimes already text (see ``_utc_text``): what CSV files get."""
-    out = flat(df)
-    for col in out.columns:
-        dtype = out[col].dtype
-        if isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC":
-            out[col] = _utc_text(out[col])
-    return out
 
 
 #: Sessions turned into DataFrames at a time when writing files: the tables of a long capture
@@ -125,8 +102,10 @@ _CSV_CELL = {"int": _as_int, "float": _as_float, "bool": _as_bool, "object": _as
 
 
 def _utc_cells(values: list[Any], seconds: bool) -> list[str | None]:
-    """A column of epoch times as the text pandas writes for UTC datetimes (see _utc_text):
-    ``seconds`` floats rounded to the microsecond as ``frames._utc`` reads them, or nanoseconds."""
+    """A column of epoch times as the text pandas' to_csv writes for UTC datetimes
+    (``2025-11-24 16:00:00.073833+00:00``: decimals by the column's precision, see _PRECISIONS),
+    formatted by numpy: ``seconds`` floats rounded to the microsecond as ``frames._utc`` reads
+    them, or nanoseconds."""
     missing = np.array([v is None or v != v for v in values], dtype=bool)
     if seconds:
         ns = np.array([0.0 if gone else v for v, gone in zip(values, missing)], dtype=np.float64)

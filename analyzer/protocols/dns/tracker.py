@@ -30,8 +30,8 @@ from __future__ import annotations
 import ipaddress
 from array import array
 from collections import OrderedDict
-from collections.abc import MutableSequence
-from typing import Callable
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from ...decode.icmp import icmp_name, is_unreachable
 from ...decode.ip import IPPROTO_UDP, address_text
@@ -196,7 +196,7 @@ class DnsTracker:
     of its CNAME chain is (a local alias of smtp.office365.com, say).
     """
 
-    def __init__(self, interesting: Callable[[str], bool] | None = None, rows: MutableSequence[dict] | None = None) -> None:
+    def __init__(self, interesting: Callable[[str], bool] | None = None, rows: Any = None) -> None:
         self._interesting = interesting
         self._verdicts: dict[str, bool] = {}  # question name -> interesting?
         # Tables that lose their oldest entries are OrderedDicts: a dict keeps the holes its
@@ -207,8 +207,9 @@ class DnsTracker:
         self._flows: dict[Flow, dict[int, None]] = {}  # flow -> ids pending on it
         self._recent: OrderedDict[tuple, int] = OrderedDict()  # (flow, id, qname, qtype) -> response ts
         #: The kept transactions' rows, in the order they ended: a list, or what the caller
-        #: gave (the engine's spills to disk), and each one's query time, to sort them by.
-        self._transactions: MutableSequence[dict] = [] if rows is None else rows
+        #: gave — anything with append, len and iteration; the engine's SessionStore spills
+        #: to disk — and each one's query time, to sort them by.
+        self._transactions: Any = [] if rows is None else rows
         self._row_ts = array("q")
         self._other_failures = 0  # kept rows that are failures of names of no interest
         self._pairs: OrderedDict[tuple[str, str], list[tuple[int, tuple[str, ...], str | None]]] = OrderedDict()
@@ -289,7 +290,7 @@ class DnsTracker:
         self._recent.clear()
 
     # -- output -----------------------------------------------------------------------
-    def transactions(self) -> MutableSequence[dict]:
+    def transactions(self) -> Sequence[dict]:
         """The kept rows by query time. A ``rows`` store given to the tracker is put in that
         order and returned; otherwise a new list."""
         rows, times = self._transactions, self._row_ts

@@ -85,6 +85,28 @@ def read_fields(der: bytes) -> Fields | None:
         return None
 
 
+def read_fields_by_cryptography(der: bytes) -> Fields:
+    """The same fields, read by cryptography (imported here: only certificates ``read_fields``
+    declines pay for it). Raises what cryptography raises for a certificate it cannot read."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+    san: list[str] = []
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san.extend(ext.get_values_for_type(x509.DNSName))
+        san.extend(str(ip) for ip in ext.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        pass
+    if hasattr(cert, "not_valid_before_utc"):
+        not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    else:  # cryptography < 42
+        not_before = cert.not_valid_before.replace(tzinfo=timezone.utc)
+        not_after = cert.not_valid_after.replace(tzinfo=timezone.utc)
+    return Fields(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), not_before, not_after, tuple(san),
+                  cert.subject == cert.issuer)
+
+
 def _tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
     """(tag, content start, content end) of the element at ``pos``; strict DER lengths only."""
     if pos + 2 > end:

@@ -45,12 +45,11 @@ import functools
 import hashlib
 import re
 import struct
-from datetime import datetime, timezone
 from sys import getsizeof
 from typing import TYPE_CHECKING
 
 from . import constants as C
-from .certificate import read_fields
+from .certificate import read_fields, read_fields_by_cryptography
 from .events import (
     Alert,
     ApplicationData,
@@ -267,34 +266,12 @@ def parse_certificate(der: bytes) -> CertInfo:
 def _parse_certificate(der: bytes) -> CertInfo:
     fingerprint = hashlib.sha256(der).hexdigest()
     fields = read_fields(der)
-    if fields is not None:
-        return CertInfo(*fields, fingerprint)
-    from cryptography import x509  # imported here: only certificates our reader cannot read pay for it
-
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        subject = cert.subject.rfc4514_string()
-        issuer = cert.issuer.rfc4514_string()
-        not_before, not_after = _validity(cert)
-        san: list[str] = []
+    if fields is None:
         try:
-            ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            san.extend(ext.get_values_for_type(x509.DNSName))
-            san.extend(str(ip) for ip in ext.get_values_for_type(x509.IPAddress))
-        except x509.ExtensionNotFound:
-            pass
-        return CertInfo(subject, issuer, not_before, not_after, tuple(san), cert.subject == cert.issuer, fingerprint)
-    except Exception as exc:  # cryptography raises assorted errors on hostile input; never ours to raise
-        return CertInfo("", "", None, None, (), False, fingerprint, error=f"unreadable certificate: {exc}")
-
-
-def _validity(cert) -> tuple[datetime, datetime]:
-    if hasattr(cert, "not_valid_before_utc"):
-        return cert.not_valid_before_utc, cert.not_valid_after_utc
-    return (  # cryptography < 42
-        cert.not_valid_before.replace(tzinfo=timezone.utc),
-        cert.not_valid_after.replace(tzinfo=timezone.utc),
-    )
+            fields = read_fields_by_cryptography(der)
+        except Exception as exc:  # cryptography raises assorted errors on hostile input; never ours to raise
+            return CertInfo("", "", None, None, (), False, fingerprint, error=f"unreadable certificate: {exc}")
+    return CertInfo(*fields, fingerprint)
 
 
 class _Side:
