@@ -361,6 +361,36 @@ def dns_lookups(path: str, count: int) -> int:
     return written
 
 
+def shared_addresses(path: str, tenants: int) -> int:
+    """A relay writing to ``tenants`` tenants of Exchange Online: it looks up each one's MX host
+    (<tenant>.mail.protection.outlook.com), all answered with the same four addresses, then
+    connects to one of them (SYN, refused by a RST: only the lookups matter here). Every
+    session's address has thousands of names. Returns the packets written."""
+    addresses = [bytes([52, 101, 0, k]) for k in range(4)]
+    client, resolver = bytes([10, 0, 0, 2]), bytes([10, 255, 0, 53])
+    t = 1_700_000_000 * NS
+    written = 0
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for i in range(tenants):
+            label = b"tenant%06d-com" % i
+            name = bytes([len(label)]) + label + b"\x04mail\x0aprotection\x07outlook\x03com\x00"
+            sport = 1024 + i % 60000
+            query = struct.pack(">HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
+            answers = b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + address for address in addresses)
+            answer = struct.pack(">HHHHHH", i & 0xFFFF, 0x8180, 1, 4, 0, 0) + name + b"\x00\x01\x00\x01" + answers
+            server = addresses[i % 4]
+            frames = [(t, udp_packet(client, resolver, sport, 53, query)),
+                      (t + 200_000, udp_packet(resolver, client, 53, sport, answer)),
+                      (t + 400_000, tcp_packet(client, server, sport, 25, 1000, 0, SYN)),
+                      (t + 600_000, tcp_packet(server, client, 25, sport, 0, 1001, RST | ACK, ttl=110))]
+            for ts, frame in frames:
+                fh.write(struct.pack("<IIII", ts // NS, ts % NS // 1000, len(frame), len(frame)) + frame)
+                written += 1
+            t += 1_000_000
+    return written
+
+
 def syn_scan(path: str, count: int) -> int:
     """A host trying port 25 of ``count`` addresses in Exchange Online's ranges, 2,000 a second:
     two in three SYNs go unanswered, the third is refused by a RST. Returns the packets written."""

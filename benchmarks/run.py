@@ -299,12 +299,15 @@ def held_open(count: int) -> list[str]:
 def floods(lookups: int, attempts: int) -> list[str]:
     """Whole runs on captures that are nothing but what a table must bound: DNS lookups of mail
     names (every one a kept row) and a scan of port 25 (every SYN a connection), against tshark."""
-    from generate import dns_lookups, syn_scan
+    from generate import dns_lookups, shared_addresses, syn_scan
 
+    tenants = lookups // 3
     rows = []
     for name, count, write, what, formats in (
         ("dns-lookups", lookups, dns_lookups, f"{lookups:,} DNS lookups of distinct tenants' MX hosts, 4 addresses each",
          ("jsonl", "csv")),
+        ("shared-addresses", tenants, shared_addresses,
+         f"{tenants:,} tenants' MX hosts on the same 4 addresses, a session to each", ("jsonl",)),
         ("syn-scan", attempts, syn_scan, f"a scan of port 25: {attempts:,} SYNs at 2,000/s, one in three refused",
          ("jsonl", "table")),
     ):

@@ -435,6 +435,52 @@ def test_address_names_refreshed_by_an_answer_are_evicted_last(monkeypatch):
     assert tracker.stats()["address_names_evicted"] == 2
 
 
+def _names_by_walking_every_name(tracker: DnsTracker, text: str, before: int | None) -> list[dict]:
+    """names_for as it was written first: every name of the address, its latest answer at or
+    before the time, sorted by time (stable: names in the order the address learnt them)."""
+    found = []
+    for name in tracker._by_address.get(text, ()):
+        for ts, chain, mx_of in reversed(tracker._pairs[(text, name)]):
+            if before is None or ts <= before:
+                found.append({"name": name, "chain": list(chain), "ts": ts, "mx_of": mx_of})
+                break
+    found.sort(key=lambda entry: entry["ts"], reverse=True)
+    return found
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_names_for_reads_an_index_that_says_what_walking_every_name_says(monkeypatch, seed):
+    """names_for reads a per-address index sorted by time (a session then costs the same
+    whatever the number of names its address has). Against the walk over every name, on
+    random answers: shared addresses, same-time answers, names answered again (past
+    MAX_ANSWERS_PER_NAME), evictions (MAX_ADDRESS_NAMES), questions between answers."""
+    import random
+
+    monkeypatch.setattr(tracker_module, "MAX_ADDRESS_NAMES", 60)
+    rng = random.Random(seed)
+    tracker = DnsTracker()
+    addresses = [f"52.101.0.{n}" for n in range(5)]
+    names = [f"t{n}.mail.protection.outlook.com" for n in range(40)]
+    ts = T0
+    asked = 0
+    for _ in range(400):
+        ts += rng.choice([0, 0, MS, 5 * MS])  # answers at the same time too
+        name = rng.choice(names)
+        chain = (name,) if rng.random() < 0.7 else (f"alias-{name}", name)
+        tracker._learn(rng.choice(addresses), name, chain, ts, rng.choice([None, "contoso.com"]))  # as an answer does
+        if rng.random() < 0.3:
+            address = rng.choice(addresses)
+            before = rng.choice([None, ts, ts - rng.randrange(0, 200) * MS])
+            assert tracker.names_for(address, before) == _names_by_walking_every_name(tracker, address, before)
+            asked += 1
+    for address in addresses:
+        for before in (None, T0, T0 + 50 * MS, ts):
+            assert tracker.names_for(address, before) == _names_by_walking_every_name(tracker, address, before)
+    first = next(tracker.iter_names(addresses[0]), None)
+    assert first == (tracker.names_for(addresses[0]) or [None])[0]
+    assert asked > 50 and tracker.stats()["address_names_evicted"] > 0
+
+
 def test_rows_kept_in_a_store_on_disk_come_out_as_from_a_list():
     """The engine gives the tracker a SessionStore for its rows (spilled past a limit): the
     transactions, ordered by query time though they end in another order, are the same."""

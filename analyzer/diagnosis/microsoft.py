@@ -188,10 +188,11 @@ class MicrosoftDirectory:
         return None
 
     # -- a session's evidence ---------------------------------------------------------------
-    def evidence(self, server: str, dns_names: list[dict], app: dict[str, Any]) -> tuple[list[dict[str, str]], str | None]:
+    def evidence(self, server: str, dns_names: Iterable[dict], app: dict[str, Any]) -> tuple[list[dict[str, str]], str | None]:
         """All evidence that ``server`` is a Microsoft endpoint, and its role (submission/mx).
 
-        ``dns_names``: what DNS in the capture said about the address (names and chains).
+        ``dns_names``: what DNS in the capture said about the address (names and chains), most
+        recent first; read only up to the first Microsoft (or user endpoint) name.
         ``app``: the protocol layer's summary (banner, EHLO host, SNI, certificates).
         """
         evidence: list[dict[str, str]] = []

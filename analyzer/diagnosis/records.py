@@ -38,6 +38,7 @@ end_reason             why smtpflow stopped following it: closed, attempt_timeou
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from collections.abc import Iterable
 from operator import itemgetter
@@ -90,8 +91,11 @@ class RecordBuilder:
     def build(self, facts: dict[str, Any], refs: ServerTtls) -> dict[str, Any]:
         app = facts.get("app") or {}
         server = address_text(facts["resp_addr"])
-        dns_names = self.dns.names_for(facts["resp_addr"], facts["first_ts"] + NS) if self.dns is not None else []
-        evidence, role = self.directory.evidence(server, dns_names, app)
+        # What DNS said of the address, most recent first, read only as far as needed: the
+        # first entry names the server, and the evidence stops at the first Microsoft name.
+        names = self.dns.iter_names(facts["resp_addr"], facts["first_ts"] + NS) if self.dns is not None else iter(())
+        latest = next(names, None)
+        evidence, role = self.directory.evidence(server, () if latest is None else itertools.chain((latest,), names), app)
         microsoft = bool(evidence)
         # "Exchange Online is far away" holds only for addresses Microsoft really publishes.
         published = any(e["source"] == "published_range" for e in evidence)
@@ -123,8 +127,8 @@ class RecordBuilder:
             smtp["replies"] = [dict(r, ts=_seconds(r["ts"])) for r in smtp_facts.get("replies", [])]
             smtp["transactions"] = [dict(t, ts=_seconds(t.get("ts"))) for t in smtp_facts.get("transactions", [])]
         server_name = None
-        if dns_names:
-            server_name = dns_names[0].get("name")
+        if latest is not None:
+            server_name = latest.get("name")
         elif tls.get("sni"):
             server_name = tls["sni"]
         elif smtp and smtp.get("server_host"):

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import ipaddress
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 from ...decode.icmp import icmp_name, is_unreachable
@@ -213,7 +214,13 @@ class DnsTracker:
         self._row_ts = array("q")
         self._other_failures = 0  # kept rows that are failures of names of no interest
         self._pairs: OrderedDict[tuple[str, str], list[tuple[int, tuple[str, ...], str | None]]] = OrderedDict()
-        self._by_address: dict[str, dict[str, None]] = {}
+        self._by_address: dict[str, dict[str, int]] = {}  # address -> {name: rank (order of arrival)}
+        self._ranks = 0
+        #: Per address, its answers sorted for names_for (built when first asked, dropped when
+        #: the address learns something): a relay writing to thousands of tenants sees their
+        #: MX names all resolve to the same few Exchange Online addresses, and every session
+        #: to one of them went over all those names.
+        self._index: dict[str, tuple[list[int], list[tuple]]] = {}
         self._stats = dict.fromkeys(
             (
                 "queries", "retransmissions", "responses",
@@ -308,17 +315,35 @@ class DnsTracker:
 
         One entry per name: ``name`` (the name queried, or the MX exchange for MX glue),
         ``chain`` (query name, CNAMEs, final name), ``ts`` (answer time), ``mx_of`` (the
-        domain whose MX lookup supplied the address, else None).
+        domain whose MX lookup supplied the address, else None). Names answered at the same
+        time come in the order the address first learnt them.
         """
+        return list(self.iter_names(address, before_ns))
+
+    def iter_names(self, address: bytes | str, before_ns: int | None = None) -> Iterator[dict]:
+        """``names_for``, one entry at a time: taking the first few costs as much whatever the
+        number of names the address has."""
         text = address_text(address) if isinstance(address, bytes) else str(ipaddress.ip_address(address))
-        found = []
-        for name in self._by_address.get(text, ()):
-            for ts, chain, mx_of in reversed(self._pairs[(text, name)]):
-                if before_ns is None or ts <= before_ns:
-                    found.append({"name": name, "chain": list(chain), "ts": ts, "mx_of": mx_of})
-                    break
-        found.sort(key=lambda entry: entry["ts"], reverse=True)
-        return found
+        index = self._index.get(text)
+        if index is None:
+            index = self._index[text] = self._build_index(text)
+        keys, entries = index
+        seen: set[str] = set()
+        for position in range(0 if before_ns is None else bisect_left(keys, -before_ns), len(entries)):
+            neg_ts, _rank, _arrival, name, chain, mx_of = entries[position]
+            if name not in seen:
+                seen.add(name)
+                yield {"name": name, "chain": list(chain), "ts": -neg_ts, "mx_of": mx_of}
+
+    def _build_index(self, text: str) -> tuple[list[int], list[tuple]]:
+        """The address's answers, latest first (ties: the name the address learnt first, then
+        its latest answer), with their negated times to bisect."""
+        entries = []
+        for name, rank in self._by_address.get(text, {}).items():
+            for arrival, (ts, chain, mx_of) in enumerate(self._pairs[(text, name)]):
+                entries.append((-ts, rank, -arrival, name, chain, mx_of))
+        entries.sort(key=lambda entry: entry[:3])
+        return [entry[0] for entry in entries], entries
 
     def stats(self) -> dict:
         return {
@@ -575,19 +600,22 @@ class DnsTracker:
                     self._learn(rr.data, exchange, (exchange,), ts, qname)
 
     def _learn(self, address: str, name: str, chain: tuple[str, ...], ts: int, mx_of: str | None) -> None:
+        self._index.pop(address, None)
         pair = (address, name)
         pairs = self._pairs
         entries = pairs.get(pair)
         if entries is None:
             if len(pairs) >= MAX_ADDRESS_NAMES:
                 (old_address, old_name), _ = pairs.popitem(last=False)
+                self._index.pop(old_address, None)
                 names = self._by_address[old_address]
                 del names[old_name]
                 if not names:
                     del self._by_address[old_address]
                 self._stats["address_names_evicted"] += 1
             entries = []
-            self._by_address.setdefault(address, {})[name] = None
+            self._by_address.setdefault(address, {})[name] = self._ranks
+            self._ranks += 1
             pairs[pair] = entries
         else:
             pairs.move_to_end(pair)  # most recently updated last
