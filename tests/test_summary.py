@@ -117,6 +117,7 @@ def test_dns_failures_and_dns_sessions():
     dns = [{"qname": "good.example", "status": "answered", "rcode": "SERVFAIL"},
            {"qname": "gone.example", "status": "answered", "rcode": "NXDOMAIN"},
            {"qname": "gone.example", "status": "no_response", "rcode": None},
+           {"qname": "gone.example", "status": "answered", "rcode": "NXDOMAIN"},
            {"qname": "fine.example", "status": "answered", "rcode": "NOERROR"},
            {"qname": "late.example", "status": "capture_end", "rcode": None}]
     s = summary_of(records, dns)
@@ -126,4 +127,7 @@ def test_dns_failures_and_dns_sessions():
                                  "DNS lookup of gone.example failed (no response)"}
     assert dns_findings["DNS lookup of good.example failed (SERVFAIL)"]["severity"] == "warning"
     assert dns_findings["DNS lookup of gone.example failed (NXDOMAIN)"]["detail"].endswith("the mail never left this host.")
+    assert dns_findings["DNS lookup of gone.example failed (NXDOMAIN)"]["count"] == 2
+    assert "failed 2 times (NXDOMAIN)" in dns_findings["DNS lookup of gone.example failed (NXDOMAIN)"]["detail"]
+    assert dns_findings["DNS lookup of gone.example failed (no response)"]["count"] == 1
     assert s["findings"][0]["severity"] == "error"

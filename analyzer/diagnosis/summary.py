@@ -7,7 +7,7 @@ most severe and most frequent first.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -202,7 +202,7 @@ def _target_findings(name: str, target: _Target) -> list[dict[str, Any]]:
 
 
 def _dns_findings(dns: list[dict[str, Any]], connected_names: set[str | None]) -> list[dict[str, Any]]:
-    failures: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    failures: Counter[tuple[str, str]] = Counter()  # counts: a DNS outage is tens of thousands of rows
     for tx in dns:
         status = tx.get("status")
         rcode = tx.get("rcode")
@@ -211,13 +211,13 @@ def _dns_findings(dns: list[dict[str, Any]], connected_names: set[str | None]) -
         if status == "capture_end":
             continue
         reason = rcode if status == "answered" else status.replace("_", " ")
-        failures[(tx.get("qname") or "?", reason)].append(tx)
+        failures[(tx.get("qname") or "?", reason)] += 1
     out = []
-    for (name, reason), txs in failures.items():
+    for (name, reason), count in failures.items():
         followed = name in connected_names
-        detail = f"The DNS lookup of {name} failed {_plural(len(txs), 'time')} ({reason})"
+        detail = f"The DNS lookup of {name} failed {_plural(count, 'time')} ({reason})"
         detail += "; a connection to it was made anyway (another lookup worked)." if followed else "; no connection to it followed: the mail never left this host."
-        out.append({"severity": "warning" if followed else "error", "title": f"DNS lookup of {name} failed ({reason})", "detail": detail, "count": len(txs), "outcome": "dns_failure", "target": name, "sessions": []})
+        out.append({"severity": "warning" if followed else "error", "title": f"DNS lookup of {name} failed ({reason})", "detail": detail, "count": count, "outcome": "dns_failure", "target": name, "sessions": []})
     return out
 
 
