@@ -486,6 +486,34 @@ def test_table_lists_at_most_its_limit_failing_sessions_first(monkeypatch):
     assert numbers == list(range(len(a.records))) and "lists" not in text
 
 
+def test_views_show_the_largest_findings_and_say_how_many_they_leave_out(monkeypatch, tmp_path):
+    """Past MAX_SHOWN_FINDINGS the terminal and the HTML report show the first findings (the
+    most severe and largest) and say how many they left out; the summary keeps them all."""
+    from rich.console import Console
+
+    from analyzer.diagnosis import summary as summary_module
+    from analyzer.report import html, terminal
+
+    a = analyzer.analyze(os.path.join(ROOT, "captures"))
+    findings = a.summary()["findings"]
+    assert len(findings) > 10
+    for module in (terminal, html):
+        monkeypatch.setattr(module, "MAX_SHOWN_FINDINGS", 5)
+    console = Console(width=200, record=True, no_color=True)
+    terminal.render_analysis(console, a)
+    text = " ".join(console.export_text().split())
+    assert f"and {len(findings) - 5:,} more finding(s)" in text
+    shown = [f["title"] for f in findings if f["title"] in text]
+    assert shown[:5] == [f["title"] for f in findings[:5]]
+    page = open(a.to_html(str(tmp_path / "report")), encoding="utf-8").read()
+    assert page.count('<tr><td><span class="badge') == 5 and f"and {len(findings) - 5:,} more finding(s)" in page
+    assert len(a.summary()["findings"]) == len(findings)
+    monkeypatch.setattr(terminal, "MAX_SHOWN_FINDINGS", summary_module.MAX_SHOWN_FINDINGS)
+    console = Console(width=200, record=True, no_color=True)
+    terminal.render_analysis(console, a)
+    assert "more finding(s)" not in console.export_text()
+
+
 def test_rows_option_on_the_command_line(tmp_path):
     path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
     out = subprocess.run([sys.executable, "-m", "analyzer", "analyze", path, "--rows", "2", "-q"],

@@ -131,3 +131,27 @@ def test_dns_failures_and_dns_sessions():
     assert "failed 2 times (NXDOMAIN)" in dns_findings["DNS lookup of gone.example failed (NXDOMAIN)"]["detail"]
     assert dns_findings["DNS lookup of gone.example failed (no response)"]["count"] == 1
     assert s["findings"][0]["severity"] == "error"
+
+
+def test_many_names_failing_alike_make_one_dns_finding():
+    """Past MAX_DNS_FAILURE_FINDINGS names failing for one reason (a resolver outage), they are
+    one finding naming the most failing ones; fewer keep a finding each, in the order they came."""
+    from analyzer.diagnosis import summary as summary_module
+
+    limit = summary_module.MAX_DNS_FAILURE_FINDINGS
+    outage = [{"qname": f"t{n}.mail.protection.outlook.com", "status": "answered", "rcode": "SERVFAIL"}
+              for n in range(limit + 4)]
+    outage += [{"qname": "t3.mail.protection.outlook.com", "status": "answered", "rcode": "SERVFAIL"}] * 2
+    few = [{"qname": f"gone{n}.example", "status": "answered", "rcode": "NXDOMAIN"} for n in range(limit)]
+    records = [rec(1, "completed", "ok", server_name="gone0.example")]
+    found = [f for f in summary_of(records, few[:2] + outage + few[2:])["findings"] if f["outcome"] == "dns_failure"]
+    (big,) = [f for f in found if "SERVFAIL" in f["title"]]
+    assert big["title"] == f"DNS lookups of {limit + 4:,} names failed (SERVFAIL)" and big["count"] == limit + 6
+    assert big["detail"].startswith(f"The DNS lookups of {limit + 4} names failed {limit + 6} times (SERVFAIL): "
+                                    "t3.mail.protection.outlook.com (3 times), t0.mail.protection.outlook.com (1 time)")
+    assert f"and {limit + 4 - summary_module.NAMES_PER_DNS_FINDING} more; no connection to any of them" in big["detail"]
+    assert big["severity"] == "error" and big["target"] is None
+    nx = [f for f in found if "NXDOMAIN" in f["title"]]
+    # Each its own, in the order they came, errors first (gone0's name was connected to: a warning).
+    assert [f["target"] for f in nx] == [f"gone{n}.example" for n in range(1, limit)] + ["gone0.example"]
+    assert nx[-1]["severity"] == "warning" and all(f["severity"] == "error" for f in nx[:-1])

@@ -201,7 +201,26 @@ def _target_findings(name: str, target: _Target) -> list[dict[str, Any]]:
     return out
 
 
-def _dns_findings(dns: list[dict[str, Any]], connected_names: set[str | None]) -> list[dict[str, Any]]:
+#: Findings the terminal and the HTML report show, the most severe and largest first (the
+#: summary keeps them all): a scan of thousands of addresses outside Microsoft's ranges makes
+#: one finding per address.
+MAX_SHOWN_FINDINGS = 30
+
+
+def more_findings(left_out: int) -> str:
+    """What a view says of the findings it does not show."""
+    return (f"… and {left_out:,} more finding(s), none larger than those above. Every session is in the exports "
+            "(--format jsonl, or --format csv -o DIR); in Python, a.summary()['findings'] lists them all.")
+
+
+#: Names a DNS failure is told of one finding each; past it, the names failing for the same
+#: reason (and alike in whether a connection followed) make one finding, the most failing named.
+MAX_DNS_FAILURE_FINDINGS = 8
+#: Names such a finding lists.
+NAMES_PER_DNS_FINDING = 5
+
+
+def _dns_findings(dns: Iterable[dict[str, Any]], connected_names: set[str | None]) -> list[dict[str, Any]]:
     failures: Counter[tuple[str, str]] = Counter()  # counts: a DNS outage is tens of thousands of rows
     for tx in dns:
         status = tx.get("status")
@@ -212,12 +231,32 @@ def _dns_findings(dns: list[dict[str, Any]], connected_names: set[str | None]) -
             continue
         reason = rcode if status == "answered" else status.replace("_", " ")
         failures[(tx.get("qname") or "?", reason)] += 1
-    out = []
+    groups: dict[tuple[str, bool], list[tuple[str, int]]] = {}
     for (name, reason), count in failures.items():
+        groups.setdefault((reason, name in connected_names), []).append((name, count))
+    out = []
+    told: set[tuple[str, bool]] = set()
+    for (name, reason), count in failures.items():  # in the order the failures came
         followed = name in connected_names
-        detail = f"The DNS lookup of {name} failed {_plural(count, 'time')} ({reason})"
-        detail += "; a connection to it was made anyway (another lookup worked)." if followed else "; no connection to it followed: the mail never left this host."
-        out.append({"severity": "warning" if followed else "error", "title": f"DNS lookup of {name} failed ({reason})", "detail": detail, "count": count, "outcome": "dns_failure", "target": name, "sessions": []})
+        severity = "warning" if followed else "error"
+        names = groups[(reason, followed)]
+        if len(names) <= MAX_DNS_FAILURE_FINDINGS:
+            after = ("; a connection to it was made anyway (another lookup worked)." if followed
+                     else "; no connection to it followed: the mail never left this host.")
+            out.append({"severity": severity, "title": f"DNS lookup of {name} failed ({reason})",
+                        "detail": f"The DNS lookup of {name} failed {_plural(count, 'time')} ({reason})" + after,
+                        "count": count, "outcome": "dns_failure", "target": name, "sessions": []})
+        elif (reason, followed) not in told:
+            told.add((reason, followed))
+            total = sum(n for _, n in names)
+            shown = sorted(names, key=lambda item: -item[1])[:NAMES_PER_DNS_FINDING]
+            listed = ", ".join(f"{shown_name} ({_plural(n, 'time')})" for shown_name, n in shown)
+            after = ("; connections to them were made anyway (other lookups worked)." if followed
+                     else "; no connection to any of them followed: the mail never left this host.")
+            out.append({"severity": severity, "title": f"DNS lookups of {len(names):,} names failed ({reason})",
+                        "detail": f"The DNS lookups of {len(names):,} names failed {_plural(total, 'time')} ({reason}): "
+                                  f"{listed} and {len(names) - len(shown):,} more" + after,
+                        "count": total, "outcome": "dns_failure", "target": None, "sessions": []})
     return out
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import __version__
+from ..diagnosis.summary import MAX_SHOWN_FINDINGS, more_findings
 from ..diagnosis.verdicts import is_failing
 from . import plots
 from .follow import transcript_text
@@ -118,12 +119,14 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
     findings = summary.get("findings") or []
     if findings:
         parts.append("<h3>Findings</h3><table><tr><th>severity</th><th>finding</th><th>detail</th><th>sessions</th></tr>")
-        for finding in findings:
+        for finding in findings[:MAX_SHOWN_FINDINGS]:
             parts.append(
                 f'<tr><td><span class="badge {e(finding["severity"])}">{e(finding["severity"])}</span></td>'
                 f'<td>{e(finding["title"])}</td><td>{e(finding["detail"])}</td><td class="num">{finding["count"]}</td></tr>'
             )
         parts.append("</table>")
+        if len(findings) > MAX_SHOWN_FINDINGS:
+            parts.append(f'<p class="warn">{e(more_findings(len(findings) - MAX_SHOWN_FINDINGS))}</p>')
     if "overview" in images:
         parts += ["<h2>Overview</h2>", _img(images["overview"], "Capture overview")]
 

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..diagnosis.summary import MAX_SHOWN_FINDINGS, more_findings
 from ..diagnosis.verdicts import is_failing
 from .safe import printable
 
@@ -59,11 +60,14 @@ def render_summary(console: Console, summary: dict[str, Any], capture: dict[str,
         table = Table(box=None, show_header=False, pad_edge=False, expand=False)
         table.add_column(no_wrap=True)
         table.add_column()
-        for finding in findings:
+        for finding in findings[:MAX_SHOWN_FINDINGS]:
             mark, style = SEVERITY_MARKS.get(finding["severity"], (finding["severity"], ""))
             table.add_row(Text(mark, style=style), Text.assemble((printable(finding["title"]), "bold"), "\n", printable(finding["detail"])))
         console.print(Text("Findings", style="bold underline"))
         console.print(table)
+        if len(findings) > MAX_SHOWN_FINDINGS:
+            console.print(Text(more_findings(len(findings) - MAX_SHOWN_FINDINGS), style="yellow"))
+
 
 
 def decryption_line(decryption: dict[str, int]) -> str:
