@@ -155,3 +155,33 @@ def test_many_names_failing_alike_make_one_dns_finding():
     # Each its own, in the order they came, errors first (gone0's name was connected to: a warning).
     assert [f["target"] for f in nx] == [f"gone{n}.example" for n in range(1, limit)] + ["gone0.example"]
     assert nx[-1]["severity"] == "warning" and all(f["severity"] == "error" for f in nx[:-1])
+
+
+def test_many_targets_alike_make_one_finding_beside_the_large_ones():
+    """A scan: past MAX_ALIKE_TARGET_FINDINGS targets with one kind of finding, the large ones
+    (1 % of the kind's sessions or more) keep theirs, the rest make one, naming the largest."""
+    from analyzer.diagnosis import summary as summary_module
+
+    limit = summary_module.MAX_ALIKE_TARGET_FINDINGS
+    n = iter(range(10_000))
+    title = "Outbound port 25 appears blocked (SYNs dropped)"
+    records = [rec(next(n), "syn_unanswered", title=title, server="52.101.0.1", port=25) for _ in range(300)]
+    records += [rec(next(n), "syn_unanswered", title=title, server=f"198.51.100.{k}", port=25, microsoft=False)
+                for k in range(limit + 3) for _ in range(2 if k == 0 else 1)]
+    refused = "Connection refused by the server (RST on port 25)"
+    records += [rec(next(n), "rejected_rst", title=refused, server=f"203.0.113.{k}", port=25, microsoft=False)
+                for k in range(limit + 1)]
+    few = [rec(next(n), "smtp_error", title="Relay denied", server=f"192.0.2.{k}", port=25, microsoft=False,
+               reply={"code": 550, "enhanced": "5.7.1"}) for k in range(limit)]
+    s = summary_of(records + few)
+    dropped = [f for f in s["findings"] if f["title"] == title]
+    assert [f["count"] for f in dropped] == [300, limit + 4] and dropped[0]["target"]  # 198.51.100.0: 2 of 313, under 1 %
+    rest = dropped[1]
+    assert rest["count"] == limit + 4 and len(rest["sessions"]) == limit + 4
+    assert rest["detail"].startswith(f"{limit + 4} connection(s) to {limit + 3} other servers ended the same way "
+                                     "(syn_unanswered): 198.51.100.0:25 (2), 198.51.100.1:25 (1)")
+    assert rest["detail"].endswith(f" and {limit + 3 - summary_module.TARGETS_PER_FINDING} more.")
+    (all_small,) = [f for f in s["findings"] if f["title"] == refused]
+    assert all_small["detail"].startswith(f"{limit + 1} connection(s) to {limit + 1} servers ended the same way")
+    assert len([f for f in s["findings"] if f["title"] == "Relay denied"]) == limit  # not past the limit: one each
+    assert sum(f["count"] for f in s["findings"]) == len(records) + len(few)

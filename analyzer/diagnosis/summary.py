@@ -58,6 +58,7 @@ def summarize(records: Iterable[dict[str, Any]], dns: list[dict[str, Any]] | Non
         targets.append({"target": name, "server": target.server, "port": target.port, "attempts": target.attempts,
                         "microsoft": target.microsoft, "outcomes": dict(target.outcomes)})
         findings.extend(_target_findings(name, target))
+    findings = _merge_alike(findings)
     findings.extend(_dns_findings(dns or [], tally.server_names))
     findings.sort(key=lambda f: (-SEVERITY_RANK.get(f["severity"], 0), -f["count"]))
 
@@ -211,6 +212,50 @@ def more_findings(left_out: int) -> str:
     """What a view says of the findings it does not show."""
     return (f"… and {left_out:,} more finding(s), none larger than those above. Every session is in the exports "
             "(--format jsonl, or --format csv -o DIR); in Python, a.summary()['findings'] lists them all.")
+
+
+#: Targets a finding of one kind (outcome, title, severity) is told of one finding each; past
+#: it — a scan of thousands of addresses — the large ones keep theirs (at most this many less
+#: one, each with at least 1 % of the kind's sessions) and the rest make one finding.
+MAX_ALIKE_TARGET_FINDINGS = 8
+#: Targets such a merged finding names.
+TARGETS_PER_FINDING = 5
+
+
+def _merge_alike(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets' findings, the small ones of a kind shared by more than
+    MAX_ALIKE_TARGET_FINDINGS targets merged into one (placed after the kind's last large one)."""
+    kinds: dict[tuple, list[dict[str, Any]]] = {}
+    for finding in findings:
+        kinds.setdefault((finding["outcome"], finding["title"], finding["severity"]), []).append(finding)
+    merged: dict[int, dict[str, Any]] = {}  # id of the finding it stands after (or in place of) -> merged finding
+    dropped: set[int] = set()
+    for alike in kinds.values():
+        if len(alike) <= MAX_ALIKE_TARGET_FINDINGS:
+            continue
+        total = sum(f["count"] for f in alike)
+        by_size = sorted(alike, key=lambda f: -f["count"])
+        kept = [f for f in by_size[:MAX_ALIKE_TARGET_FINDINGS - 1] if f["count"] >= max(2, total / 100)]
+        rest = by_size[len(kept):]
+        first = rest[0]
+        listed = ", ".join(f"{f['target']} ({f['count']:,})" for f in rest[:TARGETS_PER_FINDING])
+        more = len(rest) - min(len(rest), TARGETS_PER_FINDING)
+        rest_ids = {id(f) for f in rest}
+        anchor = kept[-1] if kept else next(f for f in alike if id(f) in rest_ids)  # the first of the rest
+        merged[id(anchor)] = {
+            "severity": first["severity"], "title": first["title"],
+            "detail": f"{sum(f['count'] for f in rest):,} connection(s) to {len(rest):,} {'other ' if kept else ''}servers "
+                      f"ended the same way ({first['outcome']}): {listed}" + (f" and {more:,} more." if more else "."),
+            "count": sum(f["count"] for f in rest), "outcome": first["outcome"], "target": None,
+            "sessions": [sid for f in rest for sid in f["sessions"]]}
+        dropped |= rest_ids
+    out = []
+    for finding in findings:
+        if id(finding) not in dropped:
+            out.append(finding)
+        if id(finding) in merged:
+            out.append(merged[id(finding)])
+    return out
 
 
 #: Names a DNS failure is told of one finding each; past it, the names failing for the same
