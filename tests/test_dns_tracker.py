@@ -386,6 +386,25 @@ def test_flood_of_unanswered_queries_keeps_pending_bounded():
     assert tracker.stats()["unanswered"] == MAX_PENDING_QUERIES
 
 
+@pytest.mark.parametrize("spacing_ms, unanswered", [(20, True), (1, False)])
+def test_queries_let_go_for_room_are_unanswered_once_they_waited(monkeypatch, spacing_ms, unanswered):
+    """A full pending table lets its oldest query go: one that waited UNANSWERED_GRACE_S or more
+    is a row, unanswered (a resolver outage at a thousand lookups a second fills the table
+    before QUERY_TIMEOUT_S); a younger one is only counted."""
+    monkeypatch.setattr(tracker_module, "MAX_PENDING_QUERIES", 100)
+    tracker = DnsTracker(interesting=lambda name: name.endswith("outlook.com"))
+    for i in range(300):
+        tracker.udp(up(T0 + i * spacing_ms * MS, query(i, f"t{i}.mail.protection.outlook.com"), port=2000 + i))
+    stats = tracker.stats()
+    assert stats["pending"] == 100
+    rows = tracker.transactions()
+    if unanswered:  # the oldest had waited 100 x 20 ms = 2 s
+        assert stats["pending_evicted"] == 0 and len(rows) == 200
+        assert {tx["status"] for tx in rows} == {"unanswered"} and rows[0]["qname"] == "t0.mail.protection.outlook.com"
+    else:  # 0.1 s: it may yet be answered
+        assert stats["pending_evicted"] == 200 and rows == []
+
+
 def test_a_response_with_hundreds_of_records_keeps_a_bounded_row():
     """200 A records for smtp.office365.com: the row keeps MAX_ANSWERS_PER_TRANSACTION of
     them (answers and addresses), the rest are counted; the address map still learns all."""

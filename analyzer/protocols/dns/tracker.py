@@ -421,7 +421,13 @@ class DnsTracker:
             self._stats["pending_evicted"] += 1
             return
         if self._pending_count >= MAX_PENDING_QUERIES:
-            self._stats["pending_evicted"] += len(self._drop_key(next(iter(self._pending))))
+            for oldest in self._drop_key(next(iter(self._pending))):
+                if ts - oldest.last_ts >= UNANSWERED_GRACE_NS:
+                    # Let go for room after waiting as long as a capture's end allows: a resolver
+                    # outage at a thousand lookups a second fills the table before they time out.
+                    self._finalize(oldest, STATUS_UNANSWERED)
+                else:
+                    self._stats["pending_evicted"] += 1
         self._pending.setdefault(key, []).append(_Query(flow, msg_id, qname, qtype, ts))
         self._flows.setdefault(flow, {})[msg_id] = None
         self._pending_count += 1
