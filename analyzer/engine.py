@@ -268,8 +268,9 @@ class Engine:
                               f"({table.evicted_for_memory:,} finalised for that)")
             warnings.append(
                 f"{table.evicted:,} connection(s) were followed only in part: {' and '.join(causes)}, and the least "
-                "recently active ones were finalised early (end_reason 'table_full'; their outcome is 'incomplete', "
-                "or 'syn_unanswered' for SYNs left unanswered for a second or more)")
+                "recently active ones were finalised early (end_reason 'table_full'; what they had shown decides "
+                "their outcome — a SYN unanswered for a second or more is 'syn_unanswered' — and 'incomplete' "
+                "where it needed more)")
         if self.keylog is not None:
             run_stats["tls_decryption"] = decryption = _decryption_stats(records)
             warnings += _keylog_warnings(self.keylog, decryption)
