@@ -459,7 +459,7 @@ def _names_by_walking_every_name(tracker: DnsTracker, text: str, before: int | N
     before the time, sorted by time (stable: names in the order the address learnt them)."""
     found = []
     for name in tracker._by_address.get(text, ()):
-        for ts, chain, mx_of in reversed(tracker._pairs[(text, name)]):
+        for ts, chain, mx_of, _arrival in reversed(tracker._pairs[(text, name)]):
             if before is None or ts <= before:
                 found.append({"name": name, "chain": list(chain), "ts": ts, "mx_of": mx_of})
                 break

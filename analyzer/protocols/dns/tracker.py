@@ -213,11 +213,13 @@ class DnsTracker:
         self._transactions: Any = [] if rows is None else rows
         self._row_ts = array("q")
         self._other_failures = 0  # kept rows that are failures of names of no interest
-        self._pairs: OrderedDict[tuple[str, str], list[tuple[int, tuple[str, ...], str | None]]] = OrderedDict()
+        #: (address, name) -> its answers (ts, chain, mx_of, arrival number), oldest first.
+        self._pairs: OrderedDict[tuple[str, str], list[tuple[int, tuple[str, ...], str | None, int]]] = OrderedDict()
+        self._arrivals = 0
         self._by_address: dict[str, dict[str, int]] = {}  # address -> {name: rank (order of arrival)}
         self._ranks = 0
-        #: Per address, its answers sorted for names_for (built when first asked, dropped when
-        #: the address learns something): a relay writing to thousands of tenants sees their
+        #: Per address, its answers sorted for names_for (built when first asked, then kept up
+        #: to date as answers come and go): a relay writing to thousands of tenants sees their
         #: MX names all resolve to the same few Exchange Online addresses, and every session
         #: to one of them went over all those names.
         self._index: dict[str, tuple[list[int], list[tuple]]] = {}
@@ -338,12 +340,27 @@ class DnsTracker:
     def _build_index(self, text: str) -> tuple[list[int], list[tuple]]:
         """The address's answers, latest first (ties: the name the address learnt first, then
         its latest answer), with their negated times to bisect."""
-        entries = []
-        for name, rank in self._by_address.get(text, {}).items():
-            for arrival, (ts, chain, mx_of) in enumerate(self._pairs[(text, name)]):
-                entries.append((-ts, rank, -arrival, name, chain, mx_of))
-        entries.sort(key=lambda entry: entry[:3])
+        entries = sorted(self._index_entry(name, rank, answer)
+                         for name, rank in self._by_address.get(text, {}).items() for answer in self._pairs[(text, name)])
         return [entry[0] for entry in entries], entries
+
+    @staticmethod
+    def _index_entry(name: str, rank: int, answer: tuple) -> tuple:
+        ts, chain, mx_of, arrival = answer
+        return (-ts, rank, -arrival, name, chain, mx_of)  # the first three are unique: sorting never looks further
+
+    def _index_add(self, address: str, entry: tuple) -> None:
+        index = self._index.get(address)
+        if index is not None:
+            position = bisect_left(index[1], entry)
+            index[0].insert(position, entry[0])
+            index[1].insert(position, entry)
+
+    def _index_remove(self, address: str, entry: tuple) -> None:
+        index = self._index.get(address)
+        if index is not None:
+            position = bisect_left(index[1], entry)
+            del index[0][position], index[1][position]
 
     def stats(self) -> dict:
         return {
@@ -606,18 +623,19 @@ class DnsTracker:
                     self._learn(rr.data, exchange, (exchange,), ts, qname)
 
     def _learn(self, address: str, name: str, chain: tuple[str, ...], ts: int, mx_of: str | None) -> None:
-        self._index.pop(address, None)
         pair = (address, name)
         pairs = self._pairs
         entries = pairs.get(pair)
         if entries is None:
             if len(pairs) >= MAX_ADDRESS_NAMES:
-                (old_address, old_name), _ = pairs.popitem(last=False)
-                self._index.pop(old_address, None)
+                (old_address, old_name), old_answers = pairs.popitem(last=False)
                 names = self._by_address[old_address]
-                del names[old_name]
+                old_rank = names.pop(old_name)
+                for answer in old_answers:
+                    self._index_remove(old_address, self._index_entry(old_name, old_rank, answer))
                 if not names:
                     del self._by_address[old_address]
+                    self._index.pop(old_address, None)
                 self._stats["address_names_evicted"] += 1
             entries = []
             self._by_address.setdefault(address, {})[name] = self._ranks
@@ -625,10 +643,14 @@ class DnsTracker:
             pairs[pair] = entries
         else:
             pairs.move_to_end(pair)  # most recently updated last
-        entries.append((ts, chain, mx_of))
+        rank = self._by_address[address][name]
+        self._arrivals += 1
+        answer = (ts, chain, mx_of, self._arrivals)
+        entries.append(answer)
+        self._index_add(address, self._index_entry(name, rank, answer))
         if len(entries) > MAX_ANSWERS_PER_NAME:
             # Keep the first answer (it dates what sessions long after can rely on) and the newest.
-            del entries[1]
+            self._index_remove(address, self._index_entry(name, rank, entries.pop(1)))
 
 
 class DnsTcpStream:
