@@ -33,7 +33,7 @@ def _target(rec: dict[str, Any]) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _hops_text(hops: list[int]) -> str:
@@ -171,32 +171,32 @@ def _target_findings(name: str, target: _Target) -> list[dict[str, Any]]:
             else:
                 retry_text = f"retried {retries[0]}–{retries[-1]} times"
             detail = (
-                f"{k} of {total} connection attempt(s) to {name} got no answer; {retry_text}; "
+                f"{k:,} of {total:,} connection attempt(s) to {name} got no answer; {retry_text}; "
                 f"the SYNs passed this capture point: the drop is between here and {where}."
             )
         elif outcome == "reset_by_middlebox":
             hops = sorted(group.hops)
             detail = (
-                f"{k} of {total} attempt(s) to {name} were reset by a device on the path, not by {where}"
+                f"{k:,} of {total:,} attempt(s) to {name} were reset by a device on the path, not by {where}"
                 + (f" (the RSTs came from {_hops_text(hops)})" if hops else "")
                 + "."
             )
         elif outcome == "rejected_icmp":
-            detail = (f"{k} of {total} attempt(s) to {name} were rejected by {', '.join(sorted(group.reporters))} "
+            detail = (f"{k:,} of {total:,} attempt(s) to {name} were rejected by {', '.join(sorted(group.reporters))} "
                       f"(ICMP {', '.join(sorted(group.icmp_names))}).")
         elif outcome == "rejected_rst":
-            detail = f"{k} of {total} attempt(s) to {name} were refused by the server itself (RST)."
+            detail = f"{k:,} of {total:,} attempt(s) to {name} were refused by the server itself (RST)."
         elif outcome == "smtp_error":
-            shown = ", ".join(f"{code} ×{n}" if n > 1 else code for code, n in group.replies.most_common())
-            detail = f"{k} of {total} session(s) to {name} ended with an error reply ({shown})."
+            shown = ", ".join(f"{code} ×{n:,}" if n > 1 else code for code, n in group.replies.most_common())
+            detail = f"{k:,} of {total:,} session(s) to {name} ended with an error reply ({shown})."
         elif outcome == "tls_failed":
-            detail = f"{k} of {total} session(s) to {name}: TLS failed."
+            detail = f"{k:,} of {total:,} session(s) to {name}: TLS failed."
         elif outcome == "completed":
-            detail = f"{k} of {total} session(s) to {name} completed."
+            detail = f"{k:,} of {total:,} session(s) to {name} completed."
         elif outcome == "closed_early":
-            detail = f"{k} of {total} session(s) to {name} ended before the dialogue finished."
+            detail = f"{k:,} of {total:,} session(s) to {name} ended before the dialogue finished."
         else:
-            detail = f"{k} of {total} session(s) to {name}: {outcome}."
+            detail = f"{k:,} of {total:,} session(s) to {name}: {outcome}."
         out.append({"severity": group.severity, "title": title or outcome, "detail": detail, "count": k, "outcome": outcome,
                     "target": name, "sessions": group.ids})
     return out
@@ -315,17 +315,17 @@ def _dropped_before_microsoft(tally: _Tally) -> dict[str, Any]:
         return {"answer": "no", "detail": f"All {_plural(reached, 'connection attempt')} to Microsoft got an answer from Microsoft (SYN-ACK or RST from the server itself)."}
     parts = []
     if kinds.get("syn_unanswered"):
-        parts.append(f"{kinds['syn_unanswered']} got no answer at all (SYNs dropped)")
+        parts.append(f"{kinds['syn_unanswered']:,} got no answer at all (SYNs dropped)")
     if kinds.get("reset_by_middlebox"):
         n = kinds["reset_by_middlebox"]
-        parts.append(f"{n} {'was' if n == 1 else 'were'} reset by a device on the path")
+        parts.append(f"{n:,} {'was' if n == 1 else 'were'} reset by a device on the path")
     if kinds.get("rejected_icmp"):
         n = kinds["rejected_icmp"]
-        parts.append(f"{n} {'was' if n == 1 else 'were'} rejected with ICMP by a router")
+        parts.append(f"{n:,} {'was' if n == 1 else 'were'} rejected with ICMP by a router")
     answer = "yes" if not reached else "partly"
-    detail = f"{lost} of {tally.microsoft} connection attempt(s) to Microsoft never reached it: " + "; ".join(parts) + "."
+    detail = f"{lost:,} of {tally.microsoft:,} connection attempt(s) to Microsoft never reached it: " + "; ".join(parts) + "."
     if reached:
-        detail += f" {reached} did reach Microsoft."
+        detail += f" {reached:,} did reach Microsoft."
     return {"answer": answer, "detail": detail}
 
 
@@ -339,9 +339,9 @@ def _headline(tally: _Tally, findings: list[dict[str, Any]]) -> str:
             return f"All {_plural(sessions, 'session')} completed; no failure was seen."
         unfinished = sessions - tally.completed
         return (
-            f"No failure was seen, but {unfinished} of {_plural(sessions, 'session')} did not finish "
+            f"No failure was seen, but {unfinished:,} of {_plural(sessions, 'session')} did not finish "
             "within the capture (see their outcome)."
         )
     top = problems[0]
-    prefix = f"{tally.failing} of {_plural(sessions, 'session')} failed. " if sessions else ""
+    prefix = f"{tally.failing:,} of {_plural(sessions, 'session')} failed. " if sessions else ""
     return prefix + f"Main problem: {top['title']} — {top['detail']}"

@@ -230,7 +230,7 @@ def render_analysis(console: Console, analysis: Any, only_failed: bool = False, 
     header = Text.assemble(
         ("smtpflow ", "bold"),
         printable(", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")),
-        f"  —  {stats.get('packets', 0):,} packets, {len(analysis.records)} session(s)",
+        f"  —  {stats.get('packets', 0):,} packets, {len(analysis.records):,} session(s)",
     )
     console.print(header)
     for message in analysis.damage:
