@@ -336,6 +336,17 @@ def held_open(path: str, count: int, kind: str) -> int:
     return written
 
 
+def tenant_lookup(i: int, addresses: list[bytes]) -> tuple[bytes, bytes]:
+    """The DNS query for tenant ``i``'s MX host (<tenant>.mail.protection.outlook.com) and its
+    answer, with an A record for each of ``addresses``."""
+    label = b"tenant%06d-com" % i
+    name = bytes([len(label)]) + label + b"\x04mail\x0aprotection\x07outlook\x03com\x00"
+    query = struct.pack(">HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
+    answers = b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + address for address in addresses)
+    answer = struct.pack(">HHHHHH", i & 0xFFFF, 0x8180, 1, len(addresses), 0, 0) + name + b"\x00\x01\x00\x01" + answers
+    return query, answer
+
+
 def dns_lookups(path: str, count: int) -> int:
     """A capture of ``count`` DNS lookups of distinct tenants' MX hosts
     (<tenant>.mail.protection.outlook.com), each answered with four addresses: every one is a
@@ -346,14 +357,9 @@ def dns_lookups(path: str, count: int) -> int:
     with open(path, "wb") as fh:
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
         for i in range(count):
-            label = b"tenant%06d-com" % i
-            name = bytes([len(label)]) + label + b"\x04mail\x0aprotection\x07outlook\x03com\x00"
             client, resolver = bytes([10, 0, (i >> 8) & 255, i & 255]), bytes([10, 255, 0, 53])
             sport = 1024 + i % 60000
-            query = struct.pack(">HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
-            answers = b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([52, 101, rng.randrange(256), rng.randrange(256)])
-                               for _ in range(4))
-            answer = struct.pack(">HHHHHH", i & 0xFFFF, 0x8180, 1, 4, 0, 0) + name + b"\x00\x01\x00\x01" + answers
+            query, answer = tenant_lookup(i, [bytes([52, 101, rng.randrange(256), rng.randrange(256)]) for _ in range(4)])
             for ts, frame in ((t, udp_packet(client, resolver, sport, 53, query)), (t + 0.0005, udp_packet(resolver, client, 53, sport, answer))):
                 fh.write(struct.pack("<IIII", int(ts), int(round(ts % 1 * 1e6)) % 1_000_000, len(frame), len(frame)) + frame)
                 written += 1
@@ -373,12 +379,8 @@ def shared_addresses(path: str, tenants: int) -> int:
     with open(path, "wb") as fh:
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
         for i in range(tenants):
-            label = b"tenant%06d-com" % i
-            name = bytes([len(label)]) + label + b"\x04mail\x0aprotection\x07outlook\x03com\x00"
             sport = 1024 + i % 60000
-            query = struct.pack(">HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
-            answers = b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + address for address in addresses)
-            answer = struct.pack(">HHHHHH", i & 0xFFFF, 0x8180, 1, 4, 0, 0) + name + b"\x00\x01\x00\x01" + answers
+            query, answer = tenant_lookup(i, addresses)
             server = addresses[i % 4]
             frames = [(t, udp_packet(client, resolver, sport, 53, query)),
                       (t + 200_000, udp_packet(resolver, client, 53, sport, answer)),
