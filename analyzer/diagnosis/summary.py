@@ -238,15 +238,16 @@ def _merge_alike(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kept = [f for f in by_size[:MAX_ALIKE_TARGET_FINDINGS - 1] if f["count"] >= max(2, total / 100)]
         rest = by_size[len(kept):]
         first = rest[0]
+        count = sum(f["count"] for f in rest)
         listed = ", ".join(f"{f['target']} ({f['count']:,})" for f in rest[:TARGETS_PER_FINDING])
         more = len(rest) - min(len(rest), TARGETS_PER_FINDING)
         rest_ids = {id(f) for f in rest}
         anchor = kept[-1] if kept else next(f for f in alike if id(f) in rest_ids)  # the first of the rest
         merged[id(anchor)] = {
             "severity": first["severity"], "title": first["title"],
-            "detail": f"{sum(f['count'] for f in rest):,} connection(s) to {len(rest):,} {'other ' if kept else ''}servers "
+            "detail": f"{count:,} connection(s) to {len(rest):,} {'other ' if kept else ''}servers "
                       f"ended the same way ({first['outcome']}): {listed}" + (f" and {more:,} more." if more else "."),
-            "count": sum(f["count"] for f in rest), "outcome": first["outcome"], "target": None,
+            "count": count, "outcome": first["outcome"], "target": None,
             "sessions": [sid for f in rest for sid in f["sessions"]]}
         dropped |= rest_ids
     out = []

@@ -216,8 +216,7 @@ class DnsTracker:
         #: (address, name) -> its answers (ts, chain, mx_of, arrival number), oldest first.
         self._pairs: OrderedDict[tuple[str, str], list[tuple[int, tuple[str, ...], str | None, int]]] = OrderedDict()
         self._arrivals = 0
-        self._by_address: dict[str, dict[str, int]] = {}  # address -> {name: rank (order of arrival)}
-        self._ranks = 0
+        self._by_address: dict[str, dict[str, None]] = {}
         #: Per address, its answers sorted for names_for (built when first asked, then kept up
         #: to date as answers come and go): a relay writing to thousands of tenants sees their
         #: MX names all resolve to the same few Exchange Online addresses, and every session
@@ -340,14 +339,19 @@ class DnsTracker:
     def _build_index(self, text: str) -> tuple[list[int], list[tuple]]:
         """The address's answers, latest first (ties: the name the address learnt first, then
         its latest answer), with their negated times to bisect."""
-        entries = sorted(self._index_entry(name, rank, answer)
-                         for name, rank in self._by_address.get(text, {}).items() for answer in self._pairs[(text, name)])
+        entries = []
+        for name in self._by_address.get(text, ()):
+            answers = self._pairs[(text, name)]
+            entries += (self._index_entry(name, answers[0], answer) for answer in answers)
+        entries.sort()
         return [entry[0] for entry in entries], entries
 
     @staticmethod
-    def _index_entry(name: str, rank: int, answer: tuple) -> tuple:
+    def _index_entry(name: str, first: tuple, answer: tuple) -> tuple:
+        """``answer`` of ``name`` in the index; ``first``, the name's first answer (never dropped),
+        ranks the name by when the address learnt it."""
         ts, chain, mx_of, arrival = answer
-        return (-ts, rank, -arrival, name, chain, mx_of)  # the first three are unique: sorting never looks further
+        return (-ts, first[3], -arrival, name, chain, mx_of)  # the first three are unique: sorting never looks further
 
     def _index_add(self, address: str, entry: tuple) -> None:
         index = self._index.get(address)
@@ -630,27 +634,25 @@ class DnsTracker:
             if len(pairs) >= MAX_ADDRESS_NAMES:
                 (old_address, old_name), old_answers = pairs.popitem(last=False)
                 names = self._by_address[old_address]
-                old_rank = names.pop(old_name)
+                del names[old_name]
                 for answer in old_answers:
-                    self._index_remove(old_address, self._index_entry(old_name, old_rank, answer))
+                    self._index_remove(old_address, self._index_entry(old_name, old_answers[0], answer))
                 if not names:
                     del self._by_address[old_address]
                     self._index.pop(old_address, None)
                 self._stats["address_names_evicted"] += 1
             entries = []
-            self._by_address.setdefault(address, {})[name] = self._ranks
-            self._ranks += 1
+            self._by_address.setdefault(address, {})[name] = None
             pairs[pair] = entries
         else:
             pairs.move_to_end(pair)  # most recently updated last
-        rank = self._by_address[address][name]
         self._arrivals += 1
         answer = (ts, chain, mx_of, self._arrivals)
         entries.append(answer)
-        self._index_add(address, self._index_entry(name, rank, answer))
+        self._index_add(address, self._index_entry(name, entries[0], answer))
         if len(entries) > MAX_ANSWERS_PER_NAME:
             # Keep the first answer (it dates what sessions long after can rely on) and the newest.
-            self._index_remove(address, self._index_entry(name, rank, entries.pop(1)))
+            self._index_remove(address, self._index_entry(name, entries[0], entries.pop(1)))
 
 
 class DnsTcpStream:
