@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .knowledge import load_facts, load_replies
@@ -23,6 +24,26 @@ FAILING_SEVERITIES = ("error", "warning")
 def is_failing(record: dict[str, Any]) -> bool:
     """Does this session record's verdict say it failed (an error or a warning)?"""
     return (record.get("verdict") or {}).get("severity") in FAILING_SEVERITIES
+
+
+def failing_first(numbered: Iterable[tuple[int, dict[str, Any]]], limit: int,
+                  keep: Callable[[tuple[int, dict[str, Any]]], Any] = lambda pair: pair) -> tuple[list, int, int]:
+    """Which of the ``(position, record)`` pairs a view of at most ``limit`` sessions lists: all
+    of them when they are that few; else the failing ones first, then the others, in capture
+    order. One pass; of each candidate only ``keep(pair)`` is held. Returns (what was kept, in
+    capture order; how many pairs there were; how many failing ones were kept)."""
+    failing: list[tuple[int, Any]] = []
+    others: list[tuple[int, Any]] = []
+    total = 0
+    for pair in numbered:
+        total += 1
+        if is_failing(pair[1]):
+            if len(failing) < limit:
+                failing.append((pair[0], keep(pair)))
+        elif len(others) < limit:
+            others.append((pair[0], keep(pair)))
+    chosen = sorted(failing + others[:limit - len(failing)], key=lambda item: item[0])
+    return [kept for _, kept in chosen], total, len(failing)
 
 CLIENT_CERT_ALERTS = frozenset({"unknown_ca", "bad_certificate", "certificate_unknown", "certificate_expired", "certificate_revoked", "unsupported_certificate", "access_denied"})
 VERSION_ALERTS = frozenset({"protocol_version", "inappropriate_fallback"})

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..diagnosis.summary import MAX_SHOWN_FINDINGS, more_findings
-from ..diagnosis.verdicts import is_failing
+from ..diagnosis.verdicts import failing_first
 from . import plots
 from .follow import transcript_text
 from .terminal import decryption_line
@@ -225,21 +225,18 @@ class _Listing:
 
 def _listed(records: Any) -> _Listing:
     """Every session when they are at most MAX_REPORT_SESSIONS; else the failing ones first,
-    then the others, in capture order, up to that many. One pass; only positions are kept."""
-    failing: list[int] = []
-    others: list[int] = []
+    then the others, in capture order, up to that many (``failing_first``). One pass; only
+    positions are kept."""
     last_seen = 0.0
-    total = 0
-    for index, rec in enumerate(records):
-        total += 1
-        last_seen = max(last_seen, rec["last_seen"])
-        if is_failing(rec):
-            if len(failing) < MAX_REPORT_SESSIONS:
-                failing.append(index)
-        elif len(others) < MAX_REPORT_SESSIONS:
-            others.append(index)
-    indices = sorted(failing + others[:MAX_REPORT_SESSIONS - len(failing)])
-    return _Listing(indices, len(failing), total - len(indices), last_seen)
+
+    def numbered():
+        nonlocal last_seen
+        for index, rec in enumerate(records):
+            last_seen = max(last_seen, rec["last_seen"])
+            yield index, rec
+
+    indices, total, failing = failing_first(numbered(), MAX_REPORT_SESSIONS, keep=lambda pair: pair[0])
+    return _Listing(indices, failing, total - len(indices), last_seen)
 
 
 def _with_events(analysis: Any, indices: list[int]) -> Iterator[tuple[int, dict[str, Any], list]]:

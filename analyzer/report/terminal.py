@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..diagnosis.summary import MAX_SHOWN_FINDINGS, more_findings
-from ..diagnosis.verdicts import is_failing
+from ..diagnosis.verdicts import failing_first, is_failing
 from .safe import printable
 
 OUTCOME_STYLES = {
@@ -107,7 +107,8 @@ def render_sessions(console: Console, records: Iterable[dict[str, Any]], only_fa
         (index, rec) for index, rec in enumerate(records) if not only_failed or is_failing(rec))
     left_out = 0
     if limit:
-        rows, left_out, failing = _first_rows(rows, limit)
+        rows, total, failing = failing_first(rows, limit)
+        left_out = total - len(rows)
     shown = 0
     rows = iter(rows)
     while chunk := list(itertools.islice(rows, SESSIONS_PER_TABLE)):
@@ -121,24 +122,6 @@ def render_sessions(console: Console, records: Iterable[dict[str, Any]], only_fa
             f"at most {limit:,}; --rows N changes that, --rows 0 lists all). Every session is in the exports: "
             "--format jsonl, or --format csv -o DIR.", style="yellow"))
     return shown
-
-
-def _first_rows(rows: Iterable[tuple[int, dict[str, Any]]], limit: int) -> tuple[list, int, int]:
-    """(the rows to list, how many are left out, how many listed are failing): all of them
-    when at most ``limit``; else the failing ones first, then the others, in capture order.
-    One pass, at most twice ``limit`` records held."""
-    failing: list[tuple[int, dict[str, Any]]] = []
-    others: list[tuple[int, dict[str, Any]]] = []
-    total = 0
-    for row in rows:
-        total += 1
-        if is_failing(row[1]):
-            if len(failing) < limit:
-                failing.append(row)
-        elif len(others) < limit:
-            others.append(row)
-    chosen = sorted(failing + others[:limit - len(failing)], key=lambda row: row[0])
-    return chosen, total - len(chosen), len(failing)
 
 
 def _render_sessions_wide(console: Console, rows: list[tuple[int, dict[str, Any]]]) -> None:
