@@ -442,8 +442,7 @@ def test_failed_sessions_keep_the_numbers_follow_uses(monkeypatch, per_table, wi
         terminal.render_analysis(console, a, only_failed=only_failed)
         text = console.export_text()
         listed = text[text.index("Sessions"):]
-        numbers = [int(line.split()[0]) for line in listed.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
-        assert numbers == expected
+        assert _listed_numbers(text) == expected
         header = "client → server" if width >= terminal.WIDE_TABLE_MIN_WIDTH else "outcome and verdict"
         assert listed.count(header) == -(-len(expected) // per_table)
 
