@@ -214,10 +214,11 @@ class Engine:
         self.elapsed += time.perf_counter() - started
 
     def absorb(self, facts: Iterable[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]], evicted: int = 0,
-               evicted_for_memory: int = 0) -> None:
+               evicted_for_memory: int = 0, duplicate_frames: int = 0) -> None:
         """Take in what another shard's engine found (after both have finished)."""
         self.table.evicted += evicted
         self.table.evicted_for_memory += evicted_for_memory
+        self.table.duplicate_frames += duplicate_frames
         for session in facts:
             self._keep(session)
         self.table.created += created
@@ -258,7 +259,13 @@ class Engine:
         table = self.table
         run_stats["connections_evicted"] = table.evicted
         run_stats["connections_evicted_for_memory"] = table.evicted_for_memory
+        run_stats["duplicate_frames"] = table.duplicate_frames
         warnings: list[str] = []
+        if table.duplicate_frames:
+            warnings.append(
+                f"{table.duplicate_frames:,} TCP packet(s) were captured twice (on two interfaces: a capture on 'any' "
+                "of a host that forwards them, or overlapping captures of one link): each was followed once "
+                "(weird 'duplicate_frame' in the sessions concerned)")
         if table.evicted:
             causes = []
             if table.evicted > table.evicted_for_memory:

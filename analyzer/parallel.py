@@ -220,8 +220,8 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
                 proc.join()
                 if status != "ok":
                     raise RuntimeError(f"shard process {proc.name} failed: {payload[0]}")
-                created, orphan_icmp, evicted, evicted_for_memory = payload
-                engine.absorb((), created, orphan_icmp, evicted, evicted_for_memory)
+                created, orphan_icmp, evicted, evicted_for_memory, duplicate_frames = payload
+                engine.absorb((), created, orphan_icmp, evicted, evicted_for_memory, duplicate_frames)
                 break
 
     try:
@@ -251,7 +251,8 @@ def _shard_worker(files: list[str], options: Options, index: int, shards: int, s
         while batch := list(itertools.islice(sessions, FACTS_PER_MESSAGE)):
             sender.send(("facts", batch))
         table = engine.table
-        payload: tuple = ("ok", table.created, table.orphan_icmp, table.evicted, table.evicted_for_memory)
+        payload: tuple = ("ok", table.created, table.orphan_icmp, table.evicted, table.evicted_for_memory,
+                          table.duplicate_frames)
     except BaseException as exc:  # noqa: BLE001 - reported by the coordinator
         payload = ("error", f"{type(exc).__name__}: {exc}")
     try:

@@ -264,9 +264,9 @@ static PyObject *checksum_state(PyObject *self, PyObject *args) {
  * decoder's Python code (only parse_options, for SYNs with options). Set by segment_types(). */
 static const char *SEGMENT_FIELDS[] = {
     "ts", "version", "src", "dst", "ttl", "ip_len", "sport", "dport",
-    "seq", "ack", "flags", "win", "payload", "length", "options", "checksum",
+    "seq", "ack", "flags", "win", "payload", "length", "options", "checksum", "ident",
 };
-#define SEGMENT_NFIELDS 16
+#define SEGMENT_NFIELDS 17
 static const char *DATAGRAM_FIELDS[] = {"ts", "version", "src", "dst", "ttl", "sport", "dport", "payload"};
 #define DATAGRAM_NFIELDS 8
 static PyTypeObject *segment_cls = NULL, *datagram_cls = NULL;
@@ -532,6 +532,10 @@ static PyObject *build_segment(const uint8_t *record, const Hit *it) {
         v[14] = Py_NewRef(Py_None);
     }
     v[15] = PyLong_FromLong(t->checksum);
+    /* ident: the IPv4 id above the TCP checksum field as sent (IPv6: the checksum alone). */
+    unsigned long ident = be16(l4 + 16);
+    if (t->version == 4) ident |= (unsigned long)be16(ip + 4) << 16;
+    v[16] = PyLong_FromUnsignedLong(ident);
     PyObject *seg = fill(segment_cls, v, segment_offsets, SEGMENT_NFIELDS);
     return seg == NULL ? NULL : Py_BuildValue("(LN)", it->ts, seg);
 }

@@ -70,14 +70,21 @@ CHECKSUM_UNKNOWN = 2  # snaplen-cut, or left to the NIC (offload): not judged
 
 class TcpSegment:
     """One TCP segment. ``payload`` holds the captured bytes; ``length`` the true payload
-    length from the IP header (larger when the capture's snaplen cut the packet)."""
+    length from the IP header (larger when the capture's snaplen cut the packet).
+
+    ``ident`` tells one transmission from another that carries the same TCP numbers: the
+    TCP checksum field as sent (it covers the addresses, the header with its options and the
+    payload), with the IPv4 identification above it (``id << 16 | checksum``; IPv6: the
+    checksum alone). A retransmission gets a new IPv4 id, and usually new timestamps; the
+    same packet captured twice (on two interfaces) keeps both."""
 
     __slots__ = (
         "ts", "version", "src", "dst", "ttl", "ip_len", "sport", "dport",
-        "seq", "ack", "flags", "win", "payload", "length", "options", "checksum",
+        "seq", "ack", "flags", "win", "payload", "length", "options", "checksum", "ident",
     )
 
-    def __init__(self, ts, version, src, dst, ttl, ip_len, sport, dport, seq, ack, flags, win, payload, length, options, checksum):
+    def __init__(self, ts, version, src, dst, ttl, ip_len, sport, dport, seq, ack, flags, win, payload, length, options, checksum,
+                 ident=0):
         self.ts = ts
         self.version = version
         self.src = src
@@ -94,6 +101,7 @@ class TcpSegment:
         self.length = length
         self.options = options
         self.checksum = checksum
+        self.ident = ident
 
 
 class UdpDatagram:
@@ -456,6 +464,7 @@ class Decoder:
                 length,
                 options,
                 checksum,
+                (((buf[off + 4] << 24) | (buf[off + 5] << 16)) if version == 4 else 0) | (buf[l4 + 16] << 8) | buf[l4 + 17],
             )
 
         if proto == IPPROTO_UDP:

@@ -29,6 +29,10 @@ smtp                   {banner, ehlo, auth_mechanism, replies: [{code, enhanced,
 outcome                see :mod:`analyzer.diagnosis.outcome`
 outcome_reason         one line saying why
 verdict                {title, explanation, remediation, severity, evidence, notes?}
+notes                  what the protocol layer noticed (implicit_tls_on_starttls_port, …)
+weirds                 {name: count} of oddities, Zeek-style: bad_TCP_checksum, duplicate_frame
+                       (the same packet captured twice, e.g. on ``any`` of a forwarding host:
+                       followed once), SMTP's, …
 end_reason             why smtpflow stopped following it: closed, attempt_timeout,
                        idle_timeout, table_full (too many connections open at once, or
                        holding more than --table-memory together),

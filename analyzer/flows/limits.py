@@ -52,6 +52,15 @@ MAX_ACTIVE_CONNECTIONS = 50_000
 #: connection is about 9 KB: 128 MB holds some 14,000 of them.
 MAX_TABLE_BYTES = 128 * 1024 * 1024
 
+#: The same packet captured twice — a capture on ``any`` of a host that forwards it (once in,
+#: once out, the TTL one lower), or two captures of one link read together — arrives at most
+#: this long after the first copy (queueing on the way out included). Within it, a segment
+#: with the same TCP numbers and the same ``ident`` (IPv4 id and TCP checksum field) as its
+#: direction's previous one is that copy: counted (weird ``duplicate_frame``), not followed
+#: again. A real retransmission differs (new IPv4 id, new timestamps) and comes later: Linux
+#: waits at least 200 ms.
+DUPLICATE_FRAME_WINDOW_S = 0.05
+
 #: Hosts remembered as "sends correct checksums" (the checksum-offload heuristic).
 MAX_CHECKSUM_HOSTS = 100_000
 

@@ -19,6 +19,7 @@ from ..decode.tcp import TH_ACK, TH_RST, TH_SYN
 from .limits import (
     ATTEMPT_TIMEOUT_S,
     CLOSED_LINGER_S,
+    DUPLICATE_FRAME_WINDOW_S,
     IDLE_TIMEOUT_S,
     MAX_ACTIVE_CONNECTIONS,
     MAX_CHECKSUM_HOSTS,
@@ -30,6 +31,7 @@ from .reassembly import BufferBudget
 from .tcp import CLOSED, RESET, SYN_SENT, StreamAnalyzer, TcpConnection
 
 NS = 1_000_000_000
+DUPLICATE_FRAME_WINDOW_NS = int(DUPLICATE_FRAME_WINDOW_S * NS)
 
 #: Ports Zeek's heuristic treats as "likely server" when a connection starts mid-stream or
 #: with a SYN-ACK: the first packet's sender is then taken to be the responder.
@@ -101,6 +103,8 @@ class ConnectionTable:
         #: ``max_bytes``.
         self.evicted = 0
         self.evicted_for_memory = 0
+        #: TCP segments that were the same packet as the one before them, captured twice.
+        self.duplicate_frames = 0
         #: Out-of-order bytes all connections may buffer together (MAX_OUT_OF_ORDER_BYTES_TOTAL),
         #: and the growth meter: past ``headroom``, the table weighs its connections.
         self.budget = BufferBudget()
@@ -130,14 +134,24 @@ class ConnectionTable:
                 return
         elif checksum == CHECKSUM_OK and len(self.good_checksum_hosts) < MAX_CHECKSUM_HOSTS:
             self.good_checksum_hosts.add(seg.src)
+        frame = (seg.seq, seg.ack, seg.flags, seg.win, seg.length, seg.ident)
         if conn is None:
             conn = self._create(seg, key)
-        elif seg.flags & TH_SYN and self._is_new_attempt(conn, seg, key):
-            self._finalise(conn, False)
-            conn = self._create(seg, key)
         else:
-            self.active.move_to_end(conn)
-        conn.process(seg, key == conn.key)
+            last = (conn.orig if key == conn.key else conn.resp).last_frame
+            if last is not None and last[0] == frame and ts - last[1] <= DUPLICATE_FRAME_WINDOW_NS:
+                # The same packet captured a second time (see DUPLICATE_FRAME_WINDOW_S).
+                self.duplicate_frames += 1
+                conn.weird("duplicate_frame")
+                return
+            if seg.flags & TH_SYN and self._is_new_attempt(conn, seg, key):
+                self._finalise(conn, False)
+                conn = self._create(seg, key)
+            else:
+                self.active.move_to_end(conn)
+        is_orig = key == conn.key
+        (conn.orig if is_orig else conn.resp).last_frame = (frame, ts)
+        conn.process(seg, is_orig)
         self.touched.add(conn)
         if self.budget.growth > self.headroom:
             self.weigh()
