@@ -259,13 +259,14 @@ class Engine:
         table = self.table
         run_stats["connections_evicted"] = table.evicted
         run_stats["connections_evicted_for_memory"] = table.evicted_for_memory
-        run_stats["duplicate_frames"] = table.duplicate_frames
+        duplicates = table.duplicate_frames + run_stats["dns"].get("duplicate_frames", 0)
+        run_stats["duplicate_frames"] = duplicates
         warnings: list[str] = []
-        if table.duplicate_frames:
+        if duplicates:
             warnings.append(
-                f"{table.duplicate_frames:,} TCP packet(s) were captured twice (on two interfaces: a capture on 'any' "
-                "of a host that forwards them, or overlapping captures of one link): each was followed once "
-                "(weird 'duplicate_frame' in the sessions concerned)")
+                f"{duplicates:,} packet(s) were captured twice (on two interfaces: a capture on 'any' of a host that "
+                "forwards them, or overlapping captures of one link): each was read once (weird 'duplicate_frame' "
+                "in the sessions concerned)")
         if table.evicted:
             causes = []
             if table.evicted > table.evicted_for_memory:

@@ -17,7 +17,7 @@ from scapy.layers.inet6 import IPv6
 
 import analyzer
 from analyzer.flows.limits import DUPLICATE_FRAME_WINDOW_S
-from crafting import CLIENT6, MS_SERVER6, Conversation, frames, plain_smtp_session, write_pcap
+from crafting import CLIENT6, MS_SERVER6, Conversation, dns_exchange, frames, plain_smtp_session, write_pcap
 
 NS = 1_000_000_000
 
@@ -121,3 +121,28 @@ def test_a_syn_retried_by_a_stack_that_sends_id_zero_is_still_a_retry(tmp_path):
 
     assert record["syn_count"] == 3
     assert "duplicate_frame" not in record["weirds"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_icmp_errors_and_dns_messages_captured_twice_are_read_once(tmp_path, workers):
+    """An ICMP error from a router further out and the DNS lookup before the connection, each
+    forwarded (so captured twice): one error in the session, no retransmitted query."""
+    conv = Conversation(t=1_700_000_000.5)
+    conv.syn().icmp_from_router(dt=0.03)
+    once = numbered(dns_exchange(1_700_000_000.0, "smtp.office365.com", [("smtp.office365.com", "A", conv.server)])
+                    + conv.packets)
+    twice = [(ts + offset, copy(raw) if offset else raw) for ts, raw in once for offset in (0, 20_000)]
+    (tmp_path / "once").mkdir()
+    alone = analyse(tmp_path / "once", once)
+    both = analyse(tmp_path, twice, workers=workers)
+
+    assert [without_weird(r) for r in both.records] == alone.records
+    assert both.records[0]["outcome"] == "rejected_icmp"
+    assert both.records[0]["weirds"]["duplicate_frame"] == 2  # the SYN's copy and the error's
+    assert [kind for _ts, _d, kind, _t in both.session_events(0)] == [kind for _ts, _d, kind, _t in alone.session_events(0)]
+    assert both.dns.to_dict("records") == alone.dns.to_dict("records")
+    assert both.dns["retransmissions"].tolist() == [0]
+    # The answer's copy counts among the duplicate responses (a resolver may answer a query
+    # and its retransmissions at once, with the same bytes), not as a copy.
+    assert both.stats["dns"]["duplicate_frames"] == 1 and both.stats["dns"]["duplicate_responses"] == 1
+    assert both.stats["duplicate_frames"] == len(once) - 1

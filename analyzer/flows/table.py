@@ -49,6 +49,8 @@ NEW_CONNECTION_BYTES = 10_000
 
 #: ICMP errors kept that quote no known connection.
 MAX_ORPHAN_ICMP = 10_000
+#: ICMP errors remembered to recognise one captured twice (DUPLICATE_FRAME_WINDOW_S).
+MAX_RECENT_ICMP = 4096
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -103,8 +105,10 @@ class ConnectionTable:
         #: ``max_bytes``.
         self.evicted = 0
         self.evicted_for_memory = 0
-        #: TCP segments that were the same packet as the one before them, captured twice.
+        #: TCP segments and ICMP errors that were the same packet as the one before them,
+        #: captured twice (DUPLICATE_FRAME_WINDOW_S).
         self.duplicate_frames = 0
+        self._recent_icmp: OrderedDict[tuple, int] = OrderedDict()  # what an error said -> when, newest last
         #: Out-of-order bytes all connections may buffer together (MAX_OUT_OF_ORDER_BYTES_TOTAL),
         #: and the growth meter: past ``headroom``, the table weighs its connections.
         self.budget = BufferBudget()
@@ -169,6 +173,20 @@ class ConnectionTable:
 
     def icmp(self, err: IcmpError) -> None:
         """Tie an ICMP error to the connection whose packet it quotes."""
+        # The same error captured twice, as for segments. Remembered by what it says, not as
+        # "the last one": a split run's shards each see only their own connections' errors.
+        seen = (err.src, err.dst, err.type, err.code, err.q_proto, err.q_src, err.q_dst, err.q_sport, err.q_dport, err.q_seq)
+        recent = self._recent_icmp
+        first = recent.get(seen)
+        if first is not None and err.ts - first <= DUPLICATE_FRAME_WINDOW_NS:
+            self.duplicate_frames += 1
+            conn = self.conns.get((err.q_src, err.q_sport, err.q_dst, err.q_dport)) if err.q_proto == 6 else None
+            if conn is not None:
+                conn.weird("duplicate_frame")
+            return
+        recent[seen] = err.ts
+        if len(recent) > MAX_RECENT_ICMP:
+            recent.popitem(last=False)
         record = {
             "ts": err.ts,
             "type": err.type,
