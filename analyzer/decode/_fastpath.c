@@ -41,7 +41,7 @@
 
 /* Stats slots, in the order fastpath.py adds them to DecodeStats. */
 enum { S_PACKETS, S_BYTES, S_V4, S_V6, S_TCP, S_UDP, S_ICMP, S_OTHER_IP, S_NON_IP, S_TRUNCATED, S_DNS_IGNORED,
-       S_RELEVANT, S_BAD_CHECKSUMS, S_COUNT };
+       S_RELEVANT, S_BAD_CHECKSUMS, S_TUNNELED, S_COUNT };
 
 /* Python's CHECKSUM_* values (decode/packet.py). */
 #define PY_CHECKSUM_BAD 0
@@ -318,9 +318,74 @@ typedef struct {
 #define DECODED 2    /* a plain TCP segment, counted, its parts in *tcp: built into a TcpSegment */
 #define DECODED_UDP 3 /* a DNS datagram the decoder keeps, counted, its parts in *tcp: a UdpDatagram */
 
+/* Tunnels (decode/tunnel.py has the layouts): GRE with ERSPAN I/II/III or Ethernet inside, IP
+ * in IP, VXLAN, Geneve. The frame inside is judged like a captured one. */
+#define IPPROTO_IPIP_ 4
+#define IPPROTO_IPV6_IN_IP_ 41
+#define IPPROTO_GRE_ 47
+#define VXLAN_PORT 4789
+#define GENEVE_PORT 6081
+#define ETH_P_TEB 0x6558
+#define ETH_P_ERSPAN 0x88BE
+#define ETH_P_ERSPAN3 0x22EB
+#define MAX_TUNNEL_DEPTH 4
+
+static int inner_by_protocol(unsigned ptype) {
+    return ptype == ETH_P_TEB ? LT_ETHERNET : (ptype == ETH_P_IP || ptype == ETH_P_IPV6) ? LT_RAW : -1;
+}
+
+/* As tunnel.inner_frame: 1 with *lt and *at (offset from ip) set, or 0. */
+static int inner_frame(unsigned proto, const uint8_t *ip, Py_ssize_t l4, Py_ssize_t end, int *lt, Py_ssize_t *at) {
+    if (proto == IPPROTO_IPIP_ || proto == IPPROTO_IPV6_IN_IP_) { *lt = LT_RAW; *at = l4; return 1; }
+    if (proto == IPPROTO_GRE_) {
+        if (l4 + 4 > end) return 0;
+        unsigned flags = be16(ip + l4), ptype = be16(ip + l4 + 2);
+        if (flags & 0x0007) return 0;
+        Py_ssize_t off = l4 + 4 + ((flags & 0x8000) ? 4 : 0) + ((flags & 0x2000) ? 4 : 0) + ((flags & 0x1000) ? 4 : 0);
+        int inner;
+        if (ptype == ETH_P_ERSPAN) {
+            if (flags & 0x1000) off += 8;
+            inner = LT_ETHERNET;
+        } else if (ptype == ETH_P_ERSPAN3) {
+            if (off + 12 > end) return 0;
+            off += 12 + ((ip[off + 11] & 0x01) ? 8 : 0);
+            inner = LT_ETHERNET;
+        } else {
+            inner = inner_by_protocol(ptype);
+            if (inner < 0) return 0;
+        }
+        if (off >= end) return 0;
+        *lt = inner; *at = off; return 1;
+    }
+    if (proto == IPPROTO_UDP_) {
+        unsigned dport = be16(ip + l4 + 2);
+        Py_ssize_t body = l4 + 8;
+        if (dport == VXLAN_PORT) {
+            if (body + 8 >= end || !(ip[body] & 0x08)) return 0;
+            *lt = LT_ETHERNET; *at = body + 8; return 1;
+        }
+        if (body + 8 > end || (ip[body] >> 6)) return 0;
+        int inner = inner_by_protocol(be16(ip + body + 2));
+        Py_ssize_t off = body + 8 + ((ip[body] & 0x3F) << 2);
+        if (inner < 0 || off >= end) return 0;
+        *lt = inner; *at = off; return 1;
+    }
+    return 0;
+}
+
+static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len, int truncated, long long *st,
+                       int decode, TcpFields *tcp, int depth);
+
 /* Decide one frame (see the outcomes above). decode: DECODE_*. */
 static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len, uint32_t wirelen, long long *st,
                  int decode, TcpFields *tcp) {
+    return judge_frame(f, linktype, p, len, (Py_ssize_t)wirelen > len, st, decode, tcp, 0);
+}
+
+/* The frame at p: a captured one, or (depth > 0) one a tunnel carried. Counters describe the
+ * innermost packet, plus S_TUNNELED; a KEEP counts nothing (Python re-reads the record). */
+static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len, int truncated, long long *st,
+                       int decode, TcpFields *tcp, int depth) {
     Py_ssize_t off;
     unsigned etype;
     int version, tags = 0;
@@ -359,7 +424,6 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
     if (etype != ETH_P_IP && etype != ETH_P_IPV6) return 1; /* non-IP, PPPoE, MPLS …: Python */
     const uint8_t *ip = p + off;
     Py_ssize_t avail = len - off;
-    int truncated = (Py_ssize_t)wirelen > len;
     unsigned proto;
     Py_ssize_t l4, ip_end;
     const uint8_t *saddr, *daddr;
@@ -380,7 +444,8 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
     } else {
         if (avail < 40 || (ip[0] >> 4) != 6) return 1;
         proto = ip[6];
-        if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_ && proto != IPPROTO_ICMPV6_) return 1; /* extension headers */
+        if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_ && proto != IPPROTO_ICMPV6_ && proto != IPPROTO_GRE_ &&
+            proto != IPPROTO_IPIP_ && proto != IPPROTO_IPV6_IN_IP_) return 1; /* extension headers */
         unsigned plen = be16(ip + 4);
         l4 = 40;
         ip_end = plen ? 40 + (Py_ssize_t)plen : avail;
@@ -388,6 +453,18 @@ static int judge(const Filter *f, int linktype, const uint8_t *p, Py_ssize_t len
         daddr = ip + 24;
     }
     if (ip_end > avail) truncated = 1;
+    Py_ssize_t ip_stop = ip_end < avail ? ip_end : avail;
+    if (depth < MAX_TUNNEL_DEPTH && (proto == IPPROTO_IPIP_ || proto == IPPROTO_IPV6_IN_IP_ || proto == IPPROTO_GRE_ ||
+        (proto == IPPROTO_UDP_ && l4 + 8 <= ip_stop && (be16(ip + l4 + 2) == VXLAN_PORT || be16(ip + l4 + 2) == GENEVE_PORT)))) {
+        int inner_lt;
+        Py_ssize_t at;
+        if (inner_frame(proto, ip, l4, ip_stop, &inner_lt, &at)) {
+            int verdict = judge_frame(f, inner_lt, ip + at, ip_stop - at, truncated, st, decode, tcp, depth + 1);
+            if (verdict != KEEP && depth == 0) st[S_TUNNELED]++;
+            if (verdict == DECODED || verdict == DECODED_UDP) tcp->ip += off + at; /* offsets from p */
+            return verdict;
+        }
+    }
     if (proto == IPPROTO_TCP_) {
         if (l4 + 20 > avail) return 1;
         unsigned sport = be16(ip + l4), dport = be16(ip + l4 + 2);
@@ -602,8 +679,8 @@ static PyObject *conclude(Scan *s, const uint8_t *buf, Py_ssize_t pos, int statu
     }
     free(h->items);
     long long *st = s->st;
-    PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
-                                    st[11], st[12], s->first_ts, s->last_ts);
+    PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
+                                    st[11], st[12], st[13], s->first_ts, s->last_ts);
     if (stats == NULL) { Py_DECREF(list); return NULL; }
     return Py_BuildValue("(nNiN)", pos, list, status, stats);
 }

@@ -102,7 +102,7 @@ class Prefilter:
         Kept apart from the scan so that a scan may run in another thread (it releases the
         GIL) while only the thread that decodes touches the statistics."""
         (packets, nbytes, v4, v6, tcp, udp, icmp, other, non_ip, truncated, dns_ignored, relevant, bad_checksums,
-         first_ts, last_ts) = st
+         tunneled, first_ts, last_ts) = st
         stats = self.stats
         stats.packets += packets
         stats.bytes += nbytes
@@ -117,6 +117,7 @@ class Prefilter:
         stats.dns_ignored += dns_ignored
         stats.relevant += relevant
         stats.bad_checksums += bad_checksums
+        stats.tunneled += tunneled
         if packets:
             if stats.first_ts is None or first_ts < stats.first_ts:
                 stats.first_ts = first_ts

@@ -50,6 +50,7 @@ from .ip import (
 )
 from .select import Selector
 from .tcp import TH_SYN, parse_options
+from .tunnel import MAX_TUNNEL_DEPTH, TUNNEL_PORTS, TUNNEL_PROTOCOLS, inner_frame
 from .udp import DNS_PORT
 
 try:  # pragma: no cover - which branch runs depends on the build
@@ -151,7 +152,7 @@ class DecodeStats:
     __slots__ = (
         "packets", "bytes", "relevant", "non_ip", "fragments", "malformed", "truncated",
         "bad_checksums", "unsupported_linktypes", "ip_versions", "tcp", "udp", "icmp", "other_ip",
-        "dns_ignored", "first_ts", "last_ts",
+        "dns_ignored", "tunneled", "first_ts", "last_ts",
     )
 
     def __init__(self) -> None:
@@ -170,6 +171,7 @@ class DecodeStats:
         self.icmp = 0
         self.other_ip = 0
         self.dns_ignored = 0  # DNS messages about names of no interest (web lookups)
+        self.tunneled = 0  # packets read inside a tunnel (GRE, ERSPAN, IP in IP, VXLAN, Geneve)
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
@@ -342,6 +344,12 @@ class Decoder:
             stats.first_ts = ts
         if stats.last_ts is None or ts > stats.last_ts:
             stats.last_ts = ts
+        return self._frame(ts, linktype, buf, start, end, wirelen > end - start, 0)
+
+    def _frame(self, ts: int, linktype: int, buf: bytes, start: int, end: int, truncated: bool, depth: int):
+        """The frame in buf[start:end]: the captured one, or (``depth`` > 0) one a tunnel
+        carried. The counters describe the innermost packet, plus ``tunneled``."""
+        stats = self.stats
         version, off = self._network_start(linktype, buf, start, end)
         if version <= 0:
             if version == -1:
@@ -349,7 +357,6 @@ class Decoder:
             elif version == 0:
                 stats.non_ip += 1
             return None
-        truncated = wirelen > end - start
         if version == 4:
             if end - off < 20:
                 stats.malformed += 1
@@ -420,6 +427,15 @@ class Decoder:
         if ip_end > end:
             ip_end = end
             truncated = True
+        if (proto in TUNNEL_PROTOCOLS or (
+            proto == IPPROTO_UDP and l4 + 8 <= ip_end and ((buf[l4 + 2] << 8) | buf[l4 + 3]) in TUNNEL_PORTS
+        )) and depth < MAX_TUNNEL_DEPTH:
+            inner = inner_frame(proto, buf, l4, ip_end)
+            if inner is not None:
+                stats.ip_versions[version] -= 1  # counted as the packet inside
+                if not depth:
+                    stats.tunneled += 1
+                return self._frame(ts, inner[0], buf, inner[1], ip_end, truncated, depth + 1)
         if truncated:
             stats.truncated += 1
         selector = self.selector

@@ -1,0 +1,151 @@
+"""Mirrored traffic in tunnels: a gateway's packets sent to the capturing host by ERSPAN
+(GRE), VXLAN (cloud traffic mirroring), Geneve, or IP in IP. The session inside reads as it
+does captured directly, with the C hot path and without it, and the statistics count the
+packets inside (``tunneled`` says how many came in a tunnel).
+
+Tunnels of a real stack are in tests/test_lab_tunnels.py (Linux's gretap and vxlan devices).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+
+from analyzer.decode.tunnel import MAX_TUNNEL_DEPTH
+from conftest import analyse_twice
+from analyzer.decode import fastpath
+from crafting import CLIENT6, MS_SERVER6, Conversation, dns_exchange, ethernet, frames, plain_smtp_session, write_pcap
+
+OUTER = dict(src="198.18.0.1", dst="198.18.0.2")
+OUTER6 = dict(src="2001:db8:ffff::1", dst="2001:db8:ffff::2")
+
+
+def gre(payload: bytes, ptype: int, flags: int = 0, extra: bytes = b"") -> bytes:
+    return struct.pack("!HH", flags, ptype) + extra + payload
+
+
+def erspan2(frame: bytes) -> bytes:  # GRE with a sequence number, then the 8-byte ERSPAN II header
+    return gre(struct.pack("!HHI", 0x1000 | 7, 0x0800, 0) + frame, 0x88BE, 0x1000, struct.pack("!I", 42))
+
+
+def erspan3(frame: bytes, subheader: bool) -> bytes:
+    header = struct.pack("!HHIHH", 0x2000 | 7, 0, 0, 0, 1 if subheader else 0) + (bytes(8) if subheader else b"")
+    return gre(header + frame, 0x22EB, 0x1000, struct.pack("!I", 42))
+
+
+def vxlan(frame: bytes) -> bytes:
+    return bytes(UDP(sport=49152, dport=4789) / (struct.pack("!B3xI", 0x08, 5 << 8) + frame))
+
+
+def geneve(frame: bytes, options: int = 0) -> bytes:
+    header = struct.pack("!BBHI", options, 0, 0x6558, 5 << 8) + bytes(4 * options)
+    return bytes(UDP(sport=49152, dport=6081) / (header + frame))
+
+
+def over_ip(proto: int, payload: bytes, v6: bool = False) -> bytes:
+    if v6:
+        return bytes(IPv6(nh=proto, **OUTER6) / payload)
+    return bytes(IP(proto=proto, **OUTER) / payload)
+
+
+def over_udp(datagram: bytes, v6: bool = False) -> bytes:
+    # scapy's UDP above already carries the ports; give it an IP header with its checksum.
+    return bytes((IPv6(**OUTER6) if v6 else IP(**OUTER)) / UDP(datagram))
+
+
+# (name, how one inner IP packet travels: ip bytes -> the outer IP packet)
+TUNNELS = [
+    ("GRE, Ethernet inside (gretap)", lambda ip: over_ip(47, gre(ethernet(ip), 0x6558))),
+    ("GRE with checksum and key, IP inside", lambda ip: over_ip(47, gre(ip, 0x0800 if ip[0] >> 4 == 4 else 0x86DD, 0xA000,
+                                                                         bytes(8)))),
+    ("ERSPAN type I", lambda ip: over_ip(47, gre(ethernet(ip), 0x88BE))),
+    ("ERSPAN type II", lambda ip: over_ip(47, erspan2(ethernet(ip, vlans=(100,))))),
+    ("ERSPAN type III", lambda ip: over_ip(47, erspan3(ethernet(ip), subheader=False))),
+    ("ERSPAN type III with subheader", lambda ip: over_ip(47, erspan3(ethernet(ip), subheader=True))),
+    ("VXLAN", lambda ip: over_udp(vxlan(ethernet(ip)))),
+    ("VXLAN over IPv6", lambda ip: over_udp(vxlan(ethernet(ip)), v6=True)),
+    ("Geneve with options", lambda ip: over_udp(geneve(ethernet(ip), options=2))),
+    ("IP in IP", lambda ip: over_ip(4 if ip[0] >> 4 == 4 else 41, ip)),
+    ("IPv6 in IPv6 (GRE)", lambda ip: over_ip(47, gre(ip, 0x86DD if ip[0] >> 4 == 6 else 0x0800), v6=True)),
+    ("VXLAN in GRE", lambda ip: over_ip(47, gre(over_udp(vxlan(ethernet(ip))), 0x0800))),
+]
+
+
+def session(v6: bool) -> list[tuple[int, bytes]]:
+    kwargs = {"client": CLIENT6, "server": MS_SERVER6} if v6 else {}
+    packets = dns_exchange(1_699_999_999.0, "smtp.office365.com", [("smtp.office365.com", "A", "52.96.10.20")])
+    return packets + plain_smtp_session(Conversation(**kwargs)).packets
+
+
+def results(path, **options):
+    """(records, statistics) with and without the C hot path; both must agree."""
+    (fast, fast_stats, fast_exit), (slow, slow_stats, slow_exit) = [
+        (records, stats, code) for records, _events, stats, code in
+        analyse_twice(path, [(fastpath.Prefilter, "available")], **options)]
+    assert fast == slow and fast_stats == slow_stats and fast_exit == slow_exit
+    return json.loads(fast), fast_stats
+
+
+def without(stats: dict, *names: str) -> dict:
+    return {k: v for k, v in stats.items() if k not in names}
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["IPv4 inside", "IPv6 inside"])
+@pytest.mark.parametrize("name, wrap", TUNNELS, ids=[t[0] for t in TUNNELS])
+def test_a_session_in_a_tunnel_reads_as_captured_directly(tmp_path, name, wrap, v6):
+    packets = session(v6)
+    direct = write_pcap(tmp_path / "direct.pcap", frames(packets, 1))
+    mirrored = write_pcap(tmp_path / "mirrored.pcap", [(ts, ethernet(wrap(ip))) for ts, ip in packets])
+    records, stats = results(str(direct))
+    tunneled_records, tunneled_stats = results(str(mirrored))
+
+    assert records and tunneled_records == records
+    assert tunneled_stats["tunneled"] == len(packets) and stats["tunneled"] == 0
+    # The counters describe the packets inside: the same as captured directly.
+    assert without(tunneled_stats, "tunneled", "bytes", "elapsed_s") == without(stats, "tunneled", "bytes", "elapsed_s")
+
+
+def test_what_is_not_a_tunnel_here_stays_outside(tmp_path):
+    """PPTP's GRE (version 1), GRE carrying something else, a VXLAN header without its VNI
+    flag and tunnels nested past MAX_TUNNEL_DEPTH are counted as what they are, not opened."""
+    ip = plain_smtp_session(Conversation()).packets[0][1]
+    nested = ip
+    for _ in range(MAX_TUNNEL_DEPTH + 1):
+        nested = over_ip(4, nested)
+    cases = [
+        over_ip(47, gre(ethernet(ip), 0x880B, flags=0x0001)),  # PPTP
+        over_ip(47, gre(ethernet(ip), 0x8137)),  # IPX
+        over_udp(bytes(UDP(sport=49152, dport=4789) / (bytes(8) + ethernet(ip)))),
+        nested,
+    ]
+    path = write_pcap(tmp_path / "x.pcap", [(1_700_000_000 * 10**9 + n, ethernet(raw)) for n, raw in enumerate(cases)])
+    records, stats = results(str(path))
+
+    assert records == []
+    assert stats["tunneled"] == 1  # the nested one, opened MAX_TUNNEL_DEPTH levels deep
+    assert stats["other_ip"] == 3 and stats["udp"] == 1
+
+
+@pytest.mark.skipif(not fastpath.Prefilter.available, reason="the C hot path is not built here")
+@pytest.mark.parametrize("name, wrap", TUNNELS, ids=[t[0] for t in TUNNELS])
+def test_the_c_scan_opens_the_tunnels_itself(tmp_path, name, wrap):
+    """Not only the same results (Python would decode what C leaves): C decodes every packet
+    of the mirrored session itself, as it does captured directly."""
+    from analyzer.decode import DecodeStats
+    from analyzer.engine import Engine, Options
+
+    packets = session(False)
+    path = write_pcap(tmp_path / "mirrored.pcap", [(ts, ethernet(wrap(ip))) for ts, ip in packets])
+    with open(path, "rb") as fh:
+        buf = fh.read()
+    stats = DecodeStats()
+    prefilter = fastpath.Prefilter(Engine(Options()).selector, stats, build=True)
+    _pos, hits, _status, counters = prefilter.pcap(buf, 24, False, False, 16, 1, 262144)
+    prefilter.account(counters)
+
+    assert len(hits) == len(packets) and all(len(hit) == 2 for hit in hits)
+    assert stats.tunneled == len(packets)
