@@ -80,14 +80,14 @@ def live(
 ):
     """Capture live on ``interfaces`` (Linux; CAP_NET_RAW needed) and diagnose as traffic flows.
 
-    Returns a :class:`analyzer.live.LiveCapture`, already running in a background thread
+    Returns a :class:`analyzer.livecapture.LiveCapture`, already running in a background thread
     (``start=False`` to call ``.run()`` yourself). ``.analysis()`` gives an Analysis of what
     has been seen so far; ``.stop()`` stops it and returns the final Analysis; it also stops
     by itself after ``duration`` seconds or ``count`` packets (``.wait()`` waits for that).
     ``ring_dir`` keeps the packets in rotating pcapng files for ``analyze()`` later.
     ``keylog``: key log file(s) the clients are writing; re-read as they grow.
     """
-    from .live import LiveCapture
+    from .livecapture import LiveCapture
 
     options = _options(ports, endpoints, checksums, reveal_username, keylog, table_memory_mb)
     capture = LiveCapture(

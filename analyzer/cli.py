@@ -266,7 +266,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     import signal
 
     from .capture.live import LivePermissionError
-    from .live import LiveCapture
+    from .livecapture import LiveCapture
     from .report.liveview import LiveView
 
     if args.duration is not None and args.duration <= 0:

@@ -17,7 +17,7 @@ the volume. RSS still grows with what the results need — the facts of finished
 which they go to a temporary file (``analyzer/diagnosis/store.py``), and the DNS transactions
 about mail names (capped by the DNS tracker's MAX_TRANSACTIONS) — and the last line says by
 how much per finished session. ``--keep-sessions N`` keeps only the last N sessions' facts, as
-live capture does (``analyzer/live.py``): then RSS shows the engine's working memory plus the
+live capture does (``analyzer/livecapture.py``): then RSS shows the engine's working memory plus the
 DNS transactions. Not part of the test suite: this is a benchmark.
 """
 

@@ -176,3 +176,4 @@ def test_python_api_in_a_background_thread(tmp_path):
     assert set(final.sessions["outcome"].astype(str)) <= {"syn_unanswered", "rejected_rst", "incomplete"}
     offline = analyzer.analyze(str(tmp_path / "ring"))
     assert len(offline.records) == len(final.records)
+

@@ -562,3 +562,16 @@ def test_frame_datetimes_are_the_exact_capture_times():
         events = [ts for r in a.records for ts, *_ in sorted(a._result.events[r["session_id"]])]
         assert sorted(t.value for t in a.events["ts"]) == sorted(events)
         assert sorted(t.value for t in a.dns["ts"]) == sorted(tx["ts"] for tx in a._result.dns)
+
+
+def test_the_live_function_stays_a_function_once_its_module_is_loaded():
+    """analyzer.live() imports the module that does the work on first use. That module was
+    analyzer/live.py, and importing a submodule binds its name in the package: the function
+    became the module, and a second analyzer.live() in a notebook failed ("'module' object is
+    not callable")."""
+    import importlib
+
+    for name in ("analyzer.livecapture", "analyzer.capture.live"):
+        importlib.import_module(name)
+    assert callable(analyzer.live) and analyzer.live.__name__ == "live"
+    assert callable(analyzer.analyze)

@@ -9,7 +9,9 @@ Tunnels of a real stack are in tests/test_lab_tunnels.py (Linux's gretap and vxl
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import subprocess
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -149,3 +151,20 @@ def test_the_c_scan_opens_the_tunnels_itself(tmp_path, name, wrap):
 
     assert len(hits) == len(packets) and all(len(hit) == 2 for hit in hits)
     assert stats.tunneled == len(packets)
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed here")
+def test_the_live_kernel_filter_lets_mirrored_traffic_through(tmp_path):
+    """smtpflow live filters in the kernel; BPF cannot look inside a tunnel, so tunnels pass
+    whole (libpcap compiles the same filter for tcpdump -r)."""
+    from analyzer.engine import Engine, Options
+    from analyzer.livecapture import kernel_filter
+
+    expression = kernel_filter(Engine(Options()))
+    packets = session(False)
+    for name, wrap in TUNNELS:
+        path = write_pcap(tmp_path / "mirrored.pcap", [(ts, ethernet(wrap(ip))) for ts, ip in packets])
+        kept = subprocess.run(["tcpdump", "-nr", str(path), expression], capture_output=True, text=True, check=True).stdout
+        assert len(kept.splitlines()) == len(packets), name
+    web = write_pcap(tmp_path / "web.pcap", frames(plain_smtp_session(Conversation(server="198.51.100.7", sport=443)).packets, 1))
+    assert subprocess.run(["tcpdump", "-nr", str(web), expression], capture_output=True, text=True, check=True).stdout == ""

@@ -45,7 +45,7 @@ def counters_line(stats: dict[str, Any]) -> str:
 
 
 class LiveView:
-    """Hooks for :class:`analyzer.live.LiveCapture`: ``on_session`` and ``on_tick``."""
+    """Hooks for :class:`analyzer.livecapture.LiveCapture`: ``on_session`` and ``on_tick``."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
         self.console = console or Console(highlight=False)

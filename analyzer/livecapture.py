@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 
 from .capture.live import LiveSource, check_filter
 from .capture.ring import RingWriter
+from .decode.tunnel import GENEVE_PORT, VXLAN_PORT
 from .diagnosis.records import RecordBuilder
 from .diagnosis.store import LatestSessions
 from .diagnosis.verdicts import is_failing
@@ -41,13 +42,16 @@ POLL_S = 0.2
 DRAIN_S = 10.0
 
 WEB_PORTS = (80, 443, 110, 143, 993, 995)
+#: Tunnels the decoder opens (decode/tunnel.py); BPF cannot look inside them.
+TUNNEL_FILTER = ("(ip proto 47 or ip proto 4 or ip proto 41 or ip6 proto 47 or ip6 proto 4 or ip6 proto 41"
+                 f" or (udp and (port {VXLAN_PORT} or port {GENEVE_PORT})))")
 
 
 def kernel_filter(engine: Engine, user_filter: str | None = None) -> str:
     """The BPF expression that keeps only what smtpflow needs, ANDed with the user's filter.
 
     SMTP ports (or every TCP port with ``--ports all``), TCP to the endpoint networks (except
-    their web and mailbox ports), DNS, and ICMP/ICMPv6 errors.
+    their web and mailbox ports), DNS, ICMP/ICMPv6 errors, and tunnels (mirrored traffic).
     """
     ports = engine.options.ports
     parts = []
@@ -62,6 +66,8 @@ def kernel_filter(engine: Engine, user_filter: str | None = None) -> str:
     parts.append("port 53")
     parts.append("(icmp and not (icmp[icmptype] == icmp-echo or icmp[icmptype] == icmp-echoreply))")
     parts.append("icmp6")
+    # Mirrored traffic (ERSPAN, GRE, VXLAN, Geneve, IP in IP): what is inside is judged later.
+    parts.append(TUNNEL_FILTER)
     expression = " or ".join(parts)
     if user_filter:
         expression = f"({expression}) and ({user_filter})"
