@@ -194,6 +194,28 @@ def pppoe(ip: bytes) -> bytes:
     return b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb" + struct.pack(">H", 0x8864) + body
 
 
+def ppp(ip: bytes, hdlc: bool = True, compressed: bool = False) -> bytes:
+    """PPP (linktype 9 or 50): [address 0xFF, control 0x03], then the protocol (one byte when
+    compressed)."""
+    proto = 0x57 if ip[0] >> 4 == 6 else 0x21
+    return (b"\xff\x03" if hdlc else b"") + (bytes([proto]) if compressed else struct.pack(">H", proto)) + ip
+
+
+def cisco_hdlc(ip: bytes) -> bytes:
+    """Cisco HDLC (linktype 104): address, control, EtherType."""
+    return struct.pack(">BBH", 0x0F, 0x00, 0x86DD if ip[0] >> 4 == 6 else 0x0800) + ip
+
+
+def nflog(ip: bytes, byteorder: str = "little") -> bytes:
+    """Linux NFLOG (linktype 239): header, then TLVs in the capturing host's byte order — a
+    prefix string (type 10) and the packet (NFULA_PAYLOAD, 9), each padded to 4 bytes."""
+    def tlv(kind: int, value: bytes) -> bytes:
+        body = (4 + len(value)).to_bytes(2, byteorder) + kind.to_bytes(2, byteorder) + value
+        return body + bytes(-len(body) % 4)
+    family = 10 if ip[0] >> 4 == 6 else 2
+    return bytes([family, 0]) + struct.pack(">H", 5) + tlv(10, b"smtp\0") + tlv(9, ip)
+
+
 LINKS = {
     1: ethernet,
     113: linux_sll,

@@ -24,11 +24,14 @@ from crafting import (
     Conversation,
     bsd_loop,
     bsd_null,
+    cisco_hdlc,
     ethernet,
     frames,
     linux_sll,
     linux_sll2,
+    nflog,
     plain_smtp_session,
+    ppp,
     pppoe,
     write_pcap,
     write_pcapng,
@@ -76,6 +79,12 @@ LINK_VARIANTS = {
     "null-le": (0, lambda ip: bsd_null(ip, "little")),
     "null-be": (0, lambda ip: bsd_null(ip, "big")),
     "loop-108": (108, bsd_loop),
+    "ppp-9": (9, ppp),
+    "ppp-9-no-address-compressed": (9, lambda ip: ppp(ip, hdlc=False, compressed=True)),
+    "ppp-hdlc-50": (50, ppp),
+    "cisco-hdlc-104": (104, cisco_hdlc),
+    "nflog-239-le": (239, nflog),
+    "nflog-239-be": (239, lambda ip: nflog(ip, "big")),
 }
 
 
@@ -319,3 +328,15 @@ def test_tcpdump_reads_what_we_write(tmp_path):
     out = subprocess.run(["tcpdump", "-nn", "-r", path], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert out.stdout.count("\n") == len(reference_packets())
+
+
+@pytest.mark.parametrize("name", ["ppp-9", "ppp-9-no-address-compressed", "ppp-hdlc-50", "cisco-hdlc-104", "nflog-239-le",
+                                  "nflog-239-be"])
+def test_ppp_hdlc_and_nflog_carry_ipv6_too(tmp_path, name):
+    linktype, wrap = LINK_VARIANTS[name]
+    packets = plain_smtp_session(Conversation(client=CLIENT6, server=MS_SERVER6)).packets
+    raw = write_pcap(tmp_path / "raw.pcap", packets, 101)
+    wrapped = write_pcap(tmp_path / f"{name}.pcap", [(ts, wrap(ip)) for ts, ip in packets], linktype)
+    sessions = essentials(analyzer.analyze(str(raw)))
+    assert sessions and sessions[0][2] == MS_SERVER6
+    assert essentials(analyzer.analyze(str(wrapped))) == sessions

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 LINKTYPE_NULL = 0  # BSD loopback, address family in the capturing host's byte order
 LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9  # PPP in HDLC-like framing: [0xFF 0x03] protocol (RFC 1661/1662)
 LINKTYPE_RAW_BSD = 12  # some BSDs/old libpcap wrote DLT_RAW as 12
 LINKTYPE_RAW_OPENBSD = 14
+LINKTYPE_PPP_HDLC = 50
 LINKTYPE_RAW = 101
+LINKTYPE_C_HDLC = 104  # Cisco HDLC: address, control, then an EtherType
 LINKTYPE_LOOP = 108  # OpenBSD loopback, address family in network byte order
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+LINKTYPE_NFLOG = 239  # Linux netfilter NFLOG (iptables -j NFLOG; tcpdump -i nflog:N)
 LINKTYPE_LINUX_SLL2 = 276
 
 #: Names as libpcap prints them, for error messages about unsupported captures.
@@ -38,6 +42,7 @@ LINKTYPE_NAMES = {
     220: "USB_LINUX_MMAPPED",
     228: "IPV4 (raw IPv4)",
     229: "IPV6 (raw IPv6)",
+    239: "NFLOG (Linux netfilter log)",
     249: "NETLINK",
     252: "WIRESHARK_UPPER_PDU",
     276: "LINUX_SLL2 (Linux cooked v2)",
@@ -55,6 +60,10 @@ SUPPORTED_LINKTYPES = frozenset(
         LINKTYPE_IPV4,
         LINKTYPE_IPV6,
         LINKTYPE_LINUX_SLL2,
+        LINKTYPE_PPP,
+        LINKTYPE_PPP_HDLC,
+        LINKTYPE_C_HDLC,
+        LINKTYPE_NFLOG,
     }
 )
 

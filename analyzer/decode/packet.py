@@ -11,13 +11,17 @@ from __future__ import annotations
 import os
 
 from ..capture.linktypes import (
+    LINKTYPE_C_HDLC,
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_LOOP,
+    LINKTYPE_NFLOG,
     LINKTYPE_NULL,
+    LINKTYPE_PPP,
+    LINKTYPE_PPP_HDLC,
     LINKTYPE_RAW,
     LINKTYPE_RAW_BSD,
     LINKTYPE_RAW_OPENBSD,
@@ -230,6 +234,32 @@ def _checksum_state_c(version: int, src: bytes, dst: bytes, proto: int, buf: byt
 checksum_state = _checksum_state_c if _c_checksum_state is not None else _checksum_state
 
 
+#: NFLOG (https://www.tcpdump.org/linktypes/LINKTYPE_NFLOG.html): family (1), version (1),
+#: resource id (2), then TLVs — length (2, header included) and type (2), in the capturing
+#: host's byte order, each padded to 4 bytes. The packet is the NFULA_PAYLOAD TLV.
+NFLOG_HEADER_LEN = 4
+NFULA_PAYLOAD = 9
+
+
+def _nflog_payload(buf: bytes, start: int, end: int) -> tuple[int, int]:
+    """(IP version, offset) of the packet in an NFLOG record, as ``_network_start`` answers."""
+    if end - start < NFLOG_HEADER_LEN + 4:
+        return -1, 0
+    for order in ("little", "big"):  # the capturing host's: a wrong guess finds no payload
+        pos = start + NFLOG_HEADER_LEN
+        while pos + 4 <= end:
+            length = int.from_bytes(buf[pos : pos + 2], order)
+            kind = int.from_bytes(buf[pos + 2 : pos + 4], order)
+            if length < 4 or pos + length > end:
+                break
+            if kind == NFULA_PAYLOAD:
+                off = pos + 4
+                version = buf[off] >> 4 if off < end else 0
+                return (version, off) if version in (4, 6) else (0, 0)
+            pos += (length + 3) & ~3
+    return 0, 0
+
+
 class Decoder:
     """Turns raw frames into TcpSegment / UdpDatagram / IcmpError objects, or None.
 
@@ -280,6 +310,24 @@ class Decoder:
             if family in AF_INET6_VALUES:
                 return 6, start + 4
             return 0, 0
+        elif linktype == LINKTYPE_PPP or linktype == LINKTYPE_PPP_HDLC:
+            off = start + 2 if end - start >= 2 and buf[start] == 0xFF and buf[start + 1] == 0x03 else start
+            if off >= end:
+                return -1, 0
+            if buf[off] & 1:  # protocol field compression: one byte
+                protocol, off = buf[off], off + 1
+            elif off + 2 <= end:
+                protocol, off = (buf[off] << 8) | buf[off + 1], off + 2
+            else:
+                return -1, 0
+            return (4, off) if protocol == PPP_IPV4 else (6, off) if protocol == PPP_IPV6 else (0, 0)
+        elif linktype == LINKTYPE_C_HDLC:
+            if end - start < 4:
+                return -1, 0
+            etype = (buf[start + 2] << 8) | buf[start + 3]
+            off = start + 4
+        elif linktype == LINKTYPE_NFLOG:
+            return _nflog_payload(buf, start, end)
         else:
             unsupported = self.stats.unsupported_linktypes
             unsupported[linktype] = unsupported.get(linktype, 0) + 1
