@@ -54,6 +54,7 @@ from .ip import (
 )
 from .select import Selector
 from .tcp import TH_SYN, parse_options
+from .fragments import FragmentTable
 from .tunnel import MAX_TUNNEL_DEPTH, TUNNEL_PORTS, TUNNEL_PROTOCOLS, inner_frame
 from .udp import DNS_PORT
 
@@ -156,7 +157,7 @@ class DecodeStats:
     __slots__ = (
         "packets", "bytes", "relevant", "non_ip", "fragments", "malformed", "truncated",
         "bad_checksums", "unsupported_linktypes", "ip_versions", "tcp", "udp", "icmp", "other_ip",
-        "dns_ignored", "tunneled", "first_ts", "last_ts",
+        "dns_ignored", "tunneled", "reassembled", "first_ts", "last_ts",
     )
 
     def __init__(self) -> None:
@@ -176,6 +177,7 @@ class DecodeStats:
         self.other_ip = 0
         self.dns_ignored = 0  # DNS messages about names of no interest (web lookups)
         self.tunneled = 0  # packets read inside a tunnel (GRE, ERSPAN, IP in IP, VXLAN, Geneve)
+        self.reassembled = 0  # IP datagrams put together from their fragments (``fragments`` counts those)
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
@@ -272,6 +274,7 @@ class Decoder:
         self.selector = selector
         self.verify_checksums = verify_checksums
         self.stats = DecodeStats()
+        self.fragments = FragmentTable()
 
     # -- link layer -------------------------------------------------------------------
     def _network_start(self, linktype: int, buf: bytes, start: int, end: int) -> tuple[int, int]:
@@ -419,7 +422,17 @@ class Decoder:
             frag = (buf[off + 6] << 8) | buf[off + 7]
             if frag & (IP_MF | IP_OFFMASK):
                 stats.fragments += 1
-                return None
+                if total < ihl or off + total > end:
+                    return None  # cut by the capture: its piece is unknown
+                whole = self.fragments.add(
+                    ts, (4, buf[off + 12 : off + 20], buf[off + 9], buf[off + 4 : off + 6]), (frag & IP_OFFMASK) << 3,
+                    bool(frag & IP_MF), buf[off + ihl : off + total], buf[off : off + ihl] if not frag & IP_OFFMASK else None)
+                if whole is None:
+                    return None
+                packet = bytearray(whole)
+                packet[2:4] = (len(packet) if len(packet) <= 0xFFFF else 0).to_bytes(2, "big")
+                packet[6:8] = b"\0\0"
+                return self._reassembled(ts, version, packet, depth)
             proto = buf[off + 9]
             if total == 0:  # TCP segmentation offload on the capturing host: length left blank
                 ip_end = end
@@ -461,7 +474,19 @@ class Decoder:
                     fragword = (buf[l4 + 2] << 8) | buf[l4 + 3]
                     if fragword & 0xFFF9:  # offset != 0 or more-fragments set
                         stats.fragments += 1
-                        return None
+                        if not plen or ip_end > end:
+                            return None  # cut by the capture: its piece is unknown
+                        # The datagram gets a plain IPv6 header, the fragment's next header in it
+                        # (the headers before the fragment header are not needed here).
+                        offset = fragword & 0xFFF8
+                        header = bytes(buf[off : off + 6]) + bytes((buf[l4], ttl)) + bytes(buf[saddr : saddr + 32]) if not offset else None
+                        whole = self.fragments.add(ts, (6, buf[saddr : saddr + 32], buf[l4 + 4 : l4 + 8]), offset,
+                                                   bool(fragword & 1), buf[l4 + 8 : ip_end], header)
+                        if whole is None:
+                            return None
+                        packet = bytearray(whole)
+                        packet[4:6] = (len(packet) - 40 if len(packet) - 40 <= 0xFFFF else 0).to_bytes(2, "big")
+                        return self._reassembled(ts, version, packet, depth)
                     proto = buf[l4]
                     l4 += 8
                 elif proto == IPPROTO_AH:
@@ -562,6 +587,15 @@ class Decoder:
 
         stats.other_ip += 1
         return None
+
+    def _reassembled(self, ts: int, version: int, packet: bytearray, depth: int):
+        """A datagram whose last fragment just came: decoded like a captured raw IP packet."""
+        stats = self.stats
+        stats.ip_versions[version] -= 1  # its fragments were counted; it is counted as itself
+        stats.reassembled += 1
+        if depth >= MAX_TUNNEL_DEPTH:
+            return None
+        return self._frame(ts, LINKTYPE_RAW, bytes(packet), 0, len(packet), False, depth + 1)
 
     def _icmp_error(self, ts, version, buf, saddr, daddr, alen, ttl, l4, end):
         """Parse the packet quoted by an ICMP error; keep it only if it was relevant traffic."""
