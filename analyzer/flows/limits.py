@@ -55,9 +55,9 @@ MAX_TABLE_BYTES = 128 * 1024 * 1024
 #: The same packet captured twice — a capture on ``any`` of a host that forwards it (once in,
 #: once out, the TTL one lower), or two captures of one link read together — arrives at most
 #: this long after the first copy (queueing on the way out included). Within it, a segment
-#: with the same TCP numbers and the same ``ident`` (IPv4 id and TCP checksum field) as its
-#: direction's previous one is that copy: counted (weird ``duplicate_frame``), not followed
-#: again. A real retransmission differs (new IPv4 id, new timestamps) and comes later: Linux
+#: with the same sequence and acknowledgment numbers and the same ``ident`` (IPv4 id and TCP
+#: checksum field, which covers the rest of the segment) as its direction's previous one is
+#: that copy: counted (weird ``duplicate_frame``), not followed again. A real retransmission differs (new IPv4 id, new timestamps) and comes later: Linux
 #: waits at least 200 ms.
 DUPLICATE_FRAME_WINDOW_S = 0.05
 

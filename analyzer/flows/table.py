@@ -138,23 +138,34 @@ class ConnectionTable:
                 return
         elif checksum == CHECKSUM_OK and len(self.good_checksum_hosts) < MAX_CHECKSUM_HOSTS:
             self.good_checksum_hosts.add(seg.src)
-        frame = (seg.seq, seg.ack, seg.flags, seg.win, seg.length, seg.ident)
+        ident = seg.ident
         if conn is None:
             conn = self._create(seg, key)
+            is_orig = key == conn.key
         else:
-            last = (conn.orig if key == conn.key else conn.resp).last_frame
-            if last is not None and last[0] == frame and ts - last[1] <= DUPLICATE_FRAME_WINDOW_NS:
-                # The same packet captured a second time (see DUPLICATE_FRAME_WINDOW_S).
+            is_orig = key == conn.key
+            ep = conn.orig if is_orig else conn.resp
+            # The same packet captured a second time (see DUPLICATE_FRAME_WINDOW_S): ident (the
+            # IPv4 id and the TCP checksum, which covers flags, window, options and payload),
+            # sequence and acknowledgment numbers all repeat. Compared field by field: a
+            # tuple per packet cost 3 % of an all-SMTP capture's time.
+            if ident == ep.frame_ident and seg.seq == ep.frame_seq and seg.ack == ep.frame_ack and (
+                ts - ep.frame_ts <= DUPLICATE_FRAME_WINDOW_NS
+            ):
                 self.duplicate_frames += 1
                 conn.weird("duplicate_frame")
                 return
             if seg.flags & TH_SYN and self._is_new_attempt(conn, seg, key):
                 self._finalise(conn, False)
                 conn = self._create(seg, key)
+                is_orig = key == conn.key
             else:
                 self.active.move_to_end(conn)
-        is_orig = key == conn.key
-        (conn.orig if is_orig else conn.resp).last_frame = (frame, ts)
+        ep = conn.orig if is_orig else conn.resp
+        ep.frame_ident = ident
+        ep.frame_seq = seg.seq
+        ep.frame_ack = seg.ack
+        ep.frame_ts = ts
         conn.process(seg, is_orig)
         self.touched.add(conn)
         if self.budget.growth > self.headroom:

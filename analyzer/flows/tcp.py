@@ -94,7 +94,7 @@ class Endpoint:
         "hist_bits", "hist_last_syn", "hist_last_fin", "hist_last_rst",
         "rxmit", "rxmit_next", "gap_events", "gap_next", "zero_windows", "zero_next", "bad_sums", "bad_next",
         "fin_count", "rst_count", "fin_seq", "pkts", "ip_bytes", "ttl_min", "ttl_max", "window_scale",
-        "reassembler", "first_ts", "last_ts", "close_ts", "last_frame",
+        "reassembler", "first_ts", "last_ts", "close_ts", "frame_ident", "frame_seq", "frame_ack", "frame_ts",
     )
 
     def __init__(self, is_orig: bool) -> None:
@@ -129,9 +129,13 @@ class Endpoint:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.close_ts: int | None = None  # first FIN or RST from this side
-        #: The last segment followed from this side: ((seq, ack, flags, win, length, ident), ts),
-        #: to recognise the same packet captured twice (DUPLICATE_FRAME_WINDOW_S).
-        self.last_frame: tuple | None = None
+        #: The last segment followed from this side — its ident (``TcpSegment.ident``), sequence
+        #: and acknowledgment numbers, and time — to recognise the same packet captured twice
+        #: (DUPLICATE_FRAME_WINDOW_S). -1: none yet (an ident is never negative).
+        self.frame_ident = -1
+        self.frame_seq = 0
+        self.frame_ack = 0
+        self.frame_ts = 0
 
     def set_state(self, state: int) -> None:
         self.prev_state = self.state

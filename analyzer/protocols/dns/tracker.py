@@ -94,10 +94,11 @@ MAX_CNAME_CHAIN = 16
 #: Bytes that send a response about an uninteresting name through the full parser anyway: its
 #: CNAME chain may lead to Microsoft (a local alias of smtp.office365.com).
 CHAIN_MARKERS = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
-#: Queries remembered to recognise one captured twice, whose copy comes within
-#: DUPLICATE_FRAME_WINDOW_S (flows.limits) of the first: a few hundred queries at most pass
-#: on a busy gateway meanwhile.
-MAX_RECENT_QUERIES_SEEN = 512
+#: A query repeated this soon (flows.limits.DUPLICATE_FRAME_WINDOW_S) is the same packet
+#: captured twice, on two interfaces of a host that forwards it: one query, not a
+#: retransmission, which a stub resolver sends a second or more later. (Identical answers
+#: that close together are not always copies: a resolver may answer a query and its
+#: retransmissions at once. They stay "duplicate_responses".)
 DUPLICATE_FRAME_WINDOW_NS = int(DUPLICATE_FRAME_WINDOW_S * 1_000_000_000)
 #: Question names remembered as interesting or not (names repeat a lot on a gateway).
 MAX_NAME_VERDICTS = 100_000
@@ -213,7 +214,6 @@ class DnsTracker:
         self._pending_count = 0
         self._flows: dict[Flow, dict[int, None]] = {}  # flow -> ids pending on it
         self._recent: OrderedDict[tuple, int] = OrderedDict()  # (flow, id, qname, qtype) -> response ts
-        self._queries_seen: OrderedDict[tuple, int] = OrderedDict()  # (flow, length, hash) -> ts, newest last
         #: The kept transactions' rows, in the order they ended: a list, or what the caller
         #: gave — anything with append, len and iteration; the engine's SessionStore spills
         #: to disk — and each one's query time, to sort them by.
@@ -249,23 +249,7 @@ class DnsTracker:
             flow = ("udp", dgram.dst, dgram.dport, dgram.src, dgram.sport)
         else:
             flow = ("udp", dgram.src, dgram.sport, dgram.dst, dgram.dport)
-        ts = dgram.ts
-        if flow[1] == dgram.src:
-            # A query captured twice (on two interfaces of a host that forwards it) is one
-            # query: its copy would read as a retransmission, which a stub resolver sends a
-            # second or more later. (Identical answers that close together are not always
-            # copies: a resolver may answer a query and its retransmissions at once. They stay
-            # "duplicate_responses".)
-            recent = self._queries_seen
-            seen = (flow, len(payload), hash(payload))  # not the bytes: up to 64 KB each
-            first = recent.get(seen)
-            if first is not None and ts - first <= DUPLICATE_FRAME_WINDOW_NS:
-                self._stats["duplicate_frames"] += 1
-                return
-            recent[seen] = ts
-            if len(recent) > MAX_RECENT_QUERIES_SEEN:
-                recent.popitem(last=False)
-        self._message(flow, payload, ts)
+        self._message(flow, payload, dgram.ts)
 
     def tcp_analyzer(self, conn) -> DnsTcpStream:
         """A stream analyzer for one TCP connection to port 53 (for the flow layer)."""
@@ -456,6 +440,9 @@ class DnsTracker:
         queries = self._pending.get(key, ())
         for query in queries:
             if query.qname == qname and query.qtype == qtype:
+                if ts - query.last_ts <= DUPLICATE_FRAME_WINDOW_NS:
+                    self._stats["duplicate_frames"] += 1
+                    return
                 query.retransmissions += 1
                 query.last_ts = ts
                 self._stats["retransmissions"] += 1
