@@ -5,7 +5,6 @@ kernel's own fragments are in tests/test_lab_fragments.py.
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest

@@ -262,6 +262,17 @@ def _nflog_payload(buf: bytes, start: int, end: int) -> tuple[int, int]:
     return 0, 0
 
 
+#: Link types whose header ends in an EtherType: (header length, offset of the EtherType).
+#: Ethernet: destination, source, type; Linux cooked v1: packet type, ARPHRD, address length,
+#: address (8), protocol; v2: protocol first; Cisco HDLC: address, control, protocol.
+ETHERTYPE_LINK_HEADERS = {
+    LINKTYPE_ETHERNET: (14, 12),
+    LINKTYPE_LINUX_SLL: (16, 14),
+    LINKTYPE_LINUX_SLL2: (20, 0),
+    LINKTYPE_C_HDLC: (4, 2),
+}
+
+
 class Decoder:
     """Turns raw frames into TcpSegment / UdpDatagram / IcmpError objects, or None.
 
@@ -279,22 +290,13 @@ class Decoder:
     # -- link layer -------------------------------------------------------------------
     def _network_start(self, linktype: int, buf: bytes, start: int, end: int) -> tuple[int, int]:
         """Return (IP version 4/6 or 0, offset of the IP header)."""
-        if linktype == LINKTYPE_ETHERNET:
-            if end - start < 14:
+        layout = ETHERTYPE_LINK_HEADERS.get(linktype)
+        if layout is not None:
+            header_len, at = layout
+            if end - start < header_len:
                 return -1, 0
-            etype = (buf[start + 12] << 8) | buf[start + 13]
-            off = start + 14
-        elif linktype == LINKTYPE_LINUX_SLL2:
-            if end - start < 20:
-                return -1, 0
-            etype = (buf[start] << 8) | buf[start + 1]
-            off = start + 20
-        elif linktype == LINKTYPE_LINUX_SLL:
-            if end - start < 16:
-                return -1, 0
-            etype = (buf[start + 14] << 8) | buf[start + 15]
-            off = start + 16
-        elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_BSD, LINKTYPE_RAW_OPENBSD, LINKTYPE_IPV4, LINKTYPE_IPV6):
+            return self._after_ethertype((buf[start + at] << 8) | buf[start + at + 1], buf, start + header_len, end)
+        if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_BSD, LINKTYPE_RAW_OPENBSD, LINKTYPE_IPV4, LINKTYPE_IPV6):
             if end <= start:
                 return -1, 0
             version = buf[start] >> 4
@@ -324,18 +326,11 @@ class Decoder:
             else:
                 return -1, 0
             return (4, off) if protocol == PPP_IPV4 else (6, off) if protocol == PPP_IPV6 else (0, 0)
-        elif linktype == LINKTYPE_C_HDLC:
-            if end - start < 4:
-                return -1, 0
-            etype = (buf[start + 2] << 8) | buf[start + 3]
-            off = start + 4
         elif linktype == LINKTYPE_NFLOG:
             return _nflog_payload(buf, start, end)
-        else:
-            unsupported = self.stats.unsupported_linktypes
-            unsupported[linktype] = unsupported.get(linktype, 0) + 1
-            return -2, 0
-        return self._after_ethertype(etype, buf, off, end)
+        unsupported = self.stats.unsupported_linktypes
+        unsupported[linktype] = unsupported.get(linktype, 0) + 1
+        return -2, 0
 
     @staticmethod
     def _after_ethertype(etype: int, buf: bytes, off: int, end: int) -> tuple[int, int]:
@@ -427,12 +422,7 @@ class Decoder:
                 whole = self.fragments.add(
                     ts, (4, buf[off + 12 : off + 20], buf[off + 9], buf[off + 4 : off + 6]), (frag & IP_OFFMASK) << 3,
                     bool(frag & IP_MF), buf[off + ihl : off + total], buf[off : off + ihl] if not frag & IP_OFFMASK else None)
-                if whole is None:
-                    return None
-                packet = bytearray(whole)
-                packet[2:4] = (len(packet) if len(packet) <= 0xFFFF else 0).to_bytes(2, "big")
-                packet[6:8] = b"\0\0"
-                return self._reassembled(ts, version, packet, depth)
+                return None if whole is None else self._reassembled(ts, version, whole, depth)
             proto = buf[off + 9]
             if total == 0:  # TCP segmentation offload on the capturing host: length left blank
                 ip_end = end
@@ -482,11 +472,7 @@ class Decoder:
                         header = bytes(buf[off : off + 6]) + bytes((buf[l4], ttl)) + bytes(buf[saddr : saddr + 32]) if not offset else None
                         whole = self.fragments.add(ts, (6, buf[saddr : saddr + 32], buf[l4 + 4 : l4 + 8]), offset,
                                                    bool(fragword & 1), buf[l4 + 8 : ip_end], header)
-                        if whole is None:
-                            return None
-                        packet = bytearray(whole)
-                        packet[4:6] = (len(packet) - 40 if len(packet) - 40 <= 0xFFFF else 0).to_bytes(2, "big")
-                        return self._reassembled(ts, version, packet, depth)
+                        return None if whole is None else self._reassembled(ts, version, whole, depth)
                     proto = buf[l4]
                     l4 += 8
                 elif proto == IPPROTO_AH:
@@ -588,8 +574,15 @@ class Decoder:
         stats.other_ip += 1
         return None
 
-    def _reassembled(self, ts: int, version: int, packet: bytearray, depth: int):
-        """A datagram whose last fragment just came: decoded like a captured raw IP packet."""
+    def _reassembled(self, ts: int, version: int, whole: bytes, depth: int):
+        """A datagram whose last fragment just came: its length set (0 past 64 KB, as TSO
+        leaves it), no longer a fragment, decoded like a captured raw IP packet."""
+        packet = bytearray(whole)
+        if version == 4:
+            packet[2:4] = (len(packet) if len(packet) <= 0xFFFF else 0).to_bytes(2, "big")
+            packet[6:8] = b"\0\0"
+        else:
+            packet[4:6] = (len(packet) - 40 if len(packet) - 40 <= 0xFFFF else 0).to_bytes(2, "big")
         stats = self.stats
         stats.ip_versions[version] -= 1  # its fragments were counted; it is counted as itself
         stats.reassembled += 1
