@@ -23,7 +23,7 @@ from sys import getsizeof
 from typing import Protocol
 
 from ..decode.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
-from .limits import MAX_EVENT_DETAIL, MAX_EVENTS_PER_SESSION, MAX_HISTORY_LENGTH, MAX_ICMP_RECORDS, MAX_RST_RECORDS, MAX_SYN_RECORDS
+from .limits import MAX_EVENT_DETAIL, MAX_EVENTS_PER_SESSION, MAX_HISTORY_LENGTH, MAX_RST_RECORDS, MAX_SYN_RECORDS
 from .reassembly import MASK32, BufferBudget, Reassembler, seq_delta
 
 # Endpoint states (Zeek's TCP_ENDPOINT_*).
