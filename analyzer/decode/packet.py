@@ -90,7 +90,7 @@ class TcpSegment:
     )
 
     def __init__(self, ts, version, src, dst, ttl, ip_len, sport, dport, seq, ack, flags, win, payload, length, options, checksum,
-                 ident=0):
+                 ident):
         self.ts = ts
         self.version = version
         self.src = src

@@ -57,9 +57,10 @@ MAX_TABLE_BYTES = 128 * 1024 * 1024
 #: this long after the first copy (queueing on the way out included). Within it, a segment
 #: with the same sequence and acknowledgment numbers and the same ``ident`` (IPv4 id and TCP
 #: checksum field, which covers the rest of the segment) as its direction's previous one is
-#: that copy: counted (weird ``duplicate_frame``), not followed again. A real retransmission differs (new IPv4 id, new timestamps) and comes later: Linux
-#: waits at least 200 ms.
+#: that copy: counted (weird ``duplicate_frame``), not followed again. A real retransmission
+#: differs (new IPv4 id, new timestamps) and comes later: Linux waits at least 200 ms.
 DUPLICATE_FRAME_WINDOW_S = 0.05
+DUPLICATE_FRAME_WINDOW_NS = int(DUPLICATE_FRAME_WINDOW_S * 1_000_000_000)
 
 #: Hosts remembered as "sends correct checksums" (the checksum-offload heuristic).
 MAX_CHECKSUM_HOSTS = 100_000

@@ -19,7 +19,7 @@ from ..decode.tcp import TH_ACK, TH_RST, TH_SYN
 from .limits import (
     ATTEMPT_TIMEOUT_S,
     CLOSED_LINGER_S,
-    DUPLICATE_FRAME_WINDOW_S,
+    DUPLICATE_FRAME_WINDOW_NS,
     IDLE_TIMEOUT_S,
     MAX_ACTIVE_CONNECTIONS,
     MAX_CHECKSUM_HOSTS,
@@ -31,7 +31,6 @@ from .reassembly import BufferBudget
 from .tcp import CLOSED, RESET, SYN_SENT, StreamAnalyzer, TcpConnection
 
 NS = 1_000_000_000
-DUPLICATE_FRAME_WINDOW_NS = int(DUPLICATE_FRAME_WINDOW_S * NS)
 
 #: Ports Zeek's heuristic treats as "likely server" when a connection starts mid-stream or
 #: with a SYN-ACK: the first packet's sender is then taken to be the responder.
@@ -142,6 +141,7 @@ class ConnectionTable:
         if conn is None:
             conn = self._create(seg, key)
             is_orig = key == conn.key
+            ep = conn.orig if is_orig else conn.resp
         else:
             is_orig = key == conn.key
             ep = conn.orig if is_orig else conn.resp
@@ -159,9 +159,9 @@ class ConnectionTable:
                 self._finalise(conn, False)
                 conn = self._create(seg, key)
                 is_orig = key == conn.key
+                ep = conn.orig if is_orig else conn.resp
             else:
                 self.active.move_to_end(conn)
-        ep = conn.orig if is_orig else conn.resp
         ep.frame_ident = ident
         ep.frame_seq = seg.seq
         ep.frame_ack = seg.ack

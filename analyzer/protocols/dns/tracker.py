@@ -37,7 +37,7 @@ from typing import Any, Callable
 from ...decode.icmp import icmp_name, is_unreachable
 from ...decode.ip import IPPROTO_UDP, address_text
 from ...decode.select import quick_question
-from ...flows.limits import DUPLICATE_FRAME_WINDOW_S
+from ...flows.limits import DUPLICATE_FRAME_WINDOW_NS
 from .message import (
     FLAG_QR,
     MAX_MESSAGE_LEN,
@@ -94,12 +94,6 @@ MAX_CNAME_CHAIN = 16
 #: Bytes that send a response about an uninteresting name through the full parser anyway: its
 #: CNAME chain may lead to Microsoft (a local alias of smtp.office365.com).
 CHAIN_MARKERS = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
-#: A query repeated this soon (flows.limits.DUPLICATE_FRAME_WINDOW_S) is the same packet
-#: captured twice, on two interfaces of a host that forwards it: one query, not a
-#: retransmission, which a stub resolver sends a second or more later. (Identical answers
-#: that close together are not always copies: a resolver may answer a query and its
-#: retransmissions at once. They stay "duplicate_responses".)
-DUPLICATE_FRAME_WINDOW_NS = int(DUPLICATE_FRAME_WINDOW_S * 1_000_000_000)
 #: Question names remembered as interesting or not (names repeat a lot on a gateway).
 MAX_NAME_VERDICTS = 100_000
 #: Per direction of a DNS-over-TCP connection, at most one incomplete message of up to this
@@ -441,6 +435,10 @@ class DnsTracker:
         for query in queries:
             if query.qname == qname and query.qtype == qtype:
                 if ts - query.last_ts <= DUPLICATE_FRAME_WINDOW_NS:
+                    # The same query captured twice (two interfaces of a host that forwards
+                    # it): a stub resolver retransmits a second or more later. Identical
+                    # answers that close together are not always copies (a resolver may
+                    # answer a query and its retransmissions at once): duplicate_responses.
                     self._stats["duplicate_frames"] += 1
                     return
                 query.retransmissions += 1
