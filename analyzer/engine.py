@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
+from array import array
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -20,10 +21,10 @@ from .capture.linktypes import SUPPORTED_LINKTYPES
 from .decode import DEFAULT_SMTP_PORTS, Decoder, IcmpError, Selector, TcpSegment, UdpDatagram
 from .decode.fastpath import Prefilter
 from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
-from .diagnosis.records import RecordBuilder
+from .diagnosis.records import RecordBuilder, first_seen_key
 from .diagnosis.resets import ServerTtls, add_server_reference
 from .diagnosis.store import EventsBySession, SessionStore, session_weight
-from .diagnosis.summary import summarize
+from .diagnosis.summary import Tally, summarize
 from .flows import ConnectionTable, TcpConnection
 from .flows.limits import MAX_ACTIVE_CONNECTIONS
 from .flows.table import MAX_ORPHAN_ICMP
@@ -117,6 +118,9 @@ class Engine:
         #: Finished sessions' facts, waiting for ``result`` (spilled to disk past a limit),
         #: and their servers' TTLs, gathered as they come (so ``result`` reads facts once).
         self.facts: SessionStore = SessionStore()
+        #: Each stored session's first_seen_key, in the store's order: the records are built in
+        #: their final order from it (None where the store keeps only the latest: live capture).
+        self.first_seen: array | None = array("d")
         self.server_ttls: ServerTtls = {}
         #: Called with each session's facts as soon as it is finished (live capture uses it).
         self.on_finished: Callable[[dict[str, Any]], None] | None = None
@@ -150,6 +154,8 @@ class Engine:
     def _keep(self, facts: dict[str, Any]) -> None:
         """Store a finished session's facts and count its server's TTL."""
         self.facts.append(facts, session_weight(facts.get("held_bytes", 0)))
+        if self.first_seen is not None:
+            self.first_seen.append(first_seen_key(facts))
         add_server_reference(self.server_ttls, facts)
         self.kept += 1
         if self.kept >= self.next_collection:
@@ -243,7 +249,8 @@ class Engine:
     def result(self, capture: dict[str, Any] | None = None, errors: list[str] | None = None, damage: list[str] | None = None) -> RunResult:
         stats = self.decoder.stats
         builder = RecordBuilder(self.directory, self.dns, stats.last_ts)
-        built, by_session = builder.build_all(self.facts, self.server_ttls)
+        tally = Tally()
+        built, by_session = builder.build_all(self.facts, self.server_ttls, self.first_seen, tally)
         records: Sequence[dict[str, Any]]
         events: Mapping[str, list[tuple[int, str, str, str]]]
         if built.spilled:
@@ -251,7 +258,7 @@ class Engine:
         else:
             records, events = list(built), dict(by_session)
         dns = self.dns.transactions()
-        summary = summarize(records, dns)
+        summary = summarize(records, dns, tally)
         run_stats = stats.as_dict()
         run_stats["connections"] = self.table.created
         run_stats["elapsed_s"] = round(self.elapsed, 3)

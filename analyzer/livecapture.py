@@ -99,6 +99,7 @@ class LiveCapture:
         self.interfaces = [interfaces] if isinstance(interfaces, str) else list(interfaces)
         self.engine = Engine(options)
         self.engine.facts = LatestSessions(maxlen=MAX_LIVE_SESSIONS)  # type: ignore[assignment]
+        self.engine.first_seen = None  # the latest sessions are sorted when the run ends
         self.engine.on_finished = self._finished
         self.user_filter = bpf
         if bpf:

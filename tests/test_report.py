@@ -366,7 +366,7 @@ JSON_VALUES = [
 @pytest.mark.parametrize("what, value", JSON_VALUES, ids=[w for w, _ in JSON_VALUES])
 def test_compact_json_says_what_the_standard_encoder_says(what, value):
     """dumps_json (orjson when installed) and json.dumps read back the same, and compactly."""
-    from analyzer.report.safe import _COMPACT, dumps_json, json_default
+    from analyzer.diagnosis.jsontext import _COMPACT, dumps_json, json_default
 
     text = dumps_json(value)
     assert json.loads(text) == json.loads(json.dumps(value, default=json_default, ensure_ascii=False))

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import random
 
 import pytest
 
@@ -48,6 +49,45 @@ def test_a_store_reads_back_what_was_put_in_either_way(limit, spilled):
 
 
 @pytest.mark.parametrize("limit", [100, 0])
+@pytest.mark.parametrize("order", [
+    "stored", "reversed", "shuffled", "runs",
+])
+def test_in_order_reads_any_permutation(limit, order):
+    s = SessionStore(ITEMS, limit=limit)
+    n = len(ITEMS)
+    positions = {
+        "stored": list(range(n)),
+        "reversed": list(range(n))[::-1],
+        "shuffled": random.Random(7).sample(range(n), n),
+        # runs stored one after the other, out of order: read a run at a time
+        "runs": [i for start in (20, 0, 30, 10) for i in range(start, start + 10)],
+    }[order]
+    assert sorted(positions) == list(range(n))
+    assert list(s.in_order(positions)) == [ITEMS[i] for i in positions]
+    # The store is unchanged, and still grows.
+    assert list(s) == ITEMS
+    s.append({"uid": "late"})
+    assert s[-1] == {"uid": "late"} and list(s.in_order([n, 0])) == [{"uid": "late"}, ITEMS[0]]
+
+
+def test_in_order_reads_a_run_at_once():
+    """Consecutive stored items are read with one system call, not one each."""
+    s = SessionStore(ITEMS, limit=0)
+    calls = []
+    real = s._read
+
+    def counting(start, stop):
+        calls.append((start, stop))
+        return real(start, stop)
+
+    s._read = counting
+    n = len(ITEMS)
+    order = list(range(10, n)) + list(range(10))
+    assert list(s.in_order(order)) == [ITEMS[i] for i in order]
+    assert calls == [(10, n), (0, 10)]
+
+
+@pytest.mark.parametrize("limit", [100, 0])
 def test_reorder_and_append_after_reorder(limit):
     s = SessionStore(ITEMS, limit=limit)
     order = sorted(range(len(ITEMS)), key=lambda n: (n % 7, -n))
@@ -59,6 +99,57 @@ def test_reorder_and_append_after_reorder(limit):
         s.reorder([0] * len(s))
     with pytest.raises(ValueError):
         s.reorder([0, 1])
+
+
+def _strictly_equal(a, b) -> bool:
+    """Equal, and of the same types all the way down (a tuple is not a list here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_strictly_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_strictly_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("path", all_captures(), ids=os.path.basename)
+def test_records_hold_only_json_types(path):
+    """The records' store keeps them as JSON text past its limit: that reads back the same
+    record only if it holds nothing JSON would change (tuples, bytes, non-string keys, NaN)."""
+    from analyzer.diagnosis.jsontext import dump_record, load_record
+
+    for record in analyzer.analyze(path)._result.records:  # (some captures hold none: DNS alone)
+        assert _strictly_equal(load_record(dump_record(record)), record), (path, record["session_id"])
+
+
+JSON_RECORDS = [
+    {"session_id": f"C{n:03d}", "n": n, "f": n / 7, "ok": n % 2 == 0, "none": None, "text": "é\u202e" * n,
+     "nested": {"list": [n, {"x": [None]}], "empty": {}}}
+    for n in range(30)
+]
+# orjson declines an integer beyond 64 bits: that record is pickled and still reads back.
+JSON_RECORDS[7]["n"] = 2 ** 70
+
+
+@pytest.mark.parametrize("limit", [100, 0])
+def test_a_store_of_records_keeps_their_json_text(limit):
+    from analyzer.diagnosis.jsontext import json_line
+
+    s = SessionStore(JSON_RECORDS, limit=limit, json_records=True)
+    assert s.spilled == (limit == 0)
+    assert all(_strictly_equal(a, b) for a, b in zip(s, JSON_RECORDS)) and len(s) == len(JSON_RECORDS)
+    assert _strictly_equal(s[7], JSON_RECORDS[7])
+    lines = list(s.json_lines())
+    assert lines == [json_line(r) for r in JSON_RECORDS]
+    assert json.loads(lines[7])["n"] == 2 ** 70
+    if limit == 0:
+        # Kept as JSON (but the one pickled), read back by the JSON reader, not by pickle.
+        s._flush()
+        stored = [os.pread(s._file.fileno(), s._lengths[i], s._offsets[i]) for i in range(len(s))]
+        assert [blob[:1] for blob in stored] == [b"{"] * 7 + [b"\x80"] + [b"{"] * 22
+        assert stored[3] + b"\n" == lines[3]
+    again = pickle.loads(pickle.dumps(s))
+    assert again.json_records and list(again.json_lines()) == lines
 
 
 def test_weights_spill_sooner():
@@ -317,7 +408,7 @@ def test_collections_come_sooner_again_once_one_finds_cycles(monkeypatch):
     monkeypatch.setattr(engine_module.gc, "collect", lambda: (at.append(engine.kept), next(found))[1])
     with engine_module.cycle_collector_off():
         for n in range(40):
-            engine._keep({"uid": f"s{n}", "resp_addr": b"\x0a\x00\x00\x01", "events": []})
+            engine._keep({"uid": f"s{n}", "first_ts": n, "resp_addr": b"\x0a\x00\x00\x01", "events": []})
     # 2, then +4 (nothing found), +8 (nothing), then cycles found: +2, then +4, +8, +8 (the cap).
     assert at == [2, 6, 14, 16, 20, 28, 36]
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import itertools
 from array import array
-from collections.abc import Iterable
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -54,6 +54,7 @@ from .microsoft import MicrosoftDirectory
 from .outcome import decide, decisive_reply
 from .resets import ServerTtls, classify_reset
 from .store import SessionStore, session_weight
+from .summary import Tally
 from .verdicts import verdict
 
 NS = 1_000_000_000
@@ -73,23 +74,32 @@ class RecordBuilder:
         self.dns = dns
         self.capture_end = capture_end
 
-    def build_all(self, all_facts: Iterable[dict[str, Any]], refs: ServerTtls) -> tuple[SessionStore, SessionStore]:
+    def build_all(self, all_facts: Sequence[dict[str, Any]], refs: ServerTtls, first_seen: array | None = None,
+                  tally: Tally | None = None) -> tuple[SessionStore, SessionStore]:
         """The records of all sessions in (first_seen, session_id) order, and in the same order
         each session's ``(session id, events in time order)``. ``refs``: the sessions' server
-        TTLs, counted as they finished (:func:`~.resets.add_server_reference`). ``all_facts``
-        is read once, one session at a time: the stores spill to disk past their limit, so any
-        number of sessions is built in bounded memory."""
-        records, events = SessionStore(), SessionStore()
-        first_seen = array("d")
-        for facts in all_facts:
+        TTLs, counted as they finished (:func:`~.resets.add_server_reference`).
+
+        ``first_seen``: each stored session's :func:`first_seen_key`, counted as it was stored
+        (else read from the facts first). The facts are read once more, one session at a time,
+        in the records' order (a :class:`SessionStore` reads runs of them at once): the stores
+        spill to disk past their limit, so any number of sessions is built in bounded memory,
+        and nothing needs sorting afterwards. ``tally``: each record is also added to it, in
+        that order (the capture's summary, without reading the records again)."""
+        if not isinstance(all_facts, SessionStore):
+            all_facts = list(all_facts)  # live capture's deque of the latest: indexing it is slow
+        if first_seen is None or len(first_seen) != len(all_facts):
+            first_seen = array("d", (first_seen_key(facts) for facts in all_facts))
+        order = session_order(first_seen, all_facts)
+        ordered = all_facts.in_order(order) if isinstance(all_facts, SessionStore) else (all_facts[i] for i in order)
+        records, events = SessionStore(json_records=True), SessionStore()
+        for facts in ordered:
             record = self.build(facts, refs)
             weight = session_weight(facts.get("held_bytes", 0))
             records.append(record, weight)
             events.append((facts["uid"], sorted(facts["events"], key=itemgetter(0))), weight)
-            first_seen.append(record["first_seen"])
-        order = _record_order(first_seen, records)
-        records.reorder(order)
-        events.reorder(order)
+            if tally is not None:
+                tally.add(record)
         return records, events
 
     def build(self, facts: dict[str, Any], refs: ServerTtls) -> dict[str, Any]:
@@ -184,9 +194,15 @@ class RecordBuilder:
         return record
 
 
-def _record_order(first_seen: array, records: SessionStore) -> list[int]:
+def first_seen_key(facts: dict[str, Any]) -> float:
+    """What the records are sorted by first: their ``first_seen`` (so equal for two sessions
+    that began in the same microsecond, whose order the session id then decides)."""
+    return _seconds(facts["first_ts"])
+
+
+def session_order(first_seen: array, all_facts: Sequence[dict[str, Any]]) -> list[int]:
     """Positions by (first_seen, session_id): sorted on the numbers alone, then the rare runs
-    of equal first_seen by id (reading only those records back)."""
+    of equal first_seen by id (reading only those sessions back)."""
     order = sorted(range(len(first_seen)), key=first_seen.__getitem__)
     start = 0
     while start < len(order):
@@ -194,7 +210,7 @@ def _record_order(first_seen: array, records: SessionStore) -> list[int]:
         while end < len(order) and first_seen[order[end]] == first_seen[order[start]]:
             end += 1
         if end - start > 1:
-            order[start:end] = sorted(order[start:end], key=lambda n: records[n]["session_id"])
+            order[start:end] = sorted(order[start:end], key=lambda n: all_facts[n]["uid"])
         start = end
     return order
 

@@ -43,14 +43,16 @@ def _hops_text(hops: list[int]) -> str:
     return f"{', '.join(map(str, hops))} hop(s) away"
 
 
-def summarize(records: Iterable[dict[str, Any]], dns: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def summarize(records: Iterable[dict[str, Any]], dns: list[dict[str, Any]] | None = None,
+              tally: Tally | None = None) -> dict[str, Any]:
     """Build the summary dict: headline, dropped_before_microsoft, findings, outcomes, targets.
 
     ``records`` is read once, one at a time, and only tallies are kept: the summary of a
-    spilled store of sessions needs no more memory than their ids."""
-    tally = _Tally()
-    for rec in records:
-        if rec.get("service") != "dns":
+    spilled store of sessions needs no more memory than their ids. ``tally``: one the records
+    were already added to, in their order, as they were built (then ``records`` is not read)."""
+    if tally is None:
+        tally = Tally()
+        for rec in records:
             tally.add(rec)
     findings: list[dict[str, Any]] = []
     targets = []
@@ -116,8 +118,9 @@ class _Target:
         self.groups: dict[tuple[str, str | None], _Group] = {}
 
 
-class _Tally:
-    """What the summary needs of every session, gathered one record at a time."""
+class Tally:
+    """What the summary needs of every session, gathered one record at a time (in the
+    records' order: it decides the order of targets with as many attempts, and of ids)."""
 
     def __init__(self) -> None:
         self.sessions = 0
@@ -131,6 +134,8 @@ class _Tally:
         self.reached = 0
 
     def add(self, rec: dict[str, Any]) -> None:
+        if rec.get("service") == "dns":
+            return
         outcome = rec["outcome"]
         verdict = rec.get("verdict") or {}
         self.sessions += 1
@@ -306,7 +311,7 @@ def _dns_findings(dns: Iterable[dict[str, Any]], connected_names: set[str | None
     return out
 
 
-def _dropped_before_microsoft(tally: _Tally) -> dict[str, Any]:
+def _dropped_before_microsoft(tally: Tally) -> dict[str, Any]:
     if not tally.microsoft:
         return {"answer": "unknown", "detail": "No session to a Microsoft endpoint was identified in this capture."}
     kinds = tally.not_reached
@@ -330,7 +335,7 @@ def _dropped_before_microsoft(tally: _Tally) -> dict[str, Any]:
     return {"answer": answer, "detail": detail}
 
 
-def _headline(tally: _Tally, findings: list[dict[str, Any]]) -> str:
+def _headline(tally: Tally, findings: list[dict[str, Any]]) -> str:
     sessions = tally.sessions
     if not sessions and not findings:
         return "No SMTP session was found in this capture."

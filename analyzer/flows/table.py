@@ -52,6 +52,8 @@ MAX_ORPHAN_ICMP = 10_000
 MAX_RECENT_ICMP = 4096
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: Two base-62 digits of n < 62 ** 2, the less significant first.
+_B62_PAIRS = tuple(_B62[n % 62] + _B62[n // 62] for n in range(62 * 62))
 
 
 def session_uid(ts: int, orig: bytes, oport: int, resp: bytes, rport: int) -> str:
@@ -60,12 +62,13 @@ def session_uid(ts: int, orig: bytes, oport: int, resp: bytes, rport: int) -> st
         ts.to_bytes(8, "big", signed=True) + orig + oport.to_bytes(2, "big") + resp + rport.to_bytes(2, "big"),
         digest_size=8,
     ).digest()
-    value = int.from_bytes(digest, "big")
-    chars = []
-    for _ in range(11):
-        value, rem = divmod(value, 62)
-        chars.append(_B62[rem])
-    return "C" + "".join(chars)
+    # Eleven base-62 digits, the least significant first: two at a time (62 ** 11 > 2 ** 64).
+    value, d1 = divmod(int.from_bytes(digest, "big"), 3844)
+    value, d2 = divmod(value, 3844)
+    value, d3 = divmod(value, 3844)
+    value, d4 = divmod(value, 3844)
+    value, d5 = divmod(value, 3844)
+    return "".join(("C", _B62_PAIRS[d1], _B62_PAIRS[d2], _B62_PAIRS[d3], _B62_PAIRS[d4], _B62_PAIRS[d5], _B62[value]))
 
 
 class ConnectionTable:

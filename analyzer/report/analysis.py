@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from ..diagnosis.store import SessionStore
 from ..engine import RunResult
 from .follow import transcript_text
-from .safe import dumps_json
+from .safe import dumps_json, json_line
 
 if TYPE_CHECKING:  # pandas is imported when a DataFrame is first asked for, not before
     import pandas as pd
@@ -138,12 +141,20 @@ class Analysis:
         return write_zeek(self, directory)
 
     def to_jsonl(self, path_or_file: Any) -> None:
-        """One JSON object per session (the stable contract), one per line."""
-        if hasattr(path_or_file, "write"):
-            _write_jsonl(self.records, path_or_file)
+        """One JSON object per session (the stable contract), one per line, in UTF-8."""
+        if not hasattr(path_or_file, "write"):
+            with open(path_or_file, "wb") as fh:
+                _write_jsonl(self.records, fh.write)
             return
-        with open(path_or_file, "w", encoding="utf-8") as fh:
-            _write_jsonl(self.records, fh)
+        binary = _utf8_buffer(path_or_file)
+        if binary is None:  # a StringIO, or a file that encodes otherwise: text it takes
+            write = path_or_file.write
+            for record in self.records:
+                write(dumps_json(record) + "\n")
+            return
+        path_or_file.flush()  # what was written as text before goes first
+        _write_jsonl(self.records, binary.write, path_or_file.errors or "strict")
+        binary.flush()
 
     @property
     def exit_code(self) -> int:
@@ -159,8 +170,23 @@ class Analysis:
         return f"<Analysis: {len(self.records)} sessions ({outcomes or 'none'})>"
 
 
-def _write_jsonl(records: list[dict[str, Any]], fh: Any) -> None:
+def _write_jsonl(records: Iterable[dict[str, Any]], write: Callable[[bytes], Any], errors: str = "strict") -> None:
     # Every key of a record is public (the contract in diagnosis/records.py): written as it is.
-    write = fh.write
-    for record in records:
-        write(dumps_json(record) + "\n")
+    if isinstance(records, SessionStore):
+        lines = records.json_lines(errors)  # a spilled store of records keeps their JSON text
+    else:
+        lines = (json_line(record, errors) for record in records)
+    for line in lines:
+        write(line)
+
+
+def _utf8_buffer(fh: Any) -> Any:
+    """The binary file under a text file that writes UTF-8 (sys.stdout, open(..., "w")), or None."""
+    buffer = getattr(fh, "buffer", None)
+    encoding = getattr(fh, "encoding", None)
+    if buffer is None or not encoding:
+        return None
+    try:
+        return buffer if codecs.lookup(encoding).name == "utf-8" else None
+    except LookupError:
+        return None
