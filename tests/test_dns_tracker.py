@@ -316,6 +316,19 @@ def test_names_for_follows_the_cname_chain_and_respects_time():
     assert tracker.names_for(address)[0]["ts"] == T0 + 60 * NS + MS
 
 
+def test_looking_up_addresses_dns_never_named_keeps_nothing():
+    """A scan asks for the names of thousands of addresses no answer gave: no index is kept
+    for them (it would grow with every address), and an address named later is found."""
+    tracker = DnsTracker()
+    for n in range(1000):
+        assert tracker.names_for(bytes([52, 96, n // 256, n % 256])) == []
+    assert tracker._index == {}
+    tracker.udp(up(T0, query(1, "smtp.office365.com")))
+    tracker.udp(down(T0 + 20 * MS, response(1, "smtp.office365.com", an=SMTP_CHAIN)))
+    assert [e["name"] for e in tracker.names_for(bytes([52, 96, 164, 146]))] == ["smtp.office365.com"]
+    assert list(tracker._index) == ["52.96.164.146"]
+
+
 def test_names_for_ipv6_answers():
     tracker = DnsTracker()
     aaaa = DNSRR(rrname="smtp.office365.com", type="AAAA", rdata="2603:1036:c00:14::2")

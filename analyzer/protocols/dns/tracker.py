@@ -328,6 +328,8 @@ class DnsTracker:
         text = address_text(address) if isinstance(address, bytes) else str(ipaddress.ip_address(address))
         index = self._index.get(text)
         if index is None:
+            if text not in self._by_address:
+                return  # no index is kept for an address DNS never named (a scan has thousands)
             index = self._index[text] = self._build_index(text)
         keys, entries = index
         seen: set[str] = set()
