@@ -1,5 +1,6 @@
 """Mirrored traffic in tunnels: a gateway's packets sent to the capturing host by ERSPAN
-(GRE), VXLAN (cloud traffic mirroring), Geneve, or IP in IP. The session inside reads as it
+(GRE), VXLAN (cloud traffic mirroring), Geneve, or IP in IP; and traffic that itself takes a
+tunnel, as Zeek opens them: PPTP's GRE, Teredo, GTP-U, AYIYA. The session inside reads as it
 does captured directly, with the C hot path and without it, and the statistics count the
 packets inside (``tunneled`` says how many came in a tunnel).
 
@@ -20,7 +21,7 @@ from scapy.layers.inet6 import IPv6
 from analyzer.decode.tunnel import MAX_TUNNEL_DEPTH
 from conftest import analyse_twice
 from analyzer.decode import fastpath
-from crafting import CLIENT6, MS_SERVER6, Conversation, dns_exchange, ethernet, frames, plain_smtp_session, write_pcap
+from crafting import CLIENT6, MS_SERVER6, Conversation, dns_exchange, ethernet, frames, plain_smtp_session, ppp, write_pcap
 
 NS = 1_000_000_000
 OUTER = dict(src="198.18.0.1", dst="198.18.0.2")
@@ -49,6 +50,40 @@ def geneve(frame: bytes, options: int = 0) -> bytes:
     return bytes(UDP(sport=49152, dport=6081) / (header + frame))
 
 
+def pptp(ip: bytes, ack: bool = False, compressed: bool = False) -> bytes:
+    """PPTP's enhanced GRE (version 1, key = payload length and call id, a sequence number,
+    an acknowledgment if asked), then PPP."""
+    frame = ppp(ip, hdlc=not compressed, compressed=compressed)
+    flags = 0x2000 | 0x1000 | 0x0001 | (0x0080 if ack else 0)
+    extra = struct.pack("!HHI", len(frame), 7, 99) + (struct.pack("!I", 98) if ack else b"")
+    return gre(frame, 0x880B, flags, extra)
+
+
+def teredo(ip: bytes, origin: bool = True, auth: bool = False) -> bytes:
+    """From a Teredo relay (port 3544) to a client: [authentication] [origin indication] IPv6."""
+    head = b""
+    if auth:
+        head += struct.pack("!HBB", 0x0001, 3, 2) + b"abc" + b"xy" + bytes(8) + b"\x00"
+    if origin:
+        head += struct.pack("!HH4s", 0x0000, 0xFFFF ^ 51000, bytes(4))
+    return bytes(UDP(sport=3544, dport=51000) / (head + ip))
+
+
+def gtp_u(ip: bytes, extension: bool = False) -> bytes:
+    """A G-PDU (GTPv1-U), with the optional field and a PDU session container if asked."""
+    if extension:
+        tail = struct.pack("!HBB", 0, 0, 0x85) + bytes([1, 0x10, 9, 0])
+        return bytes(UDP(sport=2152, dport=2152) / (struct.pack("!BBHI", 0x34, 0xFF, len(tail) + len(ip), 0x1234) + tail + ip))
+    return bytes(UDP(sport=2152, dport=2152) / (struct.pack("!BBHI", 0x30, 0xFF, len(ip), 0x1234) + ip))
+
+
+def ayiya(ip: bytes) -> bytes:
+    """An AYIYA forward message: a 16-byte identity, a 20-byte signature (SHA-1)."""
+    nh = 41 if ip[0] >> 4 == 6 else 4
+    header = struct.pack("!BBBBI", 0x41, 0x52, 0x11, nh, 1_700_000_000) + bytes(16) + bytes(20)
+    return bytes(UDP(sport=5072, dport=5072) / (header + ip))
+
+
 def over_ip(proto: int, payload: bytes, v6: bool = False) -> bytes:
     if v6:
         return bytes(IPv6(nh=proto, **OUTER6) / payload)
@@ -75,7 +110,25 @@ TUNNELS = [
     ("IP in IP", lambda ip: over_ip(4 if ip[0] >> 4 == 4 else 41, ip)),
     ("IPv6 in IPv6 (GRE)", lambda ip: over_ip(47, gre(ip, 0x86DD if ip[0] >> 4 == 6 else 0x0800), v6=True)),
     ("VXLAN in GRE", lambda ip: over_ip(47, gre(over_udp(vxlan(ethernet(ip))), 0x0800))),
+    ("PPTP (GRE version 1, PPP inside)", lambda ip: over_ip(47, pptp(ip))),
+    ("PPTP with an acknowledgment, compressed PPP", lambda ip: over_ip(47, pptp(ip, ack=True, compressed=True))),
+    ("Teredo with origin indication", lambda ip: over_udp(teredo(ip))),
+    ("Teredo with authentication", lambda ip: over_udp(teredo(ip, origin=False, auth=True))),
+    ("GTP-U", lambda ip: over_udp(gtp_u(ip))),
+    ("GTP-U with an extension header, over IPv6", lambda ip: over_udp(gtp_u(ip, extension=True), v6=True)),
+    ("AYIYA", lambda ip: over_udp(ayiya(ip))),
 ]
+#: Tunnels that carry IPv6 alone: the IPv4 packets (the DNS lookup) go as they are.
+IPV6_ONLY = {"Teredo with origin indication", "Teredo with authentication"}
+
+
+def mirrored(name: str, wrap, packets: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The packets as frames, each in the tunnel (those it can carry)."""
+    return [(ts, ethernet(wrap(ip) if name not in IPV6_ONLY or ip[0] >> 4 == 6 else ip)) for ts, ip in packets]
+
+
+def in_tunnel(name: str, packets: list[tuple[int, bytes]]) -> int:
+    return sum(name not in IPV6_ONLY or ip[0] >> 4 == 6 for _ts, ip in packets)
 
 
 def session(v6: bool) -> list[tuple[int, bytes]]:
@@ -100,37 +153,65 @@ def without(stats: dict, *names: str) -> dict:
 @pytest.mark.parametrize("v6", [False, True], ids=["IPv4 inside", "IPv6 inside"])
 @pytest.mark.parametrize("name, wrap", TUNNELS, ids=[t[0] for t in TUNNELS])
 def test_a_session_in_a_tunnel_reads_as_captured_directly(tmp_path, name, wrap, v6):
+    if name in IPV6_ONLY and not v6:
+        pytest.skip("this tunnel carries IPv6 alone")
     packets = session(v6)
     direct = write_pcap(tmp_path / "direct.pcap", frames(packets, 1))
-    mirrored = write_pcap(tmp_path / "mirrored.pcap", [(ts, ethernet(wrap(ip))) for ts, ip in packets])
+    tunneled = write_pcap(tmp_path / "mirrored.pcap", mirrored(name, wrap, packets))
     records, stats = results(str(direct))
-    tunneled_records, tunneled_stats = results(str(mirrored))
+    tunneled_records, tunneled_stats = results(str(tunneled))
 
     assert records and tunneled_records == records
-    assert tunneled_stats["tunneled"] == len(packets) and stats["tunneled"] == 0
+    assert tunneled_stats["tunneled"] == in_tunnel(name, packets) > 20 and stats["tunneled"] == 0
     # The counters describe the packets inside: the same as captured directly.
     assert without(tunneled_stats, "tunneled", "bytes", "elapsed_s") == without(stats, "tunneled", "bytes", "elapsed_s")
 
 
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed here")
+@pytest.mark.parametrize("name, wrap", TUNNELS, ids=[t[0] for t in TUNNELS])
+def test_tshark_reads_the_same_replies_inside_the_tunnel(tmp_path, name, wrap):
+    """The crafted tunnels are what Wireshark's dissectors take them to be: tshark finds the
+    session's SMTP replies inside each, as smtpflow does."""
+    packets = session(name in IPV6_ONLY)
+    path = write_pcap(tmp_path / "mirrored.pcap", mirrored(name, wrap, packets))
+    (record,) = results(str(path))[0]
+    ours = [int(reply["code"]) for reply in record["smtp"]["replies"]]
+    theirs = subprocess.run(["tshark", "-r", str(path), "-Y", "smtp.response.code", "-T", "fields", "-e", "smtp.response.code"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert len(ours) > 5 and [int(code) for code in theirs] == ours
+
+
 def test_what_is_not_a_tunnel_here_stays_outside(tmp_path):
-    """PPTP's GRE (version 1), GRE carrying something else, a VXLAN header without its VNI
-    flag and tunnels nested past MAX_TUNNEL_DEPTH are counted as what they are, not opened."""
+    """GRE version 1 without PPTP's key, a PPTP acknowledgment alone, GRE carrying something
+    else, a VXLAN header without its VNI flag, a GTP message that is not a G-PDU, Teredo whose
+    IPv6 does not fill the datagram, AYIYA that is not a forward message, and tunnels nested
+    past MAX_TUNNEL_DEPTH are counted as what they are, not opened; a DNS query from one of
+    the UDP tunnels' ports is a DNS query."""
     ip = plain_smtp_session(Conversation()).packets[0][1]
+    ip6 = plain_smtp_session(Conversation(client=CLIENT6, server=MS_SERVER6)).packets[0][1]
     nested = ip
     for _ in range(MAX_TUNNEL_DEPTH + 1):
         nested = over_ip(4, nested)
+    lookup = dns_exchange(1_700_000_000.0, "smtp.office365.com", [("smtp.office365.com", "A", "52.96.10.20")])[0][1]
+    query_from_gtp_port = bytes(IP(lookup[:20]) / UDP(sport=2152, dport=53) / lookup[28:])
     cases = [
-        over_ip(47, gre(ethernet(ip), 0x880B, flags=0x0001)),  # PPTP
+        over_ip(47, gre(ppp(ip), 0x880B, flags=0x0001)),  # version 1, no key
+        over_ip(47, gre(b"", 0x880B, flags=0x3081, extra=struct.pack("!HHII", 0, 7, 1, 2))),  # PPTP: an ack alone
         over_ip(47, gre(ethernet(ip), 0x8137)),  # IPX
         over_udp(bytes(UDP(sport=49152, dport=4789) / (bytes(8) + ethernet(ip)))),
+        over_udp(bytes(UDP(sport=2152, dport=2152) / (struct.pack("!BBHI", 0x30, 0x01, len(ip), 1) + ip))),  # GTP echo
+        over_udp(bytes(UDP(sport=3544, dport=51000) / (ip6 + b"\x00"))),  # Teredo, one byte too many
+        over_udp(bytes(UDP(sport=5072, dport=5072) / (struct.pack("!BBBBI", 0x41, 0x52, 0x12, 4, 0) + bytes(36) + ip))),
         nested,
+        query_from_gtp_port,
     ]
     path = write_pcap(tmp_path / "x.pcap", [(1_700_000_000 * 10**9 + n, ethernet(raw)) for n, raw in enumerate(cases)])
     records, stats = results(str(path))
 
     assert records == []
     assert stats["tunneled"] == 1  # the nested one, opened MAX_TUNNEL_DEPTH levels deep
-    assert stats["other_ip"] == 3 and stats["udp"] == 1
+    assert stats["other_ip"] == 4 and stats["udp"] == 5
+    assert stats["dns"]["queries"] == 1
 
 
 @pytest.mark.skipif(not fastpath.Prefilter.available, reason="the C hot path is not built here")
@@ -141,8 +222,8 @@ def test_the_c_scan_opens_the_tunnels_itself(tmp_path, name, wrap):
     from analyzer.decode import DecodeStats
     from analyzer.engine import Engine, Options
 
-    packets = session(False)
-    path = write_pcap(tmp_path / "mirrored.pcap", [(ts, ethernet(wrap(ip))) for ts, ip in packets])
+    packets = session(name in IPV6_ONLY)
+    path = write_pcap(tmp_path / "mirrored.pcap", mirrored(name, wrap, packets))
     with open(path, "rb") as fh:
         buf = fh.read()
     stats = DecodeStats()
@@ -151,7 +232,7 @@ def test_the_c_scan_opens_the_tunnels_itself(tmp_path, name, wrap):
     prefilter.account(counters)
 
     assert len(hits) == len(packets) and all(len(hit) == 2 for hit in hits)
-    assert stats.tunneled == len(packets)
+    assert stats.tunneled == in_tunnel(name, packets)
 
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed here")
@@ -162,9 +243,9 @@ def test_the_live_kernel_filter_lets_mirrored_traffic_through(tmp_path):
     from analyzer.livecapture import kernel_filter
 
     expression = kernel_filter(Engine(Options()))
-    packets = session(False)
     for name, wrap in TUNNELS:
-        path = write_pcap(tmp_path / "mirrored.pcap", [(ts, ethernet(wrap(ip))) for ts, ip in packets])
+        packets = session(name in IPV6_ONLY)
+        path = write_pcap(tmp_path / "mirrored.pcap", mirrored(name, wrap, packets))
         kept = subprocess.run(["tcpdump", "-nr", str(path), expression], capture_output=True, text=True, check=True).stdout
         assert len(kept.splitlines()) == len(packets), name
     web = write_pcap(tmp_path / "web.pcap", frames(plain_smtp_session(Conversation(server="198.51.100.7", sport=443)).packets, 1))

@@ -19,6 +19,8 @@
 /* Link types (tcpdump.org LINKTYPE_*). */
 #define LT_NULL 0
 #define LT_ETHERNET 1
+#define LT_PPP 9
+#define LT_PPP_HDLC 50
 #define LT_RAW_BSD 12
 #define LT_RAW_OPENBSD 14
 #define LT_RAW 101
@@ -319,12 +321,17 @@ typedef struct {
 #define DECODED_UDP 3 /* a DNS datagram the decoder keeps, counted, its parts in *tcp: a UdpDatagram */
 
 /* Tunnels (decode/tunnel.py has the layouts): GRE with ERSPAN I/II/III or Ethernet inside, IP
- * in IP, VXLAN, Geneve. The frame inside is judged like a captured one. */
+ * in IP, VXLAN, Geneve, PPTP's GRE, Teredo, GTPv1-U, AYIYA. The frame inside is judged like a
+ * captured one. */
 #define IPPROTO_IPIP_ 4
 #define IPPROTO_IPV6_IN_IP_ 41
 #define IPPROTO_GRE_ 47
 #define VXLAN_PORT 4789
 #define GENEVE_PORT 6081
+#define TEREDO_PORT 3544
+#define GTP_U_PORT 2152
+#define AYIYA_PORT 5072
+#define ETH_P_PPP 0x880B
 #define ETH_P_TEB 0x6558
 #define ETH_P_ERSPAN 0x88BE
 #define ETH_P_ERSPAN3 0x22EB
@@ -334,13 +341,65 @@ static int inner_by_protocol(unsigned ptype) {
     return ptype == ETH_P_TEB ? LT_ETHERNET : (ptype == ETH_P_IP || ptype == ETH_P_IPV6) ? LT_RAW : -1;
 }
 
+/* As tunnel.is_udp_tunnel. */
+static int is_udp_tunnel(unsigned sport, unsigned dport) {
+    if (sport == 53 || dport == 53) return 0;
+    return dport == VXLAN_PORT || dport == GENEVE_PORT || sport == TEREDO_PORT || dport == TEREDO_PORT ||
+           sport == GTP_U_PORT || dport == GTP_U_PORT || sport == AYIYA_PORT || dport == AYIYA_PORT;
+}
+
+/* As tunnel._teredo, _gtp_u and _ayiya: the offset of the IP packet inside, or -1. */
+static Py_ssize_t teredo(const uint8_t *ip, Py_ssize_t body, Py_ssize_t udp_end, Py_ssize_t end) {
+    Py_ssize_t off = body;
+    if (off + 4 <= end && be16(ip + off) == 0x0001) off += 13 + ip[off + 2] + ip[off + 3];
+    if (off + 2 <= end && be16(ip + off) == 0x0000) off += 8;
+    if (off + 40 > end || (ip[off] >> 4) != 6) return -1;
+    if (off + 40 + (Py_ssize_t)be16(ip + off + 4) != udp_end) return -1;
+    return off;
+}
+
+static Py_ssize_t gtp_u(const uint8_t *ip, Py_ssize_t body, Py_ssize_t end) {
+    if (body + 8 > end) return -1;
+    unsigned flags = ip[body];
+    if ((flags >> 5) != 1 || !(flags & 0x10) || ip[body + 1] != 0xFF) return -1;
+    Py_ssize_t off = body + 8;
+    if (flags & 0x07) {
+        if (off + 4 > end) return -1;
+        unsigned next = (flags & 0x04) ? ip[off + 3] : 0;
+        off += 4;
+        while (next) {
+            if (off >= end || !ip[off]) return -1;
+            Py_ssize_t n = (Py_ssize_t)ip[off] << 2;
+            if (off + n > end) return -1;
+            next = ip[off + n - 1];
+            off += n;
+        }
+    }
+    if (off >= end || ((ip[off] >> 4) != 4 && (ip[off] >> 4) != 6)) return -1;
+    return off;
+}
+
+static Py_ssize_t ayiya(const uint8_t *ip, Py_ssize_t body, Py_ssize_t end) {
+    if (body + 8 > end) return -1;
+    unsigned next = ip[body + 3];
+    if ((ip[body + 2] & 0x0F) != 1 || (next != IPPROTO_IPIP_ && next != IPPROTO_IPV6_IN_IP_)) return -1;
+    Py_ssize_t off = body + 8 + ((Py_ssize_t)1 << (ip[body] >> 4)) + ((Py_ssize_t)(ip[body + 1] >> 4) << 2);
+    if (off >= end || (ip[off] >> 4) != (next == IPPROTO_IPIP_ ? 4u : 6u)) return -1;
+    return off;
+}
+
 /* As tunnel.inner_frame: 1 with *lt and *at (offset from ip) set, or 0. */
 static int inner_frame(unsigned proto, const uint8_t *ip, Py_ssize_t l4, Py_ssize_t end, int *lt, Py_ssize_t *at) {
     if (proto == IPPROTO_IPIP_ || proto == IPPROTO_IPV6_IN_IP_) { *lt = LT_RAW; *at = l4; return 1; }
     if (proto == IPPROTO_GRE_) {
         if (l4 + 4 > end) return 0;
         unsigned flags = be16(ip + l4), ptype = be16(ip + l4 + 2);
-        if (flags & 0x0007) return 0;
+        if (flags & 0x0007) {
+            if ((flags & 0x0007) != 1 || ptype != ETH_P_PPP || !(flags & 0x2000)) return 0;
+            Py_ssize_t off = l4 + 8 + ((flags & 0x1000) ? 4 : 0) + ((flags & 0x0080) ? 4 : 0);
+            if (off >= end) return 0;
+            *lt = LT_PPP; *at = off; return 1;
+        }
         Py_ssize_t off = l4 + 4 + ((flags & 0x8000) ? 4 : 0) + ((flags & 0x2000) ? 4 : 0) + ((flags & 0x1000) ? 4 : 0);
         int inner;
         if (ptype == ETH_P_ERSPAN) {
@@ -358,17 +417,23 @@ static int inner_frame(unsigned proto, const uint8_t *ip, Py_ssize_t l4, Py_ssiz
         *lt = inner; *at = off; return 1;
     }
     if (proto == IPPROTO_UDP_) {
-        unsigned dport = be16(ip + l4 + 2);
-        Py_ssize_t body = l4 + 8;
-        if (dport == VXLAN_PORT) {
+        unsigned sport = be16(ip + l4), dport = be16(ip + l4 + 2);
+        Py_ssize_t body = l4 + 8, off;
+        if (sport == TEREDO_PORT || dport == TEREDO_PORT) off = teredo(ip, body, l4 + be16(ip + l4 + 4), end);
+        else if (sport == GTP_U_PORT || dport == GTP_U_PORT) off = gtp_u(ip, body, end);
+        else if (sport == AYIYA_PORT || dport == AYIYA_PORT) off = ayiya(ip, body, end);
+        else if (dport == VXLAN_PORT) {
             if (body + 8 >= end || !(ip[body] & 0x08)) return 0;
             *lt = LT_ETHERNET; *at = body + 8; return 1;
+        } else { /* Geneve */
+            if (body + 8 > end || (ip[body] >> 6)) return 0;
+            int inner = inner_by_protocol(be16(ip + body + 2));
+            off = body + 8 + ((ip[body] & 0x3F) << 2);
+            if (inner < 0 || off >= end) return 0;
+            *lt = inner; *at = off; return 1;
         }
-        if (body + 8 > end || (ip[body] >> 6)) return 0;
-        int inner = inner_by_protocol(be16(ip + body + 2));
-        Py_ssize_t off = body + 8 + ((ip[body] & 0x3F) << 2);
-        if (inner < 0 || off >= end) return 0;
-        *lt = inner; *at = off; return 1;
+        if (off < 0) return 0;
+        *lt = LT_RAW; *at = off; return 1;
     }
     return 0;
 }
@@ -411,6 +476,14 @@ static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize
         if (len < 16) return 1;
         etype = be16(p + 14);
         off = 16;
+        break;
+    case LT_PPP: case LT_PPP_HDLC: /* [0xFF 0x03] protocol (one byte when compressed): PPTP's GRE carries it */
+        off = len >= 2 && p[0] == 0xFF && p[1] == 0x03 ? 2 : 0;
+        if (off >= len) return 1;
+        if (p[off] & 1) { version = p[off]; off += 1; }
+        else if (off + 2 <= len) { version = be16(p + off); off += 2; }
+        else return 1;
+        etype = version == 0x21 ? ETH_P_IP : version == 0x57 ? ETH_P_IPV6 : 0;
         break;
     case LT_RAW: case LT_RAW_BSD: case LT_RAW_OPENBSD: case LT_IPV4: case LT_IPV6:
         if (len < 1) return 1;
@@ -455,7 +528,7 @@ static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize
     if (ip_end > avail) truncated = 1;
     Py_ssize_t ip_stop = ip_end < avail ? ip_end : avail;
     if (depth < MAX_TUNNEL_DEPTH && (proto == IPPROTO_IPIP_ || proto == IPPROTO_IPV6_IN_IP_ || proto == IPPROTO_GRE_ ||
-        (proto == IPPROTO_UDP_ && l4 + 8 <= ip_stop && (be16(ip + l4 + 2) == VXLAN_PORT || be16(ip + l4 + 2) == GENEVE_PORT)))) {
+        (proto == IPPROTO_UDP_ && l4 + 8 <= ip_stop && is_udp_tunnel(be16(ip + l4), be16(ip + l4 + 2))))) {
         int inner_lt;
         Py_ssize_t at;
         if (inner_frame(proto, ip, l4, ip_stop, &inner_lt, &at)) {

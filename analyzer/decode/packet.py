@@ -55,7 +55,7 @@ from .ip import (
 from .select import Selector
 from .tcp import TH_SYN, parse_options
 from .fragments import FragmentTable
-from .tunnel import MAX_TUNNEL_DEPTH, TUNNEL_PORTS, TUNNEL_PROTOCOLS, inner_frame
+from .tunnel import MAX_TUNNEL_DEPTH, TUNNEL_PROTOCOLS, inner_frame, is_udp_tunnel
 from .udp import DNS_PORT
 
 try:  # pragma: no cover - which branch runs depends on the build
@@ -487,7 +487,7 @@ class Decoder:
             ip_end = end
             truncated = True
         if (proto in TUNNEL_PROTOCOLS or (
-            proto == IPPROTO_UDP and l4 + 8 <= ip_end and ((buf[l4 + 2] << 8) | buf[l4 + 3]) in TUNNEL_PORTS
+            proto == IPPROTO_UDP and l4 + 8 <= ip_end and is_udp_tunnel((buf[l4] << 8) | buf[l4 + 1], (buf[l4 + 2] << 8) | buf[l4 + 3])
         )) and depth < MAX_TUNNEL_DEPTH:
             inner = inner_frame(proto, buf, l4, ip_end)
             if inner is not None:
