@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 from .capture.live import LiveSource, check_filter
 from .capture.ring import RingWriter
-from .decode.tunnel import AYIYA_PORT, GENEVE_PORT, GTP_U_PORT, TEREDO_PORT, VXLAN_PORT
+from .decode.tunnel import AYIYA_PORT, GENEVE_PORT, GTP_U_PORT, MPLS_UDP_PORT, TEREDO_PORT, VXLAN_PORT
 from .diagnosis.records import RecordBuilder
 from .diagnosis.store import LatestSessions
 from .diagnosis.verdicts import is_failing
@@ -44,8 +44,8 @@ DRAIN_S = 10.0
 WEB_PORTS = (80, 443, 110, 143, 993, 995)
 #: Tunnels the decoder opens (decode/tunnel.py); BPF cannot look inside them.
 TUNNEL_FILTER = ("(ip proto 47 or ip proto 4 or ip proto 41 or ip6 proto 47 or ip6 proto 4 or ip6 proto 41"
-                 f" or (udp and (port {VXLAN_PORT} or port {GENEVE_PORT} or port {TEREDO_PORT} or port {GTP_U_PORT}"
-                 f" or port {AYIYA_PORT})))")
+                 f" or (udp and (port {VXLAN_PORT} or port {GENEVE_PORT} or port {MPLS_UDP_PORT} or port {TEREDO_PORT}"
+                 f" or port {GTP_U_PORT} or port {AYIYA_PORT})))")
 
 
 def kernel_filter(engine: Engine, user_filter: str | None = None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
+import struct
 import sys
 
 import pytest
@@ -83,6 +84,8 @@ LINK_VARIANTS = {
     "ppp-9-no-address-compressed": (9, lambda ip: ppp(ip, hdlc=False, compressed=True)),
     "ppp-hdlc-50": (50, ppp),
     "cisco-hdlc-104": (104, cisco_hdlc),
+    "mpls-219": (219, lambda ip: struct.pack("!II", 100 << 12 | 64, 101 << 12 | 1 << 8 | 64) + ip),
+    "ethernet-vlan-mpls": (1, lambda ip: bytes(12) + struct.pack("!HHHI", 0x8100, 100, 0x8847, 100 << 12 | 1 << 8 | 64) + ip),
     "nflog-239-le": (239, nflog),
     "nflog-239-be": (239, lambda ip: nflog(ip, "big")),
 }

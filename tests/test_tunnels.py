@@ -1,6 +1,6 @@
 """Mirrored traffic in tunnels: a gateway's packets sent to the capturing host by ERSPAN
 (GRE), VXLAN (cloud traffic mirroring), Geneve, or IP in IP; and traffic that itself takes a
-tunnel, as Zeek opens them: PPTP's GRE, Teredo, GTP-U, AYIYA. The session inside reads as it
+tunnel, as Zeek opens them: PPTP's GRE, Teredo, GTP-U, AYIYA; MPLS in GRE or UDP. The session inside reads as it
 does captured directly, with the C hot path and without it, and the statistics count the
 packets inside (``tunneled`` says how many came in a tunnel).
 
@@ -84,6 +84,11 @@ def ayiya(ip: bytes) -> bytes:
     return bytes(UDP(sport=5072, dport=5072) / (header + ip))
 
 
+def mpls(ip: bytes, labels: int) -> bytes:
+    """An MPLS label stack (the last entry marks the bottom), then the packet."""
+    return b"".join(struct.pack("!I", ((100 + n) << 12) | ((n == labels - 1) << 8) | 64) for n in range(labels)) + ip
+
+
 def over_ip(proto: int, payload: bytes, v6: bool = False) -> bytes:
     if v6:
         return bytes(IPv6(nh=proto, **OUTER6) / payload)
@@ -117,6 +122,8 @@ TUNNELS = [
     ("GTP-U", lambda ip: over_udp(gtp_u(ip))),
     ("GTP-U with an extension header, over IPv6", lambda ip: over_udp(gtp_u(ip, extension=True), v6=True)),
     ("AYIYA", lambda ip: over_udp(ayiya(ip))),
+    ("MPLS in GRE", lambda ip: over_ip(47, gre(mpls(ip, 2), 0x8847))),
+    ("MPLS in UDP", lambda ip: over_udp(bytes(UDP(sport=49152, dport=6635) / mpls(ip, 3)))),
 ]
 #: Tunnels that carry IPv6 alone: the IPv4 packets (the DNS lookup) go as they are.
 IPV6_ONLY = {"Teredo with origin indication", "Teredo with authentication"}

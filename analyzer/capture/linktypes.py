@@ -12,6 +12,7 @@ LINKTYPE_RAW = 101
 LINKTYPE_C_HDLC = 104  # Cisco HDLC: address, control, then an EtherType
 LINKTYPE_LOOP = 108  # OpenBSD loopback, address family in network byte order
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_MPLS = 219  # an MPLS label stack, then what it carries (MPLS in GRE or UDP is read as this)
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_NFLOG = 239  # Linux netfilter NFLOG (iptables -j NFLOG; tcpdump -i nflog:N)
@@ -39,6 +40,7 @@ LINKTYPE_NAMES = {
     192: "PPI",
     195: "IEEE802_15_4",
     201: "BLUETOOTH_HCI_H4_WITH_PHDR",
+    219: "MPLS",
     220: "USB_LINUX_MMAPPED",
     228: "IPV4 (raw IPv4)",
     229: "IPV6 (raw IPv6)",
@@ -57,6 +59,7 @@ SUPPORTED_LINKTYPES = frozenset(
         LINKTYPE_RAW,
         LINKTYPE_LOOP,
         LINKTYPE_LINUX_SLL,
+        LINKTYPE_MPLS,
         LINKTYPE_IPV4,
         LINKTYPE_IPV6,
         LINKTYPE_LINUX_SLL2,

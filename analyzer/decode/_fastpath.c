@@ -21,6 +21,7 @@
 #define LT_ETHERNET 1
 #define LT_PPP 9
 #define LT_PPP_HDLC 50
+#define LT_MPLS 219
 #define LT_RAW_BSD 12
 #define LT_RAW_OPENBSD 14
 #define LT_RAW 101
@@ -35,6 +36,9 @@
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define ETH_P_QINQ_OLD 0x9100
+#define ETH_P_MPLS_UC 0x8847
+#define ETH_P_MPLS_MC 0x8848
+#define MPLS_MAX_LABELS 8
 
 #define IPPROTO_ICMP_ 1
 #define IPPROTO_TCP_ 6
@@ -328,6 +332,7 @@ typedef struct {
 #define IPPROTO_GRE_ 47
 #define VXLAN_PORT 4789
 #define GENEVE_PORT 6081
+#define MPLS_UDP_PORT 6635
 #define TEREDO_PORT 3544
 #define GTP_U_PORT 2152
 #define AYIYA_PORT 5072
@@ -338,13 +343,14 @@ typedef struct {
 #define MAX_TUNNEL_DEPTH 4
 
 static int inner_by_protocol(unsigned ptype) {
-    return ptype == ETH_P_TEB ? LT_ETHERNET : (ptype == ETH_P_IP || ptype == ETH_P_IPV6) ? LT_RAW : -1;
+    return ptype == ETH_P_TEB ? LT_ETHERNET : (ptype == ETH_P_IP || ptype == ETH_P_IPV6) ? LT_RAW
+         : (ptype == ETH_P_MPLS_UC || ptype == ETH_P_MPLS_MC) ? LT_MPLS : -1;
 }
 
 /* As tunnel.is_udp_tunnel. */
 static int is_udp_tunnel(unsigned sport, unsigned dport) {
     if (sport == 53 || dport == 53) return 0;
-    return dport == VXLAN_PORT || dport == GENEVE_PORT || sport == TEREDO_PORT || dport == TEREDO_PORT ||
+    return dport == VXLAN_PORT || dport == GENEVE_PORT || dport == MPLS_UDP_PORT || sport == TEREDO_PORT || dport == TEREDO_PORT ||
            sport == GTP_U_PORT || dport == GTP_U_PORT || sport == AYIYA_PORT || dport == AYIYA_PORT;
 }
 
@@ -422,7 +428,10 @@ static int inner_frame(unsigned proto, const uint8_t *ip, Py_ssize_t l4, Py_ssiz
         if (sport == TEREDO_PORT || dport == TEREDO_PORT) off = teredo(ip, body, l4 + be16(ip + l4 + 4), end);
         else if (sport == GTP_U_PORT || dport == GTP_U_PORT) off = gtp_u(ip, body, end);
         else if (sport == AYIYA_PORT || dport == AYIYA_PORT) off = ayiya(ip, body, end);
-        else if (dport == VXLAN_PORT) {
+        else if (dport == MPLS_UDP_PORT) {
+            if (body >= end) return 0;
+            *lt = LT_MPLS; *at = body; return 1;
+        } else if (dport == VXLAN_PORT) {
             if (body + 8 >= end || !(ip[body] & 0x08)) return 0;
             *lt = LT_ETHERNET; *at = body + 8; return 1;
         } else { /* Geneve */
@@ -477,6 +486,10 @@ static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize
         etype = be16(p + 14);
         off = 16;
         break;
+    case LT_MPLS:
+        etype = ETH_P_MPLS_UC;
+        off = 0;
+        break;
     case LT_PPP: case LT_PPP_HDLC: /* [0xFF 0x03] protocol (one byte when compressed): PPTP's GRE carries it */
         off = len >= 2 && p[0] == 0xFF && p[1] == 0x03 ? 2 : 0;
         if (off >= len) return 1;
@@ -494,7 +507,21 @@ static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize
     default:
         return 1; /* loopback families, unknown link types: Python knows best */
     }
-    if (etype != ETH_P_IP && etype != ETH_P_IPV6) return 1; /* non-IP, PPPoE, MPLS …: Python */
+    if (etype == ETH_P_MPLS_UC || etype == ETH_P_MPLS_MC) {
+        /* As the decoder: the label stack to its bottom, then IP by its version (MPLS does not
+         * say); the stack counts as one more level of encapsulation after the VLAN tags. */
+        if (tags >= MAX_VLAN_TAGS) return 1;
+        int labels = 0, bottom = 0;
+        while (!bottom) {
+            if (++labels > MPLS_MAX_LABELS || off + 4 > len) return 1;
+            bottom = p[off + 2] & 0x01;
+            off += 4;
+        }
+        if (off >= len) return 1;
+        version = p[off] >> 4;
+        etype = version == 4 ? ETH_P_IP : version == 6 ? ETH_P_IPV6 : 0;
+    }
+    if (etype != ETH_P_IP && etype != ETH_P_IPV6) return 1; /* non-IP, PPPoE …: Python */
     const uint8_t *ip = p + off;
     Py_ssize_t avail = len - off;
     unsigned proto;

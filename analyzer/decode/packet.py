@@ -20,6 +20,7 @@ from ..capture.linktypes import (
     LINKTYPE_LOOP,
     LINKTYPE_NFLOG,
     LINKTYPE_NULL,
+    LINKTYPE_MPLS,
     LINKTYPE_PPP,
     LINKTYPE_PPP_HDLC,
     LINKTYPE_RAW,
@@ -296,6 +297,8 @@ class Decoder:
             if end - start < header_len:
                 return -1, 0
             return self._after_ethertype((buf[start + at] << 8) | buf[start + at + 1], buf, start + header_len, end)
+        if linktype == LINKTYPE_MPLS:
+            return self._after_ethertype(ETH_P_MPLS_UC, buf, start, end)
         if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_BSD, LINKTYPE_RAW_OPENBSD, LINKTYPE_IPV4, LINKTYPE_IPV6):
             if end <= start:
                 return -1, 0

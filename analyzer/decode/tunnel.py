@@ -2,8 +2,8 @@
 (RFC 2784, 2890) with ERSPAN (types I, II and III) or transparent Ethernet bridging inside,
 IP in IP (RFC 2003, 4213), VXLAN (RFC 7348) and Geneve (RFC 8926); and tunnels the traffic
 itself takes, as Zeek opens them: PPTP's enhanced GRE (RFC 2637, PPP inside), Teredo
-(RFC 4380), GTPv1-U (3GPP TS 29.281) and AYIYA. The decoder reads the inner frame as it
-would read a captured one.
+(RFC 4380), GTPv1-U (3GPP TS 29.281) and AYIYA. GRE, Geneve and UDP (RFC 7510) may carry an
+MPLS label stack. The decoder reads the inner frame as it would read a captured one.
 
 Layouts::
 
@@ -17,6 +17,8 @@ Layouts::
     VXLAN:   flags (1: I 0x08), reserved (3), VNI (3), reserved (1): 8 bytes, then Ethernet
     Geneve:  version/option length (1: length in 4-byte words in the low 6 bits), flags (1),
              protocol type (2), VNI (3), reserved (1), options
+    MPLS:    label stack entries (4: label 20 bits, traffic class 3, bottom of stack 1, TTL 8),
+             then IP (by its version: MPLS does not say)
     Teredo:  [authentication: 0x0001, id length (1), auth length (1), id, auth, nonce (8),
              confirmation (1)] [origin indication: 0x0000, port (2), address (4)], then IPv6
              (whose length must fill the datagram: the test Zeek makes too)
@@ -31,8 +33,8 @@ Layouts::
 
 from __future__ import annotations
 
-from ..capture.linktypes import LINKTYPE_ETHERNET, LINKTYPE_PPP, LINKTYPE_RAW
-from .ethernet import ETH_P_IP, ETH_P_IPV6
+from ..capture.linktypes import LINKTYPE_ETHERNET, LINKTYPE_MPLS, LINKTYPE_PPP, LINKTYPE_RAW
+from .ethernet import ETH_P_IP, ETH_P_IPV6, ETH_P_MPLS_MC, ETH_P_MPLS_UC
 
 IPPROTO_IPIP = 4
 IPPROTO_IPV6_IN_IP = 41
@@ -40,6 +42,7 @@ IPPROTO_GRE = 47
 
 VXLAN_PORT = 4789
 GENEVE_PORT = 6081
+MPLS_UDP_PORT = 6635  # RFC 7510: an MPLS label stack follows the UDP header
 TEREDO_PORT = 3544
 GTP_U_PORT = 2152
 AYIYA_PORT = 5072
@@ -82,11 +85,12 @@ GENEVE_HEADER_LEN = 8
 MAX_TUNNEL_DEPTH = 4
 
 #: What follows a GRE or Geneve header, by protocol type: the link type it is read as.
-INNER_BY_PROTOCOL = {ETH_P_TEB: LINKTYPE_ETHERNET, ETH_P_IP: LINKTYPE_RAW, ETH_P_IPV6: LINKTYPE_RAW}
+INNER_BY_PROTOCOL = {ETH_P_TEB: LINKTYPE_ETHERNET, ETH_P_IP: LINKTYPE_RAW, ETH_P_IPV6: LINKTYPE_RAW,
+                     ETH_P_MPLS_UC: LINKTYPE_MPLS, ETH_P_MPLS_MC: LINKTYPE_MPLS}
 
 TUNNEL_PROTOCOLS = frozenset({IPPROTO_IPIP, IPPROTO_IPV6_IN_IP, IPPROTO_GRE})
 #: UDP tunnels by destination port; those by either port (traffic both ways uses them).
-TUNNEL_PORTS = frozenset({VXLAN_PORT, GENEVE_PORT})
+TUNNEL_PORTS = frozenset({VXLAN_PORT, GENEVE_PORT, MPLS_UDP_PORT})
 TUNNEL_EITHER_PORTS = frozenset({TEREDO_PORT, GTP_U_PORT, AYIYA_PORT})
 
 
@@ -100,7 +104,7 @@ def is_udp_tunnel(sport: int, dport: int) -> bool:
 
 def inner_frame(proto: int, buf: bytes, l4: int, end: int) -> tuple[int, int] | None:
     """(link type, offset) of the frame carried by the tunnel packet whose IP payload starts
-    at ``l4`` (``proto``: the IP protocol; UDP for VXLAN, Geneve, Teredo, GTP-U and AYIYA),
+    at ``l4`` (``proto``: the IP protocol; UDP for VXLAN, Geneve, MPLS, Teredo, GTP-U, AYIYA),
     or None when it is not one read here (keepalives, other payloads, other messages) or is
     cut short."""
     if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6_IN_IP:
@@ -142,6 +146,8 @@ def inner_frame(proto: int, buf: bytes, l4: int, end: int) -> tuple[int, int] | 
             return _gtp_u(buf, body, end)
         if AYIYA_PORT in (sport, dport):
             return _ayiya(buf, body, end)
+        if dport == MPLS_UDP_PORT:
+            return (LINKTYPE_MPLS, body) if body < end else None
         if dport == VXLAN_PORT:
             if body + VXLAN_HEADER_LEN >= end or not buf[body] & VXLAN_FLAG_VNI:
                 return None
