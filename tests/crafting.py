@@ -201,6 +201,25 @@ def ppp(ip: bytes, hdlc: bool = True, compressed: bool = False) -> bytes:
     return (b"\xff\x03" if hdlc else b"") + (bytes([proto]) if compressed else struct.pack(">H", proto)) + ip
 
 
+def dot11(ip: bytes, radiotap: bool = True, qos: bool = True, wds: bool = False, htc: bool = False,
+          protected: bool = False, subtype: int | None = None) -> bytes:
+    """An 802.11 data frame carrying ``ip`` (link type 127 behind a radiotap header, else
+    105): to the AP (or between two, ``wds``: four addresses), QoS data with an HT control
+    field if asked, LLC/SNAP, then the packet."""
+    flags = (0x03 if wds else 0x01) | (0x80 if htc else 0) | (0x40 if protected else 0)
+    subtype = (0x08 if qos else 0x00) if subtype is None else subtype
+    header = struct.pack("<BBH", (subtype << 4) | (2 << 2), flags, 44) + bytes.fromhex("001122334455" "66778899aabb" "001122334455")
+    header += struct.pack("<H", 0x0120) + (bytes.fromhex("66778899aabc") if wds else b"")
+    if subtype & 0x08:
+        header += b"\x05\x00" + (b"\x00\x00\x00\x80" if htc else b"")
+    etype = 0x86DD if ip[0] >> 4 == 6 else 0x0800
+    frame = header + b"\xaa\xaa\x03\x00\x00\x00" + struct.pack(">H", etype) + ip
+    if not radiotap:
+        return frame
+    # radiotap: version 0, length 12, present: flags (bit 1) and rate (bit 2); flags 0, rate 2 Mb/s
+    return struct.pack("<BBHI", 0, 0, 12, 0x06) + b"\x00\x04\x00\x00" + frame
+
+
 def cisco_hdlc(ip: bytes) -> bytes:
     """Cisco HDLC (linktype 104): address, control, EtherType."""
     return struct.pack(">BBH", 0x0F, 0x00, 0x86DD if ip[0] >> 4 == 6 else 0x0800) + ip

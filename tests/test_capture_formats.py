@@ -26,6 +26,7 @@ from crafting import (
     bsd_loop,
     bsd_null,
     cisco_hdlc,
+    dot11,
     ethernet,
     frames,
     linux_sll,
@@ -84,6 +85,9 @@ LINK_VARIANTS = {
     "ppp-9-no-address-compressed": (9, lambda ip: ppp(ip, hdlc=False, compressed=True)),
     "ppp-hdlc-50": (50, ppp),
     "cisco-hdlc-104": (104, cisco_hdlc),
+    "wifi-105": (105, lambda ip: dot11(ip, radiotap=False, qos=False)),
+    "wifi-radiotap-127": (127, dot11),
+    "wifi-radiotap-127-wds-ht-control": (127, lambda ip: dot11(ip, wds=True, htc=True)),
     "mpls-219": (219, lambda ip: struct.pack("!II", 100 << 12 | 64, 101 << 12 | 1 << 8 | 64) + ip),
     "ethernet-vlan-mpls": (1, lambda ip: bytes(12) + struct.pack("!HHHI", 0x8100, 100, 0x8847, 100 << 12 | 1 << 8 | 64) + ip),
     "nflog-239-le": (239, nflog),
@@ -249,10 +253,35 @@ def test_not_a_capture(tmp_path, content, message):
 
 
 def test_unsupported_link_type_is_named(tmp_path):
-    path = write_pcap(tmp_path / "wifi.pcap", [(NS, b"\x00" * 40)], linktype=127)
+    path = write_pcap(tmp_path / "zigbee.pcap", [(NS, b"\x00" * 40)], linktype=195)
     with pytest.raises(CaptureError) as info:
         analyzer.analyze(path)
-    assert "unsupported link type 127 (IEEE802_11_RADIOTAP" in str(info.value)
+    assert "unsupported link type 195 (IEEE802_15_4" in str(info.value)
+
+
+def test_wifi_frames_that_carry_no_readable_packet(tmp_path):
+    """Beacons and other management or control frames, null data, encrypted data (WPA) and
+    fragments are counted as not IP; a cut header or a radiotap header that is not one, as
+    malformed. None of them makes a session."""
+    ip = plain_smtp_session(Conversation()).packets[2][1]
+    beacon = struct.pack("<BBH", 0x80, 0, 0) + bytes(22) + bytes(12)
+    ack = struct.pack("<BBH", 0xD4, 0, 0) + bytes(6)
+    fragment = bytearray(dot11(ip, radiotap=False))
+    fragment[1] |= 0x04  # more fragments
+    later_fragment = bytearray(dot11(ip, radiotap=False))
+    later_fragment[22] |= 0x01  # fragment number 1
+    qos_null = dot11(ip, radiotap=False, subtype=0x0C)
+    encrypted = dot11(ip, radiotap=False, protected=True)
+    not_packets = [beacon + bytes(8), ack + bytes(20), qos_null, encrypted, bytes(fragment), bytes(later_fragment)]
+    cut = dot11(ip, radiotap=False)[:30]
+    radiotap = struct.pack("<BBHI", 0, 0, 8, 0)
+    plain = write_pcap(tmp_path / "105.pcap", [(NS + n, f) for n, f in enumerate(not_packets + [cut])], linktype=105)
+    behind_radiotap = write_pcap(tmp_path / "127.pcap", [(NS + n, radiotap + f) for n, f in enumerate(not_packets + [cut])]
+                                 + [(2 * NS, b"\x01" + dot11(ip)[1:])], linktype=127)
+    for path, malformed in ((plain, 1), (behind_radiotap, 2)):
+        a = analyzer.analyze(path)
+        assert len(a.sessions) == 0
+        assert (a.stats["non_ip"], a.stats["malformed"], a.stats["packets"]) == (6, malformed, 6 + malformed)
 
 
 def test_missing_file_and_directory_errors(tmp_path):

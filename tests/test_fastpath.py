@@ -11,7 +11,8 @@ import pytest
 from analyzer.decode import fastpath
 from conftest import ROOT, all_captures, analyse_twice
 
-from crafting import CLIENT6, MS_SERVER6, Conversation, dns_exchange, frames, linux_sll2, plain_smtp_session, write_pcap, write_pcapng, ethernet
+from crafting import (CLIENT6, MS_SERVER6, Conversation, dns_exchange, dot11, ethernet, frames, linux_sll2, plain_smtp_session, ppp,
+                      write_pcap, write_pcapng)
 
 pytestmark = pytest.mark.skipif(fastpath._fastpath is None, reason="the C hot path was not built (no compiler at install time)")
 
@@ -244,3 +245,36 @@ def test_segments_decoded_in_c_are_those_python_builds(tmp_path, verify):
     assert decoded > 100 and kept > 50  # both ways were taken
     assert kinds == {(TcpSegment, False), (TcpSegment, True), (UdpDatagram, False)}  # SYNs with options, DNS
     assert scanned.stats.as_dict() == python.stats.as_dict()
+
+
+#: Link layers the C scan reads itself (with the plain ones: Ethernet, SLL, raw IP).
+DECODED_LINKS = {
+    "ppp-9": (9, lambda ip: ppp(ip)),
+    "ppp-9-compressed": (9, lambda ip: ppp(ip, hdlc=False, compressed=True)),
+    "ppp-hdlc-50": (50, lambda ip: ppp(ip)),
+    "mpls-219": (219, lambda ip: struct.pack("!II", 100 << 12 | 64, 101 << 12 | 1 << 8 | 64) + ip),
+    "ethernet-vlan-mpls": (1, lambda ip: bytes(12) + struct.pack("!HHHI", 0x8100, 7, 0x8847, 100 << 12 | 1 << 8 | 64) + ip),
+    "wifi-105": (105, lambda ip: dot11(ip, radiotap=False, qos=False)),
+    "wifi-radiotap-127": (127, dot11),
+    "wifi-radiotap-127-wds-ht-control": (127, lambda ip: dot11(ip, wds=True, htc=True)),
+}
+
+
+@pytest.mark.skipif(not fastpath.SEGMENTS, reason="scans do not build packets here (SMTPFLOW_PURE_PYTHON=1, or a stale build)")
+@pytest.mark.parametrize("v6", [False, True], ids=["IPv4", "IPv6"])
+@pytest.mark.parametrize("name", sorted(DECODED_LINKS))
+def test_the_c_scan_decodes_these_link_layers_itself(name, v6):
+    """Not only the same results (Python would decode what C leaves): every packet of a
+    session on these link layers is built by the C scan."""
+    from analyzer.decode import DecodeStats
+    from analyzer.engine import Engine, Options
+
+    linktype, wrap = DECODED_LINKS[name]
+    packets = plain_smtp_session(Conversation(client=CLIENT6, server=MS_SERVER6) if v6 else None).packets
+    buf = b"".join(struct.pack("<IIII", ts // 10**9, ts % 10**9 // 1000, len(wrap(ip)), len(wrap(ip))) + wrap(ip)
+                   for ts, ip in packets)
+    stats = DecodeStats()
+    prefilter = fastpath.Prefilter(Engine(Options()).selector, stats, build=True)
+    _pos, hits, _status, counters = prefilter.pcap(buf, 0, False, False, 16, linktype, 262144)
+    prefilter.account(counters)
+    assert len(hits) == len(packets) > 10 and all(len(hit) == 2 for hit in hits)

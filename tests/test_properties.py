@@ -54,7 +54,7 @@ from analyzer.flows.reassembly import MASK32, Reassembler
 from analyzer.report.analysis import Analysis
 
 from conftest import ROOT, TESTS, analyse_twice
-from crafting import LINKS, NS, ethernet, pppoe, write_pcap
+from crafting import LINKS, NS, dot11, ethernet, pppoe, write_pcap
 
 # -- reassembly ------------------------------------------------------------------------------------
 
@@ -200,6 +200,8 @@ WRAPPERS = {lt: [wrap] for lt, wrap in LINKS.items()}
 WRAPPERS[1] += [_vlan, pppoe, _mpls, _fabricpath]
 for _lt in (12, 14, 229):
     WRAPPERS[_lt] = [lambda ip: ip]
+WRAPPERS[105] = [lambda ip: dot11(ip, radiotap=False, qos=False)]
+WRAPPERS[127] = [dot11, lambda ip: dot11(ip, wds=True, htc=True)]
 
 
 @st.composite

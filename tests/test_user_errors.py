@@ -124,18 +124,18 @@ def test_gzip_cut_inside_the_file_header(tmp_path):
 # -- captures smtpflow can read but that hold nothing for it ----------------------------------------
 def test_an_unsupported_file_beside_a_good_one_is_named_once(tmp_path):
     conv = plain_smtp_session()
-    wifi = write_pcap(tmp_path / "wifi.pcap", [(ts, bytes(8) + ip) for ts, ip in conv.packets], linktype=127)
-    result = smtpflow(tmp_path, "analyze", "--format", "jsonl", wifi, OK_CAPTURE)
+    zigbee = write_pcap(tmp_path / "zigbee.pcap", [(ts, bytes(8) + ip) for ts, ip in conv.packets], linktype=195)
+    result = smtpflow(tmp_path, "analyze", "--format", "jsonl", zigbee, OK_CAPTURE)
     assert result.returncode == 2 and "Traceback" not in result.stderr  # an input could not be read
     assert '"outcome":"smtp_error"' in result.stdout  # the other one was
-    lines = [line for line in result.stderr.splitlines() if "link type 127" in line]
-    assert len(lines) == 1 and wifi in lines[0], result.stderr
+    lines = [line for line in result.stderr.splitlines() if "link type 195" in line]
+    assert len(lines) == 1 and zigbee in lines[0], result.stderr
 
 
 def test_unsupported_link_type_is_named(tmp_path):
     conv = plain_smtp_session()
-    path = write_pcap(tmp_path / "wifi.pcap", [(ts, bytes(8) + ip) for ts, ip in conv.packets], linktype=127)
-    assert_one_line(smtpflow(tmp_path, "analyze", path), 2, path, "unsupported link type 127", "IEEE802_11_RADIOTAP")
+    path = write_pcap(tmp_path / "zigbee.pcap", [(ts, bytes(8) + ip) for ts, ip in conv.packets], linktype=195)
+    assert_one_line(smtpflow(tmp_path, "analyze", path), 2, path, "unsupported link type 195", "IEEE802_15_4")
 
 
 def test_empty_capture_says_it_holds_no_packets(tmp_path):

@@ -10,8 +10,10 @@ LINKTYPE_RAW_OPENBSD = 14
 LINKTYPE_PPP_HDLC = 50
 LINKTYPE_RAW = 101
 LINKTYPE_C_HDLC = 104  # Cisco HDLC: address, control, then an EtherType
+LINKTYPE_IEEE802_11 = 105  # 802.11 frames (monitor mode)
 LINKTYPE_LOOP = 108  # OpenBSD loopback, address family in network byte order
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IEEE802_11_RADIOTAP = 127  # 802.11 frames behind a radiotap header
 LINKTYPE_MPLS = 219  # an MPLS label stack, then what it carries (MPLS in GRE or UDP is read as this)
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
@@ -60,6 +62,8 @@ SUPPORTED_LINKTYPES = frozenset(
         LINKTYPE_LOOP,
         LINKTYPE_LINUX_SLL,
         LINKTYPE_MPLS,
+        LINKTYPE_IEEE802_11,
+        LINKTYPE_IEEE802_11_RADIOTAP,
         LINKTYPE_IPV4,
         LINKTYPE_IPV6,
         LINKTYPE_LINUX_SLL2,

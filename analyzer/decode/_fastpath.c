@@ -21,6 +21,8 @@
 #define LT_ETHERNET 1
 #define LT_PPP 9
 #define LT_PPP_HDLC 50
+#define LT_IEEE802_11 105
+#define LT_IEEE802_11_RADIOTAP 127
 #define LT_MPLS 219
 #define LT_RAW_BSD 12
 #define LT_RAW_OPENBSD 14
@@ -490,6 +492,22 @@ static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize
         etype = ETH_P_MPLS_UC;
         off = 0;
         break;
+    case LT_IEEE802_11: case LT_IEEE802_11_RADIOTAP: { /* as decode/wifi.py; anything but a plain data frame: Python */
+        Py_ssize_t at = 0;
+        if (linktype == LT_IEEE802_11_RADIOTAP) {
+            if (len < 8 || p[0] != 0) return 1;
+            at = p[2] | (p[3] << 8);
+            if (at < 8 || at > len) return 1;
+        }
+        if (len - at < 24) return 1;
+        unsigned fc0 = p[at], fl = p[at + 1], subtype = fc0 >> 4;
+        if (((fc0 >> 2) & 3) != 2 || (fc0 & 3) || (subtype & 0x04) || (fl & 0x44) || (p[at + 22] & 0x0F)) return 1;
+        off = at + 24 + ((fl & 0x03) == 0x03 ? 6 : 0) + ((subtype & 0x08) ? 2 + ((fl & 0x80) ? 4 : 0) : 0);
+        if (off + 8 > len || memcmp(p + off, "\xaa\xaa\x03\x00\x00\x00", 6) != 0) return 1;
+        etype = be16(p + off + 6);
+        off += 8;
+        break;
+    }
     case LT_PPP: case LT_PPP_HDLC: /* [0xFF 0x03] protocol (one byte when compressed): PPTP's GRE carries it */
         off = len >= 2 && p[0] == 0xFF && p[1] == 0x03 ? 2 : 0;
         if (off >= len) return 1;

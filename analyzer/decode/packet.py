@@ -20,6 +20,8 @@ from ..capture.linktypes import (
     LINKTYPE_LOOP,
     LINKTYPE_NFLOG,
     LINKTYPE_NULL,
+    LINKTYPE_IEEE802_11,
+    LINKTYPE_IEEE802_11_RADIOTAP,
     LINKTYPE_MPLS,
     LINKTYPE_PPP,
     LINKTYPE_PPP_HDLC,
@@ -55,6 +57,7 @@ from .ip import (
 )
 from .select import Selector
 from .tcp import TH_SYN, parse_options
+from . import wifi
 from .fragments import FragmentTable
 from .tunnel import MAX_TUNNEL_DEPTH, TUNNEL_PROTOCOLS, inner_frame, is_udp_tunnel
 from .udp import DNS_PORT
@@ -299,6 +302,14 @@ class Decoder:
             return self._after_ethertype((buf[start + at] << 8) | buf[start + at + 1], buf, start + header_len, end)
         if linktype == LINKTYPE_MPLS:
             return self._after_ethertype(ETH_P_MPLS_UC, buf, start, end)
+        if linktype == LINKTYPE_IEEE802_11 or linktype == LINKTYPE_IEEE802_11_RADIOTAP:
+            if linktype == LINKTYPE_IEEE802_11_RADIOTAP:
+                header = wifi.radiotap_length(buf, start, end)
+                if header < 0:
+                    return -1, 0
+                start += header
+            etype, off = wifi.data_payload(buf, start, end)
+            return (etype, 0) if etype <= 0 else self._after_ethertype(etype, buf, off, end)
         if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_BSD, LINKTYPE_RAW_OPENBSD, LINKTYPE_IPV4, LINKTYPE_IPV6):
             if end <= start:
                 return -1, 0
