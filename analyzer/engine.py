@@ -543,8 +543,8 @@ def _unsupported_linktypes(captures: CaptureSet) -> list[str]:
             names = ", ".join(f"{lt} ({linktype_name(lt)})" for lt in sorted(linktypes))
             messages.append(
                 f"{path}: unsupported link type {names}; smtpflow reads Ethernet (incl. VLAN, PPPoE, MPLS), "
-                "Linux cooked SLL/SLL2, raw IP, BSD loopback, PPP, Cisco HDLC, MPLS, 802.11 (radiotap) and Linux NFLOG "
-                "captures"
+                "Linux cooked SLL/SLL2, raw IP, BSD loopback, PPP, Cisco HDLC, MPLS, 802.11 (radiotap), Linux NFLOG, "
+                "pf's pflog and Apple's pktap captures"
             )
     if messages and len(messages) == captures.readable:
         raise CaptureError(messages[0] if len(messages) == 1 else "; ".join(messages))

@@ -220,6 +220,22 @@ def dot11(ip: bytes, radiotap: bool = True, qos: bool = True, wds: bool = False,
     return struct.pack("<BBHI", 0, 0, 12, 0x06) + b"\x00\x04\x00\x00" + frame
 
 
+def pflog(ip: bytes, header_len: int = 61, af6: int = 28) -> bytes:
+    """pf's log (link type 117): a pfloghdr of ``header_len`` bytes (61 FreeBSD, 69 newer
+    FreeBSD, 100 OpenBSD; AF_INET6 is 28 on FreeBSD, 24 on OpenBSD), blocked by rule 12 on
+    em0, padded to 4 bytes, then the packet."""
+    family = af6 if ip[0] >> 4 == 6 else 2
+    header = struct.pack("<BBBB16s16sIIIiIiB", header_len, family, 1, 1, b"em0", b"", 12, 0xFFFFFFFF, 0, -1, 0, -1, 1)
+    header = header[:header_len].ljust((header_len + 3) & ~3, b"\x00")
+    return header + ip
+
+
+def pktap(frame: bytes, linktype: int = 1) -> bytes:
+    """Apple's pktap (link type 258): a 108-byte header naming the frame's link type."""
+    header = struct.pack("<III24s", 108, 1, linktype, b"en0").ljust(108, b"\x00")
+    return header + frame
+
+
 def cisco_hdlc(ip: bytes) -> bytes:
     """Cisco HDLC (linktype 104): address, control, EtherType."""
     return struct.pack(">BBH", 0x0F, 0x00, 0x86DD if ip[0] >> 4 == 6 else 0x0800) + ip

@@ -27,6 +27,8 @@ from crafting import (
     bsd_null,
     cisco_hdlc,
     dot11,
+    pflog,
+    pktap,
     ethernet,
     frames,
     linux_sll,
@@ -85,6 +87,10 @@ LINK_VARIANTS = {
     "ppp-9-no-address-compressed": (9, lambda ip: ppp(ip, hdlc=False, compressed=True)),
     "ppp-hdlc-50": (50, ppp),
     "cisco-hdlc-104": (104, cisco_hdlc),
+    "pflog-117-freebsd": (117, pflog),
+    "pflog-117-openbsd": (117, lambda ip: pflog(ip, header_len=100, af6=24)),
+    "pktap-258-ethernet": (258, lambda ip: pktap(ethernet(ip))),
+    "pktap-258-null": (258, lambda ip: pktap(bsd_null(ip, "little"), linktype=0)),
     "wifi-105": (105, lambda ip: dot11(ip, radiotap=False, qos=False)),
     "wifi-radiotap-127": (127, dot11),
     "wifi-radiotap-127-wds-ht-control": (127, lambda ip: dot11(ip, wds=True, htc=True)),
@@ -363,8 +369,9 @@ def test_tcpdump_reads_what_we_write(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["ppp-9", "ppp-9-no-address-compressed", "ppp-hdlc-50", "cisco-hdlc-104", "nflog-239-le",
-                                  "nflog-239-be"])
-def test_ppp_hdlc_and_nflog_carry_ipv6_too(tmp_path, name):
+                                  "nflog-239-be", "pflog-117-freebsd", "pflog-117-openbsd", "pktap-258-ethernet",
+                                  "pktap-258-null", "mpls-219", "wifi-105", "wifi-radiotap-127-wds-ht-control"])
+def test_other_link_types_carry_ipv6_too(tmp_path, name):
     linktype, wrap = LINK_VARIANTS[name]
     packets = plain_smtp_session(Conversation(client=CLIENT6, server=MS_SERVER6)).packets
     raw = write_pcap(tmp_path / "raw.pcap", packets, 101)

@@ -54,7 +54,7 @@ from analyzer.flows.reassembly import MASK32, Reassembler
 from analyzer.report.analysis import Analysis
 
 from conftest import ROOT, TESTS, analyse_twice
-from crafting import LINKS, NS, dot11, ethernet, pppoe, write_pcap
+from crafting import LINKS, NS, dot11, ethernet, pflog, pktap, pppoe, write_pcap
 
 # -- reassembly ------------------------------------------------------------------------------------
 
@@ -202,6 +202,8 @@ for _lt in (12, 14, 229):
     WRAPPERS[_lt] = [lambda ip: ip]
 WRAPPERS[105] = [lambda ip: dot11(ip, radiotap=False, qos=False)]
 WRAPPERS[127] = [dot11, lambda ip: dot11(ip, wds=True, htc=True)]
+WRAPPERS[117] = [pflog, lambda ip: pflog(ip, header_len=100, af6=24)]
+WRAPPERS[258] = [lambda ip: pktap(ethernet(ip))]
 
 
 @st.composite

@@ -13,11 +13,13 @@ LINKTYPE_C_HDLC = 104  # Cisco HDLC: address, control, then an EtherType
 LINKTYPE_IEEE802_11 = 105  # 802.11 frames (monitor mode)
 LINKTYPE_LOOP = 108  # OpenBSD loopback, address family in network byte order
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_PFLOG = 117  # OpenBSD/FreeBSD pf's log (tcpdump -i pflog0 on pfSense, OPNsense): a pfloghdr, then IP
 LINKTYPE_IEEE802_11_RADIOTAP = 127  # 802.11 frames behind a radiotap header
 LINKTYPE_MPLS = 219  # an MPLS label stack, then what it carries (MPLS in GRE or UDP is read as this)
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_NFLOG = 239  # Linux netfilter NFLOG (iptables -j NFLOG; tcpdump -i nflog:N)
+LINKTYPE_PKTAP = 258  # Apple's pktap (tcpdump -i pktap on macOS): a header naming the frame's own link type
 LINKTYPE_LINUX_SLL2 = 276
 
 #: Names as libpcap prints them, for error messages about unsupported captures.
@@ -37,6 +39,7 @@ LINKTYPE_NAMES = {
     105: "IEEE802_11 (Wi-Fi)",
     108: "LOOP (OpenBSD loopback)",
     113: "LINUX_SLL (Linux cooked v1)",
+    117: "PFLOG (pf's log)",
     127: "IEEE802_11_RADIOTAP (Wi-Fi with radiotap)",
     147: "USER0",
     192: "PPI",
@@ -49,6 +52,7 @@ LINKTYPE_NAMES = {
     239: "NFLOG (Linux netfilter log)",
     249: "NETLINK",
     252: "WIRESHARK_UPPER_PDU",
+    258: "PKTAP (Apple's pktap)",
     276: "LINUX_SLL2 (Linux cooked v2)",
 }
 
@@ -64,6 +68,8 @@ SUPPORTED_LINKTYPES = frozenset(
         LINKTYPE_MPLS,
         LINKTYPE_IEEE802_11,
         LINKTYPE_IEEE802_11_RADIOTAP,
+        LINKTYPE_PFLOG,
+        LINKTYPE_PKTAP,
         LINKTYPE_IPV4,
         LINKTYPE_IPV6,
         LINKTYPE_LINUX_SLL2,

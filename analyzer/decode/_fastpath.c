@@ -29,6 +29,7 @@
 #define LT_RAW 101
 #define LT_LOOP 108
 #define LT_SLL 113
+#define LT_PFLOG 117
 #define LT_IPV4 228
 #define LT_IPV6 229
 #define LT_SLL2 276
@@ -487,6 +488,12 @@ static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize
         if (len < 16) return 1;
         etype = be16(p + 14);
         off = 16;
+        break;
+    case LT_PFLOG: /* as the decoder: a pfloghdr (its length, the family...), the packet word-aligned after it */
+        if (len < 2 || p[0] < 61) return 1;
+        off = (p[0] + 3) & ~3;
+        if (off > len) return 1;
+        etype = p[1] == 2 ? ETH_P_IP : (p[1] == 10 || p[1] == 24 || p[1] == 28 || p[1] == 30) ? ETH_P_IPV6 : 0;
         break;
     case LT_MPLS:
         etype = ETH_P_MPLS_UC;

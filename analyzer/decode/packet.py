@@ -23,6 +23,8 @@ from ..capture.linktypes import (
     LINKTYPE_IEEE802_11,
     LINKTYPE_IEEE802_11_RADIOTAP,
     LINKTYPE_MPLS,
+    LINKTYPE_PFLOG,
+    LINKTYPE_PKTAP,
     LINKTYPE_PPP,
     LINKTYPE_PPP_HDLC,
     LINKTYPE_RAW,
@@ -72,6 +74,9 @@ if os.environ.get("SMTPFLOW_PURE_PYTHON") == "1":
 #: BSD loopback address families for IPv6 differ by OS (Linux 10, the BSDs 24, FreeBSD 28, macOS 30).
 AF_INET = 2
 AF_INET6_VALUES = frozenset({10, 24, 28, 30})
+PFLOG_MIN_HEADER_LEN = 61  # offsetof(struct pfloghdr, pad): the shortest header pf writes
+PKTAP_MIN_HEADER_LEN = 12
+PKTAP_TYPE_PACKET = 1
 
 CHECKSUM_OK = 1
 CHECKSUM_BAD = 0
@@ -302,6 +307,31 @@ class Decoder:
             return self._after_ethertype((buf[start + at] << 8) | buf[start + at + 1], buf, start + header_len, end)
         if linktype == LINKTYPE_MPLS:
             return self._after_ethertype(ETH_P_MPLS_UC, buf, start, end)
+        if linktype == LINKTYPE_PFLOG:
+            # pfloghdr: its length (1: 61 on FreeBSD and DragonFly, 69 on newer FreeBSD, 100 on
+            # OpenBSD), the address family (1), ...; the packet starts at the length rounded up
+            # to 4 bytes (BPF_WORDALIGN), as libpcap and Wireshark read it.
+            if end - start < 2 or buf[start] < PFLOG_MIN_HEADER_LEN:
+                return -1, 0
+            off = start + ((buf[start] + 3) & ~3)
+            if off > end:
+                return -1, 0
+            family = buf[start + 1]
+            return (4, off) if family == AF_INET else (6, off) if family in AF_INET6_VALUES else (0, 0)
+        if linktype == LINKTYPE_PKTAP:
+            # pktap_header (little-endian): its length (4), what follows (4: 1, a packet), the
+            # following frame's link type (4), interface, process ...
+            if end - start < PKTAP_MIN_HEADER_LEN:
+                return -1, 0
+            length = int.from_bytes(buf[start : start + 4], "little")
+            if int.from_bytes(buf[start + 4 : start + 8], "little") != PKTAP_TYPE_PACKET:
+                return 0, 0
+            inner = int.from_bytes(buf[start + 8 : start + 12], "little")
+            if length < PKTAP_MIN_HEADER_LEN or start + length > end:
+                return -1, 0
+            if inner == LINKTYPE_PKTAP:
+                return 0, 0
+            return self._network_start(inner, buf, start + length, end)
         if linktype == LINKTYPE_IEEE802_11 or linktype == LINKTYPE_IEEE802_11_RADIOTAP:
             if linktype == LINKTYPE_IEEE802_11_RADIOTAP:
                 header = wifi.radiotap_length(buf, start, end)
