@@ -137,9 +137,11 @@ class Engine:
         return MailSession(conn, reveal_username=self.options.reveal_username, keylog=self.keylog)
 
     def _finished(self, conn: TcpConnection, at_end: bool) -> None:
+        firewall = self.decoder.firewall_log.take(conn.orig_addr, conn.orig_port, conn.resp_addr, conn.resp_port)
         if DNS_PORT in (conn.orig_port, conn.resp_port):
             return  # DNS over TCP: its content lives in the DNS table, not among mail sessions
         facts = conn.facts(at_end)
+        facts["firewall"] = firewall
         analyzer = conn.analyzer
         if isinstance(analyzer, MailSession):
             facts["app"] = analyzer.summary()

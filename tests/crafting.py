@@ -220,12 +220,14 @@ def dot11(ip: bytes, radiotap: bool = True, qos: bool = True, wds: bool = False,
     return struct.pack("<BBHI", 0, 0, 12, 0x06) + b"\x00\x04\x00\x00" + frame
 
 
-def pflog(ip: bytes, header_len: int = 61, af6: int = 28) -> bytes:
+def pflog(ip: bytes, header_len: int = 61, af6: int = 28, action: int = 1, reason: int = 0, rule: int = 12,
+          interface: bytes = b"em0", direction: int = 2, ruleset: bytes = b"") -> bytes:
     """pf's log (link type 117): a pfloghdr of ``header_len`` bytes (61 FreeBSD, 69 newer
-    FreeBSD, 100 OpenBSD; AF_INET6 is 28 on FreeBSD, 24 on OpenBSD), blocked by rule 12 on
-    em0, padded to 4 bytes, then the packet."""
+    FreeBSD, 100 OpenBSD; AF_INET6 is 28 on FreeBSD, 24 on OpenBSD) — by default "blocked
+    (action 1) by rule 12 on em0, outbound" — padded to 4 bytes, then the packet."""
     family = af6 if ip[0] >> 4 == 6 else 2
-    header = struct.pack("<BBBB16s16sIIIiIiB", header_len, family, 1, 1, b"em0", b"", 12, 0xFFFFFFFF, 0, -1, 0, -1, 1)
+    header = (struct.pack("<BBBB16s16s", header_len, family, action, reason, interface, ruleset)
+              + struct.pack(">II", rule, 0xFFFFFFFF) + struct.pack("<IiIiB", 0, -1, 0, -1, direction))
     header = header[:header_len].ljust((header_len + 3) & ~3, b"\x00")
     return header + ip
 

@@ -11,7 +11,7 @@ import pytest
 from analyzer.decode import fastpath
 from conftest import ROOT, all_captures, analyse_twice
 
-from crafting import (CLIENT6, MS_SERVER6, Conversation, dns_exchange, dot11, ethernet, frames, linux_sll2, pflog, plain_smtp_session, ppp,
+from crafting import (CLIENT6, MS_SERVER6, Conversation, dns_exchange, dot11, ethernet, frames, linux_sll2, plain_smtp_session, ppp,
                       write_pcap, write_pcapng)
 
 pytestmark = pytest.mark.skipif(fastpath._fastpath is None, reason="the C hot path was not built (no compiler at install time)")
@@ -254,8 +254,6 @@ DECODED_LINKS = {
     "ppp-hdlc-50": (50, lambda ip: ppp(ip)),
     "mpls-219": (219, lambda ip: struct.pack("!II", 100 << 12 | 64, 101 << 12 | 1 << 8 | 64) + ip),
     "ethernet-vlan-mpls": (1, lambda ip: bytes(12) + struct.pack("!HHHI", 0x8100, 7, 0x8847, 100 << 12 | 1 << 8 | 64) + ip),
-    "pflog-117": (117, lambda ip: pflog(ip)),
-    "pflog-117-openbsd": (117, lambda ip: pflog(ip, header_len=100, af6=24)),
     "wifi-105": (105, lambda ip: dot11(ip, radiotap=False, qos=False)),
     "wifi-radiotap-127": (127, dot11),
     "wifi-radiotap-127-wds-ht-control": (127, lambda ip: dot11(ip, wds=True, htc=True)),

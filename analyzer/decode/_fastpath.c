@@ -29,7 +29,6 @@
 #define LT_RAW 101
 #define LT_LOOP 108
 #define LT_SLL 113
-#define LT_PFLOG 117
 #define LT_IPV4 228
 #define LT_IPV6 229
 #define LT_SLL2 276
@@ -489,12 +488,6 @@ static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize
         etype = be16(p + 14);
         off = 16;
         break;
-    case LT_PFLOG: /* as the decoder: a pfloghdr (its length, the family...), the packet word-aligned after it */
-        if (len < 2 || p[0] < 61) return 1;
-        off = (p[0] + 3) & ~3;
-        if (off > len) return 1;
-        etype = p[1] == 2 ? ETH_P_IP : (p[1] == 10 || p[1] == 24 || p[1] == 28 || p[1] == 30) ? ETH_P_IPV6 : 0;
-        break;
     case LT_MPLS:
         etype = ETH_P_MPLS_UC;
         off = 0;
@@ -530,7 +523,7 @@ static int judge_frame(const Filter *f, int linktype, const uint8_t *p, Py_ssize
         off = 0;
         break;
     default:
-        return 1; /* loopback families, unknown link types: Python knows best */
+        return 1; /* loopback families, pf's log (the decoder keeps what pf says), unknown link types: Python */
     }
     if (etype == ETH_P_MPLS_UC || etype == ETH_P_MPLS_MC) {
         /* As the decoder: the label stack to its bottom, then IP by its version (MPLS does not

@@ -60,6 +60,7 @@ from .ip import (
 from .select import Selector
 from .tcp import TH_SYN, parse_options
 from . import wifi
+from .pflog import PFLOG_MIN_HEADER_LEN, FirewallLog
 from .fragments import FragmentTable
 from .tunnel import MAX_TUNNEL_DEPTH, TUNNEL_PROTOCOLS, inner_frame, is_udp_tunnel
 from .udp import DNS_PORT
@@ -74,7 +75,6 @@ if os.environ.get("SMTPFLOW_PURE_PYTHON") == "1":
 #: BSD loopback address families for IPv6 differ by OS (Linux 10, the BSDs 24, FreeBSD 28, macOS 30).
 AF_INET = 2
 AF_INET6_VALUES = frozenset({10, 24, 28, 30})
-PFLOG_MIN_HEADER_LEN = 61  # offsetof(struct pfloghdr, pad): the shortest header pf writes
 PKTAP_MIN_HEADER_LEN = 12
 PKTAP_TYPE_PACKET = 1
 
@@ -295,6 +295,8 @@ class Decoder:
         self.verify_checksums = verify_checksums
         self.stats = DecodeStats()
         self.fragments = FragmentTable()
+        #: What pf logged of each TCP connection, from a pflog capture (taken when it ends).
+        self.firewall_log = FirewallLog()
 
     # -- link layer -------------------------------------------------------------------
     def _network_start(self, linktype: int, buf: bytes, start: int, end: int) -> tuple[int, int]:
@@ -308,10 +310,9 @@ class Decoder:
         if linktype == LINKTYPE_MPLS:
             return self._after_ethertype(ETH_P_MPLS_UC, buf, start, end)
         if linktype == LINKTYPE_PFLOG:
-            # pfloghdr: its length (1: 61 on FreeBSD and DragonFly, 69 on newer FreeBSD, 100 on
-            # OpenBSD), the address family (1), ...; the packet starts at the length rounded up
-            # to 4 bytes (BPF_WORDALIGN), as libpcap and Wireshark read it.
-            if end - start < 2 or buf[start] < PFLOG_MIN_HEADER_LEN:
+            # pfloghdr (decode/pflog.py): its length, the address family, ...; the packet starts
+            # at the length rounded up to 4 bytes (BPF_WORDALIGN), as libpcap and Wireshark read it.
+            if end - start < PFLOG_MIN_HEADER_LEN or buf[start] < PFLOG_MIN_HEADER_LEN:
                 return -1, 0
             off = start + ((buf[start] + 3) & ~3)
             if off > end:
@@ -434,7 +435,10 @@ class Decoder:
             stats.first_ts = ts
         if stats.last_ts is None or ts > stats.last_ts:
             stats.last_ts = ts
-        return self._frame(ts, linktype, buf, start, end, wirelen > end - start, 0)
+        packet = self._frame(ts, linktype, buf, start, end, wirelen > end - start, 0)
+        if linktype == LINKTYPE_PFLOG and type(packet) is TcpSegment:
+            self.firewall_log.add((packet.src, packet.sport, packet.dst, packet.dport), buf, start)
+        return packet
 
     def _frame(self, ts: int, linktype: int, buf: bytes, start: int, end: int, truncated: bool, depth: int):
         """The frame in buf[start:end]: the captured one, or (``depth`` > 0) one a tunnel

@@ -85,6 +85,7 @@ class _Group:
         self.reporters: set[str] = set()
         self.icmp_names: set[str] = set()
         self.replies: Counter[str] = Counter()
+        self.blocked_here = False  # the capture is the firewall's log, and it blocked them
 
     def add(self, rec: dict[str, Any], outcome: str, verdict: dict[str, Any]) -> None:
         self.ids.append(rec["session_id"])
@@ -93,6 +94,8 @@ class _Group:
             self.severity = severity
         if outcome == "syn_unanswered":
             self.retries.add(rec["syn_count"] - 1)
+            firewall = rec.get("firewall")
+            self.blocked_here = self.blocked_here or bool(firewall and firewall.get("action") == "block")
         elif outcome == "reset_by_middlebox":
             hops = (rec.get("rst") or {}).get("hops")
             if hops is not None:
@@ -175,10 +178,14 @@ def _target_findings(name: str, target: _Target) -> list[dict[str, Any]]:
                 retry_text = "none was retried" if retries[0] == 0 else f"all were retried {retries[0]} time(s)"
             else:
                 retry_text = f"retried {retries[0]}–{retries[-1]} times"
-            detail = (
-                f"{k:,} of {total:,} connection attempt(s) to {name} got no answer; {retry_text}; "
-                f"the SYNs passed this capture point: the drop is between here and {where}."
-            )
+            if group.blocked_here:
+                detail = (f"{k:,} of {total:,} connection attempt(s) to {name} were blocked by the firewall whose log "
+                          f"this capture is; {retry_text}; they never left it.")
+            else:
+                detail = (
+                    f"{k:,} of {total:,} connection attempt(s) to {name} got no answer; {retry_text}; "
+                    f"the SYNs passed this capture point: the drop is between here and {where}."
+                )
         elif outcome == "reset_by_middlebox":
             hops = sorted(group.hops)
             detail = (

@@ -132,6 +132,9 @@ def verdict(rec: dict[str, Any], facts: dict[str, Any], app: dict[str, Any], res
 
 # -- connect results ------------------------------------------------------------------------
 def _syn_unanswered(rec, facts, app, reset):
+    firewall = rec.get("firewall")
+    if firewall and firewall["action"] == "block":
+        return _blocked_by_firewall(rec, firewall)
     port = rec["server_port"]
     count = rec["syn_count"]
     gaps = rec.get("syn_retry_gaps") or []
@@ -180,6 +183,33 @@ def _syn_unanswered(rec, facts, app, reset):
     remediation += ". Then test from the same host (e.g. `nc -vz <server> <port>` or PowerShell `Test-NetConnection <server> -Port <port>`)."
     return {
         "title": f"No answer on port {port}: SYNs dropped before the server",
+        "severity": "error",
+        "explanation": explanation,
+        "remediation": remediation,
+        "evidence": evidence,
+    }
+
+
+def _blocked_by_firewall(rec, firewall):
+    """A SYN pf logged as blocked (the capture is pf's log): the drop is this firewall's."""
+    port = rec["server_port"]
+    rule = firewall["rule"]
+    where = f"rule {rule}" + (f" (anchor {firewall['ruleset']})" if firewall.get("ruleset") else "")
+    on = f" on {firewall['interface']}" + (f", {firewall['direction']}bound" if firewall.get("direction") else "")
+    evidence = [f"pf logged {firewall['packets']} packet(s) of this connection: {firewall['action']} by {where}{on}, "
+                f"reason {firewall['reason']}"]
+    explanation = (
+        f"This capture is pf's log (pflog): the firewall itself logged the client's SYN(s) to {_target(rec)} as blocked "
+        f"by {where}{on}. They were dropped here, by this firewall; nothing further along the path was involved, "
+        "and the server never saw them."
+    )
+    remediation = f"Allow outbound TCP {port} to {rec['server']} in pf ahead of {where} (`pfctl -vvsr` lists the rules by number)"
+    role = rec.get("microsoft_service")
+    if rec.get("microsoft") and role in ("submission", "mx"):
+        remediation += f"; Exchange Online {'submission' if role == 'submission' else 'MX'} ranges: {_ms_ranges(role, rec['server'])}"
+    remediation += ". Then test from the client again."
+    return {
+        "title": f"Blocked by this firewall: pf {where}{on}",
         "severity": "error",
         "explanation": explanation,
         "remediation": remediation,

@@ -26,7 +26,7 @@ DIRECTIONS = ("client", "server", "network", "middlebox")
 CONTRACT_COLUMNS = [
     "session_id", "first_seen", "last_seen", "duration", "client", "client_port", "server", "server_port",
     "ip_version", "server_name", "conn_state", "history", "syn_count", "syn_retry_gaps", "handshake_rtt",
-    "rst_from", "rst", "icmp", "packets_client", "packets_server", "bytes_client", "bytes_server", "ip_bytes_client",
+    "rst_from", "rst", "icmp", "firewall", "packets_client", "packets_server", "bytes_client", "bytes_server", "ip_bytes_client",
     "ip_bytes_server", "missed_bytes", "service", "microsoft", "microsoft_service", "microsoft_evidence", "tls", "smtp",
     "outcome", "outcome_reason", "verdict",
 ]
@@ -67,7 +67,7 @@ SESSION_KINDS: dict[str, Kind] = {
     "client_port": "int", "server": "str", "server_port": "int", "ip_version": "int", "server_name": "str",
     "conn_state": ("category", CONN_STATES, False), "history": "str", "syn_count": "int", "syn_retry_gaps": "object",
     "handshake_rtt": "float", "rst_from": ("category", ("server", "client", "middlebox"), False), "rst": "object",
-    "icmp": "object", "packets_client": "int", "packets_server": "int", "bytes_client": "int", "bytes_server": "int",
+    "icmp": "object", "firewall": "object", "packets_client": "int", "packets_server": "int", "bytes_client": "int", "bytes_server": "int",
     "ip_bytes_client": "int", "ip_bytes_server": "int", "missed_bytes": "int",
     "service": ("category", ("smtp", "tls", "text"), False), "microsoft": "bool",
     "microsoft_service": ("category", ("submission", "mx"), False), "microsoft_evidence": "object", "tls": "object",
