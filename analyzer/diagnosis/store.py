@@ -4,10 +4,11 @@ A session's record needs capture-wide context (DNS answers, the other sessions t
 server), so the facts of every finished session wait for the end of the capture, and the
 records for whoever reads them. A relay's day holds hundreds of thousands of sessions, about
 11 KB of facts each. :class:`SessionStore` keeps up to :data:`MAX_SESSIONS_IN_MEMORY` sessions
-as objects (a session holding many events or replies counts as several: :func:`session_weight`); past that
-it pickles every item into an unnamed temporary file and keeps only where each one lies
-(16 bytes an item). Reading brings them back one at a time, so memory stays bounded whatever
-the number of sessions; only the file grows (about 3.5 KB a session).
+as objects (a session holding many events or replies counts as several: :func:`session_weight`);
+past that it pickles every item (a store of records: their JSON text, ``jsontext``) into an
+unnamed temporary file and keeps only where each one lies (16 bytes an item). Reading brings
+them back one at a time, so memory stays bounded whatever the number of sessions; only the
+file grows (about 3.5 KB a session).
 """
 
 from __future__ import annotations

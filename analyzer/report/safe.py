@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 # The records' JSON encoding lives with the records (diagnosis); the views use it from here.
-from ..diagnosis.jsontext import _COMPACT, dumps_json, json_default, json_line  # noqa: F401
+from ..diagnosis.jsontext import dumps_json, json_default, json_line  # noqa: F401
 
 #: C0 controls (but tab), DEL, C1 controls, and the Unicode bidi overrides that can disguise text.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
