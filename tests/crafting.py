@@ -243,14 +243,14 @@ def cisco_hdlc(ip: bytes) -> bytes:
     return struct.pack(">BBH", 0x0F, 0x00, 0x86DD if ip[0] >> 4 == 6 else 0x0800) + ip
 
 
-def nflog(ip: bytes, byteorder: str = "little") -> bytes:
+def nflog(ip: bytes, byteorder: str = "little", prefix: bytes = b"smtp", group: int = 5) -> bytes:
     """Linux NFLOG (linktype 239): header, then TLVs in the capturing host's byte order — a
     prefix string (type 10) and the packet (NFULA_PAYLOAD, 9), each padded to 4 bytes."""
     def tlv(kind: int, value: bytes) -> bytes:
         body = (4 + len(value)).to_bytes(2, byteorder) + kind.to_bytes(2, byteorder) + value
         return body + bytes(-len(body) % 4)
     family = 10 if ip[0] >> 4 == 6 else 2
-    return bytes([family, 0]) + struct.pack(">H", 5) + tlv(10, b"smtp\0") + tlv(9, ip)
+    return bytes([family, 0]) + struct.pack(">H", group) + (tlv(10, prefix + b"\0") if prefix else b"") + tlv(9, ip)
 
 
 LINKS = {

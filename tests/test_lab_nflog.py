@@ -47,9 +47,9 @@ def test_an_nflog_capture_reads_like_the_interface(tmp_path):
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         try:
             run(["ip", "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "NFLOG",
-                 "--nflog-group", "5"])
+                 "--nflog-group", "5", "--nflog-prefix", "smtp-out"])
             run(["ip", "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-p", "tcp", "--sport", "25", "-j", "NFLOG",
-                 "--nflog-group", "5"])
+                 "--nflog-group", "5", "--nflog-prefix", "smtp-in"])
         except LabError as exc:
             pytest.skip(f"no NFLOG target here: {exc}")
         with Capture(ns, logged, "nflog:5"), Capture(ns, direct, "lo"):
@@ -65,3 +65,9 @@ def test_an_nflog_capture_reads_like_the_interface(tmp_path):
     keys = ("client", "server", "server_port", "conn_state", "history", "packets_client", "packets_server", "outcome")
     assert [tuple(r[k] for k in keys) for r in from_nflog] == [tuple(r[k] for k in keys) for r in from_lo]
     assert from_nflog[0]["smtp"]["banner"].startswith("220 mail.example.test") and from_nflog[0]["outcome"] == "completed"
+    # What the firewall's log says of the session: its group, the prefix of the rule that
+    # logged the client's first packet, every packet of both directions.
+    firewall = from_nflog[0]["firewall"]
+    assert (firewall["log"], firewall["group"], firewall["prefix"], firewall["action"]) == ("nflog", 5, "smtp-out", None)
+    assert firewall["packets"] == from_nflog[0]["packets_client"] + from_nflog[0]["packets_server"]
+    assert from_lo[0]["firewall"] is None

@@ -60,7 +60,8 @@ from .ip import (
 from .select import Selector
 from .tcp import TH_SYN, parse_options
 from . import wifi
-from .pflog import PFLOG_MIN_HEADER_LEN, FirewallLog
+from .firewall import (NFLOG_HEADER_LEN, PFLOG_MIN_HEADER_LEN, FirewallLog, nflog_entry, nflog_parts, pflog_blocked,
+                       pflog_entry)
 from .fragments import FragmentTable
 from .tunnel import MAX_TUNNEL_DEPTH, TUNNEL_PROTOCOLS, inner_frame, is_udp_tunnel
 from .udp import DNS_PORT
@@ -245,30 +246,16 @@ def _checksum_state_c(version: int, src: bytes, dst: bytes, proto: int, buf: byt
 checksum_state = _checksum_state_c if _c_checksum_state is not None else _checksum_state
 
 
-#: NFLOG (https://www.tcpdump.org/linktypes/LINKTYPE_NFLOG.html): family (1), version (1),
-#: resource id (2), then TLVs — length (2, header included) and type (2), in the capturing
-#: host's byte order, each padded to 4 bytes. The packet is the NFULA_PAYLOAD TLV.
-NFLOG_HEADER_LEN = 4
-NFULA_PAYLOAD = 9
-
-
 def _nflog_payload(buf: bytes, start: int, end: int) -> tuple[int, int]:
-    """(IP version, offset) of the packet in an NFLOG record, as ``_network_start`` answers."""
+    """(IP version, offset) of the packet in an NFLOG record (decode/firewall.py has the
+    layout), as ``_network_start`` answers."""
     if end - start < NFLOG_HEADER_LEN + 4:
         return -1, 0
-    for order in ("little", "big"):  # the capturing host's: a wrong guess finds no payload
-        pos = start + NFLOG_HEADER_LEN
-        while pos + 4 <= end:
-            length = int.from_bytes(buf[pos : pos + 2], order)
-            kind = int.from_bytes(buf[pos + 2 : pos + 4], order)
-            if length < 4 or pos + length > end:
-                break
-            if kind == NFULA_PAYLOAD:
-                off = pos + 4
-                version = buf[off] >> 4 if off < end else 0
-                return (version, off) if version in (4, 6) else (0, 0)
-            pos += (length + 3) & ~3
-    return 0, 0
+    off = nflog_parts(buf, start, end)[0]
+    if off < 0:
+        return 0, 0
+    version = buf[off] >> 4 if off < end else 0
+    return (version, off) if version in (4, 6) else (0, 0)
 
 
 #: Link types whose header ends in an EtherType: (header length, offset of the EtherType).
@@ -310,7 +297,7 @@ class Decoder:
         if linktype == LINKTYPE_MPLS:
             return self._after_ethertype(ETH_P_MPLS_UC, buf, start, end)
         if linktype == LINKTYPE_PFLOG:
-            # pfloghdr (decode/pflog.py): its length, the address family, ...; the packet starts
+            # pfloghdr (decode/firewall.py): its length, the address family, ...; the packet starts
             # at the length rounded up to 4 bytes (BPF_WORDALIGN), as libpcap and Wireshark read it.
             if end - start < PFLOG_MIN_HEADER_LEN or buf[start] < PFLOG_MIN_HEADER_LEN:
                 return -1, 0
@@ -436,8 +423,12 @@ class Decoder:
         if stats.last_ts is None or ts > stats.last_ts:
             stats.last_ts = ts
         packet = self._frame(ts, linktype, buf, start, end, wirelen > end - start, 0)
-        if linktype == LINKTYPE_PFLOG and type(packet) is TcpSegment:
-            self.firewall_log.add((packet.src, packet.sport, packet.dst, packet.dport), buf, start)
+        if (linktype == LINKTYPE_PFLOG or linktype == LINKTYPE_NFLOG) and type(packet) is TcpSegment:
+            key = (packet.src, packet.sport, packet.dst, packet.dport)
+            if linktype == LINKTYPE_PFLOG:
+                self.firewall_log.add(key, lambda: pflog_entry(buf, start), pflog_blocked(buf, start))
+            else:
+                self.firewall_log.add(key, lambda: nflog_entry(buf, start, end), False)
         return packet
 
     def _frame(self, ts: int, linktype: int, buf: bytes, start: int, end: int, truncated: bool, depth: int):

@@ -17,9 +17,10 @@ handshake_rtt          SYN → SYN-ACK, seconds (the round trip from the capture
 rst_from               "server", "client", "middlebox" or null (who sent the first RST)
 rst                    details of that RST (ttl, hops, evidence) or null
 icmp                   {type, code, name, from, admin_prohibited} of the first ICMP error, or null
-firewall               what the firewall logged of it, when the capture is its log (pf's pflog):
-                       {log, action, reason, rule, subrule, ruleset, interface, direction,
-                       packets} — the first block, else the first packet logged — or null
+firewall               what the firewall logged of it, when the capture is its log: {log
+                       (pflog, nflog), action, reason, rule, subrule, ruleset, interface,
+                       direction (pf's), prefix, group (NFLOG's), packets} — the first block,
+                       else the first packet logged — or null
 packets_client/server  packets each way; bytes_client/server payload bytes each way
 ip_bytes_client/server IP-level bytes each way (Zeek's orig_ip_bytes/resp_ip_bytes)
 missed_bytes           bytes the capture missed (content gaps)

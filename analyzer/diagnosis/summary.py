@@ -86,6 +86,7 @@ class _Group:
         self.icmp_names: set[str] = set()
         self.replies: Counter[str] = Counter()
         self.blocked_here = False  # the capture is the firewall's log, and it blocked them
+        self.logged_here = False  # the capture is a firewall's log that does not say what it did (NFLOG)
 
     def add(self, rec: dict[str, Any], outcome: str, verdict: dict[str, Any]) -> None:
         self.ids.append(rec["session_id"])
@@ -95,7 +96,9 @@ class _Group:
         if outcome == "syn_unanswered":
             self.retries.add(rec["syn_count"] - 1)
             firewall = rec.get("firewall")
-            self.blocked_here = self.blocked_here or bool(firewall and firewall.get("action") == "block")
+            if firewall:
+                self.blocked_here = self.blocked_here or firewall.get("action") == "block"
+                self.logged_here = self.logged_here or firewall.get("action") is None
         elif outcome == "reset_by_middlebox":
             hops = (rec.get("rst") or {}).get("hops")
             if hops is not None:
@@ -181,6 +184,10 @@ def _target_findings(name: str, target: _Target) -> list[dict[str, Any]]:
             if group.blocked_here:
                 detail = (f"{k:,} of {total:,} connection attempt(s) to {name} were blocked by the firewall whose log "
                           f"this capture is; {retry_text}; they never left it.")
+            elif group.logged_here:
+                detail = (f"{k:,} of {total:,} connection attempt(s) to {name} were logged by the firewall whose log "
+                          f"this capture is, and got no answer; {retry_text}; the log does not say whether that "
+                          "firewall dropped them.")
             else:
                 detail = (
                     f"{k:,} of {total:,} connection attempt(s) to {name} got no answer; {retry_text}; "

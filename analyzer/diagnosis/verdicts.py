@@ -135,6 +135,8 @@ def _syn_unanswered(rec, facts, app, reset):
     firewall = rec.get("firewall")
     if firewall and firewall["action"] == "block":
         return _blocked_by_firewall(rec, firewall)
+    if firewall and firewall["log"] == "nflog":
+        return _logged_by_firewall(rec, firewall)
     port = rec["server_port"]
     count = rec["syn_count"]
     gaps = rec.get("syn_retry_gaps") or []
@@ -210,6 +212,39 @@ def _blocked_by_firewall(rec, firewall):
     remediation += ". Then test from the client again."
     return {
         "title": f"Blocked by this firewall: pf {where}{on}",
+        "severity": "error",
+        "explanation": explanation,
+        "remediation": remediation,
+        "evidence": evidence,
+    }
+
+
+def _logged_by_firewall(rec, firewall):
+    """Unanswered SYNs in a Linux firewall's log (NFLOG): a rule logged them; what it did next
+    the log does not say."""
+    port = rec["server_port"]
+    prefix = firewall.get("prefix")
+    named = f"prefix '{prefix}'" if prefix else f"group {firewall['group']}"
+    evidence = [f"the firewall's log (NFLOG group {firewall['group']}) holds {firewall['packets']} packet(s) of this "
+                "connection" + (f", prefix '{prefix}'" if prefix else "")]
+    explanation = (
+        f"This capture is a Linux firewall's log (NFLOG group {firewall['group']}): a logging rule matched the client's "
+        f"SYN(s) to {_target(rec)}" + (f" and tagged them '{prefix}'" if prefix else "") + ", and nothing answered them "
+        "in this log. The log says that a rule matched, not what it did: a logging rule usually sits just before "
+        "the one that drops."
+    )
+    find = f"grep -n -- '{prefix}'" if prefix else f"grep -n 'group {firewall['group']}'"
+    remediation = (
+        f"Find the rule that logs with {named} (`nft list ruleset | {find}` or `iptables-save | {find}`). If it, or "
+        f"the rule after it, drops TCP {port}, allow {rec['server']} ahead of it"
+        + (f" (Exchange Online {'submission' if rec.get('microsoft_service') == 'submission' else 'MX'} ranges: "
+           f"{_ms_ranges(rec.get('microsoft_service'), rec['server'])})" if rec.get("microsoft")
+           and rec.get("microsoft_service") in ("submission", "mx") else "")
+        + "; if not, the SYNs left this firewall and were dropped further along: a capture on its outside "
+        "interface tells which."
+    )
+    return {
+        "title": f"No answer on port {port}: logged by this firewall ({named})",
         "severity": "error",
         "explanation": explanation,
         "remediation": remediation,

@@ -1,7 +1,9 @@
-"""pf's log (``tcpdump -i pflog0`` on pfSense, OPNsense, OpenBSD): the packets a rule with
-``log`` matched, each with the rule, the interface and the action. A SYN pf logged as
-blocked was dropped there, by that firewall: the session says so (``record["firewall"]``
-and its verdict), instead of "the SYNs passed this capture point"."""
+"""A firewall's own log as the capture. pf's log (``tcpdump -i pflog0`` on pfSense, OPNsense,
+OpenBSD) holds the packets a rule with ``log`` matched, each with the rule, the interface and
+the action: a SYN pf logged as blocked was dropped there, by that firewall, and the session
+says so (``record["firewall"]`` and its verdict) instead of "the SYNs passed this capture
+point". Linux's NFLOG says which rule's prefix logged a packet, not what the rule did: the
+verdict says that much and no more. (tests/test_lab_nflog.py: a real kernel's NFLOG.)"""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import json
 import pytest
 
 import analyzer
-from analyzer.decode import pflog as pflog_module
-from crafting import CLIENT6, MS_SERVER6, Conversation, ethernet, frames, pflog, plain_smtp_session, write_pcap
+from analyzer.decode import firewall as firewall_module
+from crafting import CLIENT6, MS_SERVER6, Conversation, frames, nflog, pflog, plain_smtp_session, write_pcap
 
 MX = "52.101.68.10"  # an Exchange Online MX address (published range)
 
@@ -38,7 +40,8 @@ def test_syns_pf_blocked_are_blocked_by_this_firewall(tmp_path, header_len, af6,
 
     assert record["outcome"] == "syn_unanswered" and record["syn_count"] == 3
     assert record["firewall"] == {"log": "pflog", "action": "block", "reason": "match", "rule": 12, "subrule": None,
-                                  "ruleset": None, "interface": "igb1", "direction": "out", "packets": 3}
+                                  "ruleset": None, "interface": "igb1", "direction": "out", "prefix": None,
+                                  "group": None, "packets": 3}
     verdict = record["verdict"]
     assert verdict["title"] == "Blocked by this firewall: pf rule 12 on igb1, outbound"
     assert "dropped here, by this firewall" in verdict["explanation"]
@@ -89,11 +92,40 @@ def test_split_runs_keep_what_pf_logged(tmp_path):
 
 
 def test_the_log_table_is_bounded():
-    log = pflog_module.FirewallLog(limit=3)
+    log = firewall_module.FirewallLog(limit=3)
     header = pflog(bytes([0x45]) + bytes(19))
     for n in range(10):
-        log.add((b"\x0a\x00\x00\x01", 40000 + n, b"\x34\x65\x44\x0a", 25), header, 0)
+        log.add((b"\x0a\x00\x00\x01", 40000 + n, b"\x34\x65\x44\x0a", 25),
+                lambda: firewall_module.pflog_entry(header, 0), firewall_module.pflog_blocked(header, 0))
     assert len(log) == 3 and log.forgotten == 7
     assert log.take(b"\x0a\x00\x00\x01", 40009, b"\x34\x65\x44\x0a", 25)["packets"] == 1
     assert log.take(b"\x0a\x00\x00\x01", 40000, b"\x34\x65\x44\x0a", 25) is None
     assert len(log) == 2
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.parametrize("prefix", [b"smtp-drop", b""], ids=["prefix", "no prefix"])
+def test_syns_in_a_linux_firewall_log_are_logged_there(tmp_path, byteorder, prefix):
+    conv = unanswered_syns(Conversation(server=MX, sport=25))
+    packets = [(ts, nflog(ip, byteorder, prefix=prefix, group=7)) for ts, ip in conv.packets]
+    path = write_pcap(tmp_path / "nflog.pcap", packets, 239)
+    (record,) = records(path)
+    assert record["outcome"] == "syn_unanswered"
+    assert record["firewall"] == {"log": "nflog", "action": None, "reason": None, "rule": None, "subrule": None,
+                                  "ruleset": None, "interface": None, "direction": None,
+                                  "prefix": prefix.decode() or None, "group": 7, "packets": 3}
+    verdict = record["verdict"]
+    named = "prefix 'smtp-drop'" if prefix else "group 7"
+    assert verdict["title"] == f"No answer on port 25: logged by this firewall ({named})"
+    assert "not what it did" in verdict["explanation"] and "passed this capture point" not in verdict["explanation"]
+    assert ("grep -n -- 'smtp-drop'" if prefix else "grep -n 'group 7'") in verdict["remediation"]
+    (finding,) = analyzer.analyze(str(path)).summary()["findings"]
+    assert "the log does not say whether that firewall dropped them" in finding["detail"]
+
+
+def test_a_session_in_a_linux_firewall_log_reads_as_it_went(tmp_path):
+    conv = plain_smtp_session(Conversation(server=MX, sport=25))
+    (record,) = records(write_pcap(tmp_path / "nflog.pcap", [(ts, nflog(ip)) for ts, ip in conv.packets], 239))
+    assert record["outcome"] == "completed" and record["verdict"]["severity"] == "ok"
+    assert (record["firewall"]["log"], record["firewall"]["prefix"], record["firewall"]["packets"]) == (
+        "nflog", "smtp", len(conv.packets))
