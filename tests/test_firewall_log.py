@@ -93,11 +93,12 @@ def test_split_runs_keep_what_pf_logged(tmp_path):
 
 def test_the_log_table_is_bounded():
     log = firewall_module.FirewallLog(limit=3)
-    header = pflog(bytes([0x45]) + bytes(19))
+    record = pflog(bytes([0x45]) + bytes(19))
     for n in range(10):
-        log.add((b"\x0a\x00\x00\x01", 40000 + n, b"\x34\x65\x44\x0a", 25),
-                lambda: firewall_module.pflog_entry(header, 0), firewall_module.pflog_blocked(header, 0))
+        log.add((b"\x0a\x00\x00\x01", 40000 + n, b"\x34\x65\x44\x0a", 25), "pflog", record, 0, len(record))
     assert len(log) == 3 and log.forgotten == 7
+    # Each keeps the log header alone, a copy: never a view of the capture's buffer.
+    assert all(type(entry[1]) is bytes and len(entry[1]) == 61 for entry in log._entries.values())
     assert log.take(b"\x0a\x00\x00\x01", 40009, b"\x34\x65\x44\x0a", 25)["packets"] == 1
     assert log.take(b"\x0a\x00\x00\x01", 40000, b"\x34\x65\x44\x0a", 25) is None
     assert len(log) == 2

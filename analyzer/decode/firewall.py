@@ -24,7 +24,6 @@ in the capturing host's byte order, each padded to 4 bytes: the prefix is type 1
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 #: offsetof(struct pfloghdr, pad): the shortest header pf writes, and all that is read here.
@@ -112,47 +111,62 @@ def nflog_parts(buf: bytes, start: int, end: int) -> tuple[int, int, int]:
     return -1, -1, -1
 
 
-def nflog_entry(buf: bytes, start: int, end: int) -> dict[str, Any]:
-    """The NFLOG record's group and prefix."""
+def nflog_header(buf: bytes, start: int, end: int) -> bytes:
+    """What is kept of an NFLOG record: its group (2 bytes), then its prefix."""
     _packet, prefix_start, prefix_end = nflog_parts(buf, start, end)
-    prefix = _text(buf[prefix_start:prefix_end]) if prefix_start >= 0 else ""
-    return _entry("nflog", prefix=prefix or None, group=int.from_bytes(buf[start + 2 : start + 4], "big"))
+    return bytes(buf[start + 2 : start + 4]) + (bytes(buf[prefix_start:prefix_end]) if prefix_start >= 0 else b"")
+
+
+def nflog_entry(header: bytes) -> dict[str, Any]:
+    """What an NFLOG record kept by ``nflog_header`` says: its group and prefix."""
+    return _entry("nflog", prefix=_text(header[2:]) or None, group=int.from_bytes(header[:2], "big"))
 
 
 class FirewallLog:
     """Per TCP connection (either direction's 4-tuple), what the firewall logged of it: the
     first block if any packet was blocked (else the first logged packet), and how many were
-    logged."""
+    logged. Each entry keeps only that packet's log header (a few dozen bytes): a process
+    that reads every packet but follows a share of the connections (a split run) holds the
+    others' until they are forgotten."""
 
     def __init__(self, limit: int = MAX_FIREWALL_CONNECTIONS) -> None:
         self.limit = limit
-        self._entries: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+        #: key -> [log kind, its header, blocked, packets]
+        self._entries: OrderedDict[tuple, list] = OrderedDict()
         self.forgotten = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, key: tuple, read: Callable[[], dict[str, Any]], blocked: bool) -> None:
-        """A logged packet of the connection ``key``: ``read()`` says what the log says of it
-        (called only when that is kept), ``blocked`` whether the firewall blocked it."""
+    def add(self, key: tuple, log: str, buf: bytes, start: int, end: int) -> None:
+        """A packet of the connection ``key`` in a firewall's log (``log``: "pflog" or "nflog")
+        whose record is ``buf[start:end]``."""
+        blocked = log == "pflog" and pflog_blocked(buf, start)
         entries = self._entries
         entry = entries.get(key)
         if entry is None:
             if len(entries) >= self.limit:
                 entries.popitem(last=False)
                 self.forgotten += 1
-            entry = entries[key] = read()
-        else:
-            entries.move_to_end(key)
-            if blocked and entry["action"] != "block":
-                entry.update(read(), packets=entry["packets"])
-        entry["packets"] += 1
+            entries[key] = [log, _header(log, buf, start, end), blocked, 1]
+            return
+        entries.move_to_end(key)
+        entry[3] += 1
+        if blocked and not entry[2]:
+            entry[1], entry[2] = _header(log, buf, start, end), True
 
     def take(self, orig: bytes, orig_port: int, resp: bytes, resp_port: int) -> dict[str, Any] | None:
         """What was logged of this connection (both directions together), forgotten once taken."""
         sent = self._entries.pop((orig, orig_port, resp, resp_port), None)
         answered = self._entries.pop((resp, resp_port, orig, orig_port), None)
-        if sent is None or answered is None:
-            return sent or answered
-        first = sent if sent["action"] == "block" or answered["action"] != "block" else answered
-        return dict(first, packets=sent["packets"] + answered["packets"])
+        if sent is None and answered is None:
+            return None
+        told = sent if answered is None or sent is not None and (sent[2] or not answered[2]) else answered
+        log, header, _blocked, _packets = told
+        entry = pflog_entry(header, 0) if log == "pflog" else nflog_entry(header)
+        entry["packets"] = (sent[3] if sent else 0) + (answered[3] if answered else 0)
+        return entry
+
+
+def _header(log: str, buf: bytes, start: int, end: int) -> bytes:
+    return bytes(buf[start : start + PFLOG_MIN_HEADER_LEN]) if log == "pflog" else nflog_header(buf, start, end)

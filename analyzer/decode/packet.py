@@ -60,8 +60,7 @@ from .ip import (
 from .select import Selector
 from .tcp import TH_SYN, parse_options
 from . import wifi
-from .firewall import (NFLOG_HEADER_LEN, PFLOG_MIN_HEADER_LEN, FirewallLog, nflog_entry, nflog_parts, pflog_blocked,
-                       pflog_entry)
+from .firewall import NFLOG_HEADER_LEN, PFLOG_MIN_HEADER_LEN, FirewallLog, nflog_parts
 from .fragments import FragmentTable
 from .tunnel import MAX_TUNNEL_DEPTH, TUNNEL_PROTOCOLS, inner_frame, is_udp_tunnel
 from .udp import DNS_PORT
@@ -424,11 +423,8 @@ class Decoder:
             stats.last_ts = ts
         packet = self._frame(ts, linktype, buf, start, end, wirelen > end - start, 0)
         if (linktype == LINKTYPE_PFLOG or linktype == LINKTYPE_NFLOG) and type(packet) is TcpSegment:
-            key = (packet.src, packet.sport, packet.dst, packet.dport)
-            if linktype == LINKTYPE_PFLOG:
-                self.firewall_log.add(key, lambda: pflog_entry(buf, start), pflog_blocked(buf, start))
-            else:
-                self.firewall_log.add(key, lambda: nflog_entry(buf, start, end), False)
+            self.firewall_log.add((packet.src, packet.sport, packet.dst, packet.dport),
+                                  "pflog" if linktype == LINKTYPE_PFLOG else "nflog", buf, start, end)
         return packet
 
     def _frame(self, ts: int, linktype: int, buf: bytes, start: int, end: int, truncated: bool, depth: int):
