@@ -281,7 +281,7 @@ class Decoder:
         self.verify_checksums = verify_checksums
         self.stats = DecodeStats()
         self.fragments = FragmentTable()
-        #: What pf logged of each TCP connection, from a pflog capture (taken when it ends).
+        #: What a firewall's own log (pflog, NFLOG) said of each TCP connection (taken when it ends).
         self.firewall_log = FirewallLog()
 
     # -- link layer -------------------------------------------------------------------

@@ -98,7 +98,7 @@ class _Group:
             firewall = rec.get("firewall")
             if firewall:
                 self.blocked_here = self.blocked_here or firewall.get("action") == "block"
-                self.logged_here = self.logged_here or firewall.get("action") is None
+                self.logged_here = self.logged_here or firewall.get("log") == "nflog"  # as verdicts decides
         elif outcome == "reset_by_middlebox":
             hops = (rec.get("rst") or {}).get("hops")
             if hops is not None:
