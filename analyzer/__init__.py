@@ -34,6 +34,8 @@ def analyze(
     workers: int | str = 1,
     client: Any = None,
     table_memory_mb: int | None = None,
+    since: Any = None,
+    until: Any = None,
 ) -> "Analysis":
     """Analyse one or more capture files (pcap, pcapng, gzip …; directories and globs too).
 
@@ -49,7 +51,12 @@ def analyze(
     ``distributed.Client`` to read the files on a cluster. Results are identical to a serial run.
     ``table_memory_mb``: what the connections open at once may hold together (default 128 MB);
     past it the least recently active are let go early (``end_reason`` "table_full").
+    ``since``, ``until``: read only the packets of that time window, as if the capture had been
+    cut to it (``editcap -A -B``): a ``datetime`` (naive ones are UTC), ISO 8601 text or
+    seconds since the epoch (raises ``analyzer.capture.window.TimeError``, a ValueError, for
+    anything else or an empty window).
     """
+    from .capture.window import TimeWindow
     from .engine import run
     from .report.analysis import Analysis
 
@@ -58,6 +65,11 @@ def analyze(
     else:
         path_list = [str(p) for p in paths]
     options = _options(ports, endpoints, checksums, reveal_username, keylog, table_memory_mb)
+    window = TimeWindow.of(since, until)
+    if window is not None:
+        from dataclasses import replace
+
+        options = replace(options, window=window)
     return Analysis(run(path_list, options, workers=workers, client=client))
 
 

@@ -49,6 +49,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of internal errors")
 
 
+def _time(text: str) -> int:
+    from .capture.window import TimeError, parse_time
+
+    try:
+        return parse_time(text)
+    except TimeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", type=_time, metavar="TIME",
+                        help="read only the packets from TIME on: ISO 8601 (2026-11-27T14:05:00Z; UTC unless an offset is "
+                        "given) or seconds since the epoch")
+    parser.add_argument("--until", type=_time, metavar="TIME",
+                        help="read only the packets before TIME (as editcap -A/-B would cut the capture)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -71,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="use N processes: several files are read in parallel, one capture is split by connection "
                          "(same results); auto (default): the cores, for inputs over 32 MB (one capture: when SMTP is 10%% or more of it)")
     analyze.add_argument("--dask", metavar="ADDRESS", help="read the files on a Dask cluster (tcp://scheduler:8786); workers need the same paths")
+    _window(analyze)
     _common(analyze)
 
     report = sub.add_parser("report", help="write a self-contained HTML report with timelines and transcripts",
                             description="Analyse captures and write DIR/report.html plus its PNG figures.")
     report.add_argument("files", nargs="+", metavar="FILE", help="capture files, directories or glob patterns")
     report.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for report.html and the PNGs")
+    _window(report)
     _common(report)
 
     live = sub.add_parser("live", help="capture on interfaces and diagnose as traffic flows",
@@ -100,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     follow = sub.add_parser("follow", help="show one session as a dialogue, like Wireshark's Follow TCP Stream",
                             description="Print a session as a timestamped, direction-tagged dialogue.")
     follow.add_argument("args", nargs="+", metavar="FILE... SESSION", help="capture file(s), then a session id, id prefix or number")
+    _window(follow)
     _common(follow)
     return parser
 
@@ -132,7 +152,15 @@ def _options(args: argparse.Namespace):
         except ValueError as exc:
             raise UsageError(f"{where}: {exc}") from None
     show_user = args.show_auth_user if args.show_auth_user is not None else bool(config.show_auth_user)
+    from .capture.window import TimeError, TimeWindow
+
+    try:
+        since, until = getattr(args, "since", None), getattr(args, "until", None)
+        window = None if since is None and until is None else TimeWindow(since, until)
+    except TimeError as exc:
+        raise UsageError(f"--since/--until: {exc}") from None
     return Options(
+        window=window,
         ports=ports,
         endpoints=tuple(endpoints),
         checksums=args.checksums or config.checksums or "auto",

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .capture import CaptureError, CaptureSet, expand_inputs, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
+from .capture.window import TimeWindow
 from .decode import DEFAULT_SMTP_PORTS, Decoder, IcmpError, Selector, TcpSegment, UdpDatagram
 from .decode.fastpath import Prefilter
 from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
@@ -52,6 +53,8 @@ class Options:
     :class:`~analyzer.protocols.tls.KeyLog`; files are re-read as they grow (live capture).
     ``table_memory_mb``: what the connections open at once may hold together, in MB (None:
     ``flows.limits.MAX_TABLE_BYTES``, 128 MB); past it the least recently active are let go.
+    ``window``: read only the packets of this time window (``capture.window``), as if the
+    capture had been cut to it (``editcap -A -B``).
     """
 
     ports: frozenset[int] | None = DEFAULT_SMTP_PORTS
@@ -61,6 +64,7 @@ class Options:
     use_published_ranges: bool = True
     keylog: tuple[str, ...] | KeyLog = ()
     table_memory_mb: int | None = None
+    window: TimeWindow | None = None
 
 
 @dataclass
@@ -470,7 +474,7 @@ def _kept_share(path: str, options: Options) -> float:
     if not Prefilter.available:
         return 1.0  # every packet is decoded in Python: splitting always helps
     engine = Engine(replace(options, keylog=()))
-    captures = CaptureSet([path])
+    captures = CaptureSet([path], options.window)
     if not captures.readable:
         return 1.0
     stats = engine.decoder.stats
@@ -494,7 +498,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
                shard: tuple[int, int] | None = None, others: Callable[[Engine], None] | None = None) -> RunResult:
     """One engine over the files. ``shard``: follow only that shard's connections, then let
     ``others(engine)`` take in what the other shards found (``Engine.absorb``)."""
-    captures = CaptureSet(files)
+    captures = CaptureSet(files, options.window)
     if not captures.readable:
         if captures.errors:
             raise CaptureError(captures.errors[0] if len(captures.errors) == 1 else "; ".join(captures.errors))
@@ -519,6 +523,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
         "linktype_names": [linktype_name(lt) for lt in sorted(captures.linktypes)],
         "records": captures.records,
         "bytes": captures.total_bytes,
+        **window_info(options.window, captures.outside, captures.skipped),
     }
     errors = list(captures.errors) + unsupported
     # Link types already named for a whole file are not named again packet by packet.
@@ -532,6 +537,14 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
     result = engine.result(capture_info, errors, [d.describe() for d in captures.damage])
     engine.close()
     return result
+
+
+def window_info(window: TimeWindow | None, outside: int, skipped: list[str]) -> dict[str, Any]:
+    """What the capture summary says of a time window: its ends (ISO 8601, UTC), the records
+    read outside it, and the files not read at all (they begin past it). Nothing without one."""
+    if window is None:
+        return {}
+    return {"window": window.describe(), "outside_window": outside, "skipped_files": list(skipped)}
 
 
 def _unsupported_linktypes(captures: CaptureSet) -> list[str]:

@@ -27,7 +27,7 @@ from .capture import CaptureError, CaptureSet, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
 from .decode.fastpath import Prefilter
 from .decode.packet import DecodeStats
-from .engine import Engine, Options, RunResult, _unsupported_linktypes
+from .engine import Engine, Options, RunResult, _unsupported_linktypes, window_info
 
 #: One kept record in a worker's result: ts_ns, linktype, wirelen, caplen, then the frame.
 KEPT = struct.Struct("<qHII")
@@ -46,6 +46,8 @@ class FileScan:
     first_ts: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     records: int = 0
+    outside: int = 0  # records outside the time window
+    skipped: bool = False  # it begins past the time window: not read
     size: int = 0
     format: str | None = None
     linktypes: list[int] = field(default_factory=list)
@@ -56,7 +58,7 @@ class FileScan:
 def scan_file(path: str, order: int, options: Options) -> FileScan:
     """Read one capture and keep what the engine would decode (runs in a worker)."""
     result = FileScan(path, order)
-    captures = CaptureSet([path])
+    captures = CaptureSet([path], options.window)
     result.errors = list(captures.errors)
     if not captures.readable:
         result.damage = [d.describe() for d in captures.damage]
@@ -84,6 +86,8 @@ def scan_file(path: str, order: int, options: Options) -> FileScan:
     result.count = count
     result.stats = engine.decoder.stats.as_dict()
     result.records = captures.records
+    result.outside = captures.outside
+    result.skipped = bool(captures.skipped)
     result.size = captures.total_bytes
     result.format = captures.formats.get(path)
     result.linktypes = sorted(captures.linktypes_by_file.get(path, set()))
@@ -139,6 +143,7 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
         "records": sum(s.records for s in readable),
         "bytes": sum(s.size for s in readable),
         "workers": True,
+        **window_info(options.window, sum(s.outside for s in readable), [s.path for s in readable if s.skipped]),
     }
     named = {lt for s in readable if s.linktypes and not set(s.linktypes) & SUPPORTED_LINKTYPES for lt in s.linktypes}
     for lt, count in sorted(stats.unsupported_linktypes.items()):
@@ -238,7 +243,7 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
 
 def _shard_worker(files: list[str], options: Options, index: int, shards: int, sender) -> None:
     try:
-        captures = CaptureSet(files)
+        captures = CaptureSet(files, options.window)
         engine = Engine(options, shard=(index, shards))
         if Prefilter.available:
             captures.prefilter = engine.prefilter()

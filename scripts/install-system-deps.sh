@@ -6,6 +6,7 @@ set -e
 need=""
 have() { command -v "$1" >/dev/null 2>&1; }
 have tshark   || need="$need tshark"
+have editcap  || need="$need wireshark-common"   # tests cut captures with it (--since/--until)
 have tcpdump  || need="$need tcpdump"
 have nft      || need="$need nftables"
 have iptables || need="$need iptables"

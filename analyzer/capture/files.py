@@ -15,6 +15,7 @@ from typing import BinaryIO, Iterable, Iterator
 from .errors import READ_ERRORS, CaptureError, Damage
 from .pcap import READ_CHUNK, PcapReader, Record, byte_order_of
 from .pcapng import PcapngReader, looks_like_pcapng
+from .window import TimeWindow
 
 GZIP_MAGIC = b"\x1f\x8b"
 BZIP2_MAGIC = b"BZh"
@@ -34,6 +35,8 @@ class CaptureFile:
     compression: str | None
     raw: BinaryIO
     size: int
+    #: Read only the records of this time window (set before iterating; None: all of them).
+    window: TimeWindow | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -57,8 +60,36 @@ class CaptureFile:
         except (OSError, ValueError):
             return self.size
 
+    @property
+    def outside(self) -> int:
+        """Records read so far that were outside the time window."""
+        return self.reader.outside
+
     def __iter__(self) -> Iterator[Record]:
-        return iter(self.reader)
+        if self.window is None:
+            return iter(self.reader)
+        return self._windowed(self.window)
+
+    def _windowed(self, window: TimeWindow) -> Iterator[Record]:
+        """The records of ``window``: the prefilter's scans apply it in bulk; this applies it to
+        what they leave to Python (and to everything without them), and stops the reading
+        at the first record past the window's stop."""
+        since, until, stop = window.bounds
+        reader = self.reader
+        reader.bounds = window.bounds
+        records = iter(reader)
+        try:
+            for rec in records:
+                ts = rec[0]
+                if since <= ts < until:
+                    yield rec
+                elif ts >= stop:
+                    reader.past_window = True
+                    return
+                else:
+                    reader.outside += 1
+        finally:
+            records.close()
 
     def close(self) -> None:
         if not self._closed:
@@ -251,8 +282,13 @@ class CaptureSet:
     interleaved record by record. Sessions that cross file boundaries simply continue.
     """
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], window: TimeWindow | None = None) -> None:
         self.paths = list(paths)
+        #: Only the records of this time window are read (``capture.window``); files whose
+        #: first record is past its stop are not read at all (``skipped``).
+        self.window = window
+        self.skipped: list[str] = []
+        self.outside = 0  # records read that were outside the window
         self.errors: list[str] = []
         self.damage: list[Damage] = []
         self.formats: dict[str, str] = {}
@@ -275,8 +311,11 @@ class CaptureSet:
                 first = next(iter(cap), None)
             finally:
                 cap.close()
-            self.total_bytes += cap.size
             self.formats[path] = cap.format + (f" ({cap.compression})" if cap.compression else "")
+            if first is not None and window is not None and first[0] >= window.bounds[2]:
+                self.skipped.append(path)  # it begins past the window: nothing of it to read
+                continue
+            self.total_bytes += cap.size
             self.linktypes_by_file[path] = set(cap.linktypes)
             if first is None:
                 if cap.damage is not None:
@@ -296,6 +335,7 @@ class CaptureSet:
         self._finished_bytes += cap.size
         self.linktypes |= cap.linktypes
         self.records += cap.reader.records
+        self.outside += cap.outside
         if cap.damage is not None:
             self.damage.append(cap.damage)
         cap.close()
@@ -315,6 +355,7 @@ class CaptureSet:
                 self.errors.append(str(exc))
                 return
             cap.reader.prefilter = self.prefilter
+            cap.window = self.window
             self._open.append(cap)
             it = iter(cap)
             rec = next(it, None)
@@ -327,6 +368,7 @@ class CaptureSet:
             _ts, _order, path = pending[0]
             cap = open_capture(path)
             cap.reader.prefilter = self.prefilter
+            cap.window = self.window
             self._open.append(cap)
             try:
                 yield from cap

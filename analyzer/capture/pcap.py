@@ -18,6 +18,7 @@ import threading
 from typing import BinaryIO, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
+from .window import ALL_TIME
 
 MAGIC_MICROSECONDS = 0xA1B2C3D4
 MAGIC_NANOSECONDS = 0xA1B23C4D
@@ -56,6 +57,9 @@ MAPPED_WINDOW = 8 << 20
 #: The status of a prefilter scan that stopped at its cap of kept records (not at the window's
 #: or the buffer's end): the reader calls it again from where it stopped.
 SCAN_FULL = 3
+#: The status of a prefilter scan that reached a record past the time window's stop: the
+#: reader reads no further (see ``capture.window``).
+SCAN_PAST = 4
 
 
 def _nothing(_size: int) -> bytes:
@@ -139,9 +143,13 @@ class Windows:
         window, or the scan's share of it, is done — not the file)."""
         new_pos, hits, status, counters = scanned
         dropped = prefilter.account(counters)
+        outside = counters[-1]  # records outside the time window: counted, not decoded
+        reader.outside += outside
+        if status == SCAN_PAST:
+            reader.past_window = True
         if new_pos == pos:
             return count, pos, False  # nothing whole to scan here: the reader goes record by record
-        count += dropped + len(hits)
+        count += dropped + outside + len(hits)
         reader.records = count
         reader.bytes_read = base + new_pos
         for hit in hits:
@@ -194,6 +202,12 @@ class PcapReader:
         self.prefilter = None
         #: The whole file mapped in memory (uncompressed regular files): no reads, no copies.
         self.mapped = None
+        #: A time window's (since, until, stop), set by the layer above (``capture.window``);
+        #: the prefilter's scans apply it (records outside are counted in ``outside``, and one
+        #: at or past ``stop`` sets ``past_window`` and ends the reading).
+        self.bounds = ALL_TIME
+        self.outside = 0
+        self.past_window = False
 
     def __iter__(self) -> Iterator[Record]:
         read = self._file.read
@@ -221,8 +235,10 @@ class PcapReader:
                     # Whole runs of records in one call; what it leaves (a record cut by the
                     # buffer's end, or a broken one) is handled record by record below.
                     scanned = windows.scan(prefilter.pcap, buf, pos, big, self.nanosecond, hlen, linktype, max_len,
-                                           limit=limit, min_left=hlen)
+                                           self.bounds, limit=limit, min_left=hlen)
                     count, pos, again = yield from windows.hand_on(self, prefilter, scanned, buf, base, pos, count, limit)
+                    if self.past_window:
+                        return
                     if again:
                         continue
                 if len(buf) - pos < hlen:

@@ -20,6 +20,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
 from .pcap import FIRST_READ_CHUNK, READ_CHUNK, Record, Windows, _nothing
+from .window import ALL_TIME
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 0x00000001
@@ -109,6 +110,10 @@ class PcapngReader:
         self.prefilter = None
         #: The whole file mapped in memory (uncompressed regular files): no reads, no copies.
         self.mapped = None
+        #: A time window's bounds, and what the scans found of it (see ``PcapReader``).
+        self.bounds = ALL_TIME
+        self.outside = 0
+        self.past_window = False
 
     def __iter__(self) -> Iterator[Record]:
         read = self._file.read
@@ -135,8 +140,11 @@ class PcapngReader:
                     # by the buffer's end or broken, are handled below.
                     if len(conversions) != len(interfaces):
                         conversions = tuple(iface.conversion for iface in interfaces)
-                    scanned = windows.scan(prefilter.pcapng, buf, pos, order == ">", conversions, limit=limit, min_left=12)
+                    scanned = windows.scan(prefilter.pcapng, buf, pos, order == ">", conversions, self.bounds, limit=limit,
+                                           min_left=12)
                     count, pos, again = yield from windows.hand_on(self, prefilter, scanned, buf, base, pos, count, limit)
+                    if self.past_window:
+                        return
                     if again:
                         continue
                 if len(buf) - pos < 12:

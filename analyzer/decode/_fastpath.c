@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@
 
 /* Stats slots, in the order fastpath.py adds them to DecodeStats. */
 enum { S_PACKETS, S_BYTES, S_V4, S_V6, S_TCP, S_UDP, S_ICMP, S_OTHER_IP, S_NON_IP, S_TRUNCATED, S_DNS_IGNORED,
-       S_RELEVANT, S_BAD_CHECKSUMS, S_TUNNELED, S_COUNT };
+       S_RELEVANT, S_BAD_CHECKSUMS, S_TUNNELED, S_OUTSIDE, S_COUNT };
 
 /* Python's CHECKSUM_* values (decode/packet.py). */
 #define PY_CHECKSUM_BAD 0
@@ -743,6 +744,8 @@ typedef struct {
     Py_ssize_t max_kept;  /* stop (ST_FULL) once this many records are kept */
     long long st[S_COUNT];
     long long first_ts, last_ts;
+    long long since, until;  /* the time window: records outside [since, until) are only counted */
+    long long stop;          /* a record at or after this ends the scan (ST_PAST) */
     Hits hits;
     int failed;           /* out of memory */
 } Scan;
@@ -757,12 +760,18 @@ static int scan_start(Scan *s, Py_buffer *fview, int decode, Py_ssize_t max_kept
     s->decode = decode;
     s->max_kept = max_kept;
     s->first_ts = s->last_ts = -1;
+    s->since = LLONG_MIN;
+    s->until = s->stop = LLONG_MAX;
     return 0;
 }
 
 /* One record: kept for Python, decoded (both added to the hits), or counted as the decoder
  * would and dropped. Returns -1 when out of memory (and remembers it). */
 static int sift(Scan *s, int linktype, const uint8_t *buf, Py_ssize_t start, Py_ssize_t end, uint32_t wirelen, long long ts) {
+    if (ts < s->since || ts >= s->until) {  /* outside the time window: as if cut from the file */
+        s->st[S_OUTSIDE]++;
+        return 0;
+    }
     TcpFields tcp;
     int verdict = judge(&s->f, linktype, buf + start, end - start, wirelen, s->st, s->decode, &tcp);
     int ok = 0;
@@ -797,8 +806,8 @@ static PyObject *conclude(Scan *s, const uint8_t *buf, Py_ssize_t pos, int statu
     }
     free(h->items);
     long long *st = s->st;
-    PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
-                                    st[11], st[12], st[13], s->first_ts, s->last_ts);
+    PyObject *stats = Py_BuildValue("(LLLLLLLLLLLLLLLLL)", st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
+                                    st[11], st[12], st[13], s->first_ts, s->last_ts, st[S_OUTSIDE]);
     if (stats == NULL) { Py_DECREF(list); return NULL; }
     return Py_BuildValue("(nNiN)", pos, list, status, stats);
 }
@@ -820,10 +829,12 @@ static PyObject *conclude(Scan *s, const uint8_t *buf, Py_ssize_t pos, int statu
 #define ST_BAD 1         /* a record is impossible (Python re-reads it to report the damage) */
 #define ST_OTHER_BLOCK 2 /* pcapng: a block that is not an EPB starts at pos (Python handles it) */
 #define ST_FULL 3        /* max_kept records kept: call again from pos */
+#define ST_PAST 4        /* the record at pos is past the time window's stop: read no further */
 
-/* scan_pcap(buf, pos, big_endian, nano, header_len, linktype, max_len, filter[, limit, decode, max_kept]):
- * records starting before limit (default: the whole buffer) are judged; the scan stops
- * early (ST_FULL) once max_kept records are kept. */
+/* scan_pcap(buf, pos, big_endian, nano, header_len, linktype, max_len, filter[, limit, decode, max_kept,
+ * since, until, stop]): records starting before limit (default: the whole buffer) are judged;
+ * the scan stops early (ST_FULL) once max_kept records are kept, and (ST_PAST) at a record
+ * stamped at or after stop. Records outside [since, until) are counted (S_OUTSIDE), nothing more. */
 static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     Py_buffer view, fview;
     Py_ssize_t pos;
@@ -832,12 +843,17 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     Py_ssize_t limit = PY_SSIZE_T_MAX;
     int decode = DECODE_NONE;
     Py_ssize_t max_kept = PY_SSIZE_T_MAX;
-    if (!PyArg_ParseTuple(args, "y*npiiiky*|nin", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode, &max_kept)) return NULL;
+    long long since = LLONG_MIN, until = LLONG_MAX, stop = LLONG_MAX;
+    if (!PyArg_ParseTuple(args, "y*npiiiky*|ninLLL", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode,
+                          &max_kept, &since, &until, &stop)) return NULL;
     Scan scan;
     if (scan_start(&scan, &fview, decode, max_kept) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
         return NULL;
     }
+    scan.since = since;
+    scan.until = until;
+    scan.stop = stop;
     const uint8_t *buf = view.buf;
     Py_ssize_t len = view.len;
     int status = ST_NEED_MORE;
@@ -853,6 +869,7 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
         Py_ssize_t start = pos + hlen, end = start + caplen;
         if (end > len) break;
         long long ts = (long long)sec * 1000000000LL + (long long)frac * scale;
+        if (ts >= scan.stop) { status = ST_PAST; break; }
         if (sift(&scan, linktype, buf, start, end, wirelen, ts) < 0) break;
         pos = end;
     }
@@ -863,7 +880,8 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* scan_pcapng(buf, pos, big_endian, interfaces, filter): interfaces is a tuple of
+/* scan_pcapng(buf, pos, big_endian, interfaces, filter[, limit, decode, max_kept, since, until,
+ * stop]): as scan_pcap, over enhanced packet blocks; interfaces is a tuple of
  * (linktype, kind, amount, offset_ns): kind 0 = multiply units by amount, 1 = divide by
  * amount, 2 = (units * 1e9) >> amount (binary resolution). Stops at any block but an EPB,
  * at the first block starting at or after the optional limit, and (ST_FULL) once max_kept
@@ -876,12 +894,17 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     Py_ssize_t limit = PY_SSIZE_T_MAX;
     int decode = DECODE_NONE;
     Py_ssize_t max_kept = PY_SSIZE_T_MAX;
-    if (!PyArg_ParseTuple(args, "y*npO!y*|nin", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode, &max_kept)) return NULL;
+    long long since = LLONG_MIN, until = LLONG_MAX, stop = LLONG_MAX;
+    if (!PyArg_ParseTuple(args, "y*npO!y*|ninLLL", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode, &max_kept,
+                          &since, &until, &stop)) return NULL;
     Scan scan;
     if (scan_start(&scan, &fview, decode, max_kept) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
         return NULL;
     }
+    scan.since = since;
+    scan.until = until;
+    scan.stop = stop;
     Py_ssize_t nif = PyTuple_GET_SIZE(ifaces);
     int lts[64];
     int kinds[64];
@@ -916,6 +939,7 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
         else if (kinds[ifid] == 1) ts = (long long)(units / (unsigned long long)amounts[ifid]);
         else ts = (long long)(((unsigned __int128)units * 1000000000ULL) >> amounts[ifid]);
         ts += offsets[ifid];
+        if (ts >= scan.stop) { status = ST_PAST; break; }
         Py_ssize_t start = pos + 28, end = start + caplen;
         if (sift(&scan, lts[ifid], buf, start, end, wirelen, ts) < 0) break;
         pos += blen;

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import struct
 
+from ..capture.window import ALL_TIME
 from .packet import DecodeStats, TcpSegment, UdpDatagram
 from .tcp import parse_options
 from .select import NON_SMTP_SERVICE_PORTS, Selector
@@ -102,7 +103,7 @@ class Prefilter:
         Kept apart from the scan so that a scan may run in another thread (it releases the
         GIL) while only the thread that decodes touches the statistics."""
         (packets, nbytes, v4, v6, tcp, udp, icmp, other, non_ip, truncated, dns_ignored, relevant, bad_checksums,
-         tunneled, first_ts, last_ts) = st
+         tunneled, first_ts, last_ts, _outside) = st
         stats = self.stats
         stats.packets += packets
         stats.bytes += nbytes
@@ -125,19 +126,23 @@ class Prefilter:
                 stats.last_ts = last_ts
         return packets - relevant  # the decoded ones are among the kept
 
-    def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int, limit: int = -1):
+    def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int,
+             bounds: tuple[int, int, int] = ALL_TIME, limit: int = -1):
         """(new position, kept records (ts, linktype, start, end, wirelen) or decoded packets
         (ts, TcpSegment | UdpDatagram), status, counters).
 
         Records starting at or after ``limit`` (when given) are left for the next call, and so
         are those after the first ``MAX_KEPT`` kept (status ``capture.pcap.SCAN_FULL``); pass the counters
-        to ``account``."""
+        to ``account``. ``bounds``: a time window's (since, until, stop) (``capture.window``):
+        records outside [since, until) are only counted (the counters' last), and the scan ends
+        at a record stamped ``stop`` or later (status ``capture.pcap.SCAN_PAST``)."""
         if limit < 0:
             limit = len(buf)
-        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit, self.decode, MAX_KEPT)
+        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit, self.decode, MAX_KEPT, *bounds)
 
-    def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple, limit: int = -1):
+    def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple, bounds: tuple[int, int, int] = ALL_TIME,
+               limit: int = -1):
         """As ``pcap``, over a run of enhanced packet blocks."""
         if limit < 0:
             limit = len(buf)
-        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit, self.decode, MAX_KEPT)
+        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit, self.decode, MAX_KEPT, *bounds)

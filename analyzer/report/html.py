@@ -21,7 +21,7 @@ from ..diagnosis.summary import MAX_SHOWN_FINDINGS, more_findings
 from ..diagnosis.verdicts import failing_first
 from . import plots
 from .follow import transcript_text
-from .terminal import decryption_line
+from .terminal import decryption_line, window_line
 
 MAX_TIMELINE_PAGES = 8
 #: Sessions the page lists, with their transcripts; beyond, the failing ones come first and a
@@ -100,6 +100,9 @@ def render(analysis: Any, images: dict[str, bytes]) -> str:
         + (f", {e(_when(records[0]['first_seen']))} to {e(_when(listed.last_seen))} UTC" if records else "")
         + f". Generated {e(dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by smtpflow {e(__version__)}.</p>",
     ]
+    window = window_line(capture)
+    if window:
+        parts.append(f'<p class="meta">{e(window)}.</p>')
     for message in analysis.damage:
         parts.append(f'<p class="warn">Capture damaged: {e(message)} — results are partial.</p>')
     for message in list(analysis.errors) + list(analysis.warnings):

@@ -70,6 +70,35 @@ def render_summary(console: Console, summary: dict[str, Any], capture: dict[str,
 
 
 
+def window_line(capture: dict[str, Any]) -> str | None:
+    """What a run's time window (``--since``/``--until``) read and left out, in one line; None
+    without one."""
+    span = _window_span(capture)
+    if span is None:
+        return None
+    left = _window_left_out(capture)
+    return f"Time window: only the packets {span} were read" + (f" ({left})" if left else "")
+
+
+def _window_span(capture: dict[str, Any]) -> str | None:
+    window = capture.get("window")
+    if not window:
+        return None
+    since, until = window.get("since"), window.get("until")
+    return f"from {since} to {until}" if since and until else f"from {since} on" if since else f"before {until}"
+
+
+def _window_left_out(capture: dict[str, Any]) -> str:
+    outside = capture.get("outside_window") or 0
+    skipped = capture.get("skipped_files") or []
+    left = []
+    if outside:
+        left.append(f"{outside:,} packet(s) outside it were left out")
+    if skipped:
+        left.append(f"{len(skipped):,} file(s) beginning after it were not read")
+    return "; ".join(left)
+
+
 def decryption_line(decryption: dict[str, int]) -> str:
     """One line on what the key log decrypted (run statistics' ``tls_decryption``)."""
     line = f"TLS decryption: {decryption['decrypted']} of {decryption['tls_sessions']} TLS session(s) decrypted with the key log"
@@ -222,6 +251,9 @@ def render_analysis(console: Console, analysis: Any, only_failed: bool = False, 
         console.print(_t("error: " + message, "red"))
     for message in analysis.warnings:
         console.print(_t("warning: " + message, "yellow"))
+    window = window_line(capture)
+    if window:
+        console.print(_t(window, "dim"))
     decryption = stats.get("tls_decryption")
     if decryption:
         console.print(_t(decryption_line(decryption), "dim"))
@@ -235,6 +267,10 @@ def render_analysis(console: Console, analysis: Any, only_failed: bool = False, 
 def nothing_found(analysis: Any) -> str:
     stats = analysis.stats
     if not stats.get("packets"):
+        span = _window_span(analysis.capture)
+        if span is not None:
+            left = _window_left_out(analysis.capture)
+            return f"No packet of the capture is in the time window (the packets {span})" + (f": {left}." if left else ".")
         return "The capture holds no packets."
     seen = []
     for key, label in (("tcp", "TCP"), ("udp", "UDP"), ("icmp", "ICMP"), ("non_ip", "non-IP"), ("fragments", "fragments")):
