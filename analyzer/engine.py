@@ -16,7 +16,7 @@ from array import array
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .capture import CaptureError, CaptureSet, expand_inputs, linktype_name
+from .capture import STDIN, CaptureError, CaptureSet, expand_inputs, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
 from .capture.window import TimeWindow
 from .decode import DEFAULT_SMTP_PORTS, Decoder, IcmpError, Selector, TcpSegment, UdpDatagram
@@ -379,6 +379,10 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
     options = options or Options()
     if options.keylog and not isinstance(options.keylog, KeyLog):
         options = replace(options, keylog=GrowingKeyLog(options.keylog))  # a bad key log fails before any reading
+    if STDIN in files:  # standard input can be read once, by this process
+        if client is not None:
+            raise CaptureError("-: standard input cannot be read on a Dask cluster; save the capture where the workers can read it")
+        workers = 1
     if workers == "auto":
         workers = _auto_workers(files, options)
     if not isinstance(workers, int) or workers < 1:

@@ -5,7 +5,7 @@ link type and the frame's place in a read buffer. Decoding starts in :mod:`analy
 """
 
 from .errors import CaptureError, Damage, UnsupportedLinkType
-from .files import CaptureFile, CaptureSet, expand_inputs, open_capture
+from .files import STDIN, CaptureFile, CaptureSet, expand_inputs, open_capture
 from .linktypes import SUPPORTED_LINKTYPES, linktype_name
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "CaptureFile",
     "CaptureSet",
     "Damage",
+    "STDIN",
     "SUPPORTED_LINKTYPES",
     "UnsupportedLinkType",
     "expand_inputs",

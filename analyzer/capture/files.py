@@ -22,6 +22,10 @@ BZIP2_MAGIC = b"BZh"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
+#: The file name that means standard input: a capture piped in (``tcpdump -w - | smtpflow
+#: analyze -``) is read once, as it comes, like any file (compressed or not).
+STDIN = "-"
+
 #: File name patterns taken from a directory (rotated tcpdump/dumpcap files included).
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".gz", ".bz2", ".xz")
 
@@ -153,21 +157,63 @@ def _decompressing(raw: BinaryIO, head: bytes, path: str) -> tuple[BinaryIO, str
     if head.startswith(XZ_MAGIC):
         return _Salvaging(lzma.LZMAFile(raw, mode="rb")), "xz"  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
-        raise CaptureError(f"{path}: compressed with zstd, which smtpflow cannot read; run `zstd -d` on it first")
+        raise CaptureError(f"{path}: compressed with zstd, which smtpflow cannot read itself; pipe it in "
+                           f"(zstd -dc {path} | smtpflow analyze -) or run `zstd -d` on it first")
     return raw, None
 
 
+class _Prefixed:
+    """A stream that cannot seek back (standard input), with the bytes already read from it
+    put back in front: the first bytes tell its format, then the readers read them again."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        head = self._head
+        if not head:
+            return self._stream.read(size)
+        if 0 <= size <= len(head):
+            self._head = head[size:]
+            return head[:size]
+        self._head = b""
+        return head + self._stream.read(-1 if size < 0 else size - len(head))
+
+    def read1(self, size: int = -1) -> bytes:
+        """What has come so far (at least a byte, unless the stream ended): a capture piped in
+        is read as it comes, not held back until a whole chunk has arrived."""
+        head = self._head
+        if not head:
+            return self._stream.read1(size)  # type: ignore[attr-defined]
+        if 0 <= size < len(head):
+            self._head = head[size:]
+            return head[:size]
+        self._head = b""
+        return head
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 def open_capture(path: str) -> CaptureFile:
-    """Open ``path`` as pcap or pcapng, gzip/bzip2/xz-compressed or not.
+    """Open ``path`` as pcap or pcapng, gzip/bzip2/xz-compressed or not; ``-`` (STDIN) is
+    standard input.
 
     Raises CaptureError with a one-line reason when the file cannot be read as a capture.
     """
+    if path == STDIN:
+        return _open_stdin()
     if os.path.isdir(path):
         raise CaptureError(f"{path}: is a directory (pass the directory to `analyze` to read all captures in it)")
     if os.path.exists(path) and not os.path.isfile(path):
         # Opening a FIFO blocks until a writer comes, and each file is read twice (its first
-        # timestamp, then its records): pipes and devices cannot be read.
-        raise CaptureError(f"{path}: not a regular file (a pipe or a device); save the capture to a file first")
+        # timestamp, then its records): pipes and devices cannot be read by name.
+        raise CaptureError(f"{path}: not a regular file (a pipe or a device); save the capture to a file first, "
+                           "or pipe it to smtpflow as standard input, named -")
     try:
         raw: BinaryIO = open(path, "rb")
     except FileNotFoundError:
@@ -180,11 +226,37 @@ def open_capture(path: str) -> CaptureFile:
         size = os.fstat(raw.fileno()).st_size
         head = raw.read(8)
         raw.seek(0)
-        stream, compression = _decompressing(raw, head, path)
+    except OSError as exc:
+        raw.close()
+        raise CaptureError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return _open_stream(path, raw, raw, head, size)
+
+
+def _open_stdin() -> CaptureFile:
+    import sys
+
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        raise CaptureError("-: there is no standard input to read a capture from") from None
+    if os.isatty(fd):
+        raise CaptureError("-: standard input is a terminal; pipe a capture to it (tcpdump -w - … | smtpflow analyze -)")
+    raw: BinaryIO = open(fd, "rb", closefd=False)  # standard input stays open for the process
+    try:
+        head = raw.read(8)
+    except OSError as exc:
+        raise CaptureError(f"-: cannot read standard input: {exc.strerror or exc}") from None
+    return _open_stream(STDIN, raw, _Prefixed(head, raw), head, 0)  # type: ignore[arg-type]
+
+
+def _open_stream(path: str, raw: BinaryIO, source: BinaryIO, head: bytes, size: int) -> CaptureFile:
+    """The capture in ``source`` (``raw``, read from its start), whose first bytes are ``head``."""
+    try:
+        stream, compression = _decompressing(source, head, path)
         try:  # the readers read the file header: a broken stream can end or fail within it
-            inner = stream.read(12) if compression else raw.read(12)
+            inner = stream.read(12)
             if not inner:
-                raise CaptureError(f"{path}: file is empty")
+                raise CaptureError(f"{path}: file is empty" if path != STDIN else "-: standard input is empty (no capture came through it)")
             if looks_like_pcapng(inner):
                 reader: PcapReader | PcapngReader = PcapngReader(stream, path, head=inner)
             elif byte_order_of(inner) is not None:
@@ -280,6 +352,8 @@ class CaptureSet:
     first timestamp, so a directory of a thousand rotated ring-buffer files keeps one or
     two files open at a time, while captures that overlap in time (two interfaces) are
     interleaved record by record. Sessions that cross file boundaries simply continue.
+    Standard input (``-``) can be read only once: it is opened at once and read from its
+    first record when the stream starts.
     """
 
     def __init__(self, paths: list[str], window: TimeWindow | None = None) -> None:
@@ -298,14 +372,23 @@ class CaptureSet:
         #: Handed to every reader opened: drops irrelevant records in bulk (decode.fastpath).
         self.prefilter = None
         self._pending: list[tuple[int, int, str]] = []  # (first_ts, order, path)
+        self._streams: list[tuple[int, CaptureFile]] = []  # (order, standard input), read once
         self._open: list[CaptureFile] = []
         self._finished_bytes = 0
         self.total_bytes = 0
         for order, path in enumerate(self.paths):
+            if path == STDIN and self._streams:
+                self.errors.append("-: standard input is given more than once")
+                continue
             try:
                 cap = open_capture(path)
             except CaptureError as exc:
                 self.errors.append(str(exc))
+                continue
+            if path == STDIN:
+                self.formats[path] = cap.format + (f" ({cap.compression})" if cap.compression else "")
+                self.linktypes_by_file[path] = set(cap.linktypes)
+                self._streams.append((order, cap))
                 continue
             try:
                 first = next(iter(cap), None)
@@ -332,6 +415,8 @@ class CaptureSet:
         return self._finished_bytes + sum(cap.position() for cap in self._open)
 
     def _finish(self, cap: CaptureFile) -> None:
+        if cap.path == STDIN:
+            self.total_bytes += cap.reader.bytes_read  # known only once read
         self._finished_bytes += cap.size
         self.linktypes |= cap.linktypes
         self.records += cap.reader.records
@@ -364,9 +449,12 @@ class CaptureSet:
             else:
                 push(heap, (rec[0], order, rec, it, cap))
 
-        if len(pending) == 1:  # the common case: one file, no heap
-            _ts, _order, path = pending[0]
-            cap = open_capture(path)
+        streams, self._streams = self._streams, []
+        if len(pending) + len(streams) == 1:  # the common case: one file, no heap
+            if streams:
+                cap = streams[0][1]
+            else:
+                cap = open_capture(pending[0][2])
             cap.reader.prefilter = self.prefilter
             cap.window = self.window
             self._open.append(cap)
@@ -375,6 +463,16 @@ class CaptureSet:
             finally:
                 self._finish(cap)
             return
+        for order, cap in streams:  # read from its first record: its first timestamp is not known yet
+            cap.reader.prefilter = self.prefilter
+            cap.window = self.window
+            self._open.append(cap)
+            it = iter(cap)
+            rec = next(it, None)
+            if rec is None:
+                self._finish(cap)
+            else:
+                push(heap, (rec[0], order, rec, it, cap))
         try:
             while heap or pending:
                 if not heap:

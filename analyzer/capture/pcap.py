@@ -210,7 +210,8 @@ class PcapReader:
         self.past_window = False
 
     def __iter__(self) -> Iterator[Record]:
-        read = self._file.read
+        # What has come so far of a pipe (standard input): it may never end. Files read whole.
+        read = getattr(self._file, "read1", None) or self._file.read
         unpack_from = struct.Struct(self._order + "IIII").unpack_from
         hlen = self._record_header_len
         scale = 1 if self.nanosecond else 1000

@@ -116,7 +116,8 @@ class PcapngReader:
         self.past_window = False
 
     def __iter__(self) -> Iterator[Record]:
-        read = self._file.read
+        # What has come so far of a pipe (standard input): it may never end. Files read whole.
+        read = getattr(self._file, "read1", None) or self._file.read
         buf = self._rest
         pos = 0
         base = 0
