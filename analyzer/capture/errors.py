@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import lzma
-import zlib
 from dataclasses import dataclass
 
+from .gzipstream import INFLATE_ERRORS
+
 #: What reading a capture stream raises when a file, or its compression, is truncated or corrupt.
-READ_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
+READ_ERRORS = (EOFError, OSError, lzma.LZMAError, *INFLATE_ERRORS)
 
 
 class CaptureError(Exception):

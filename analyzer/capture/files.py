@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import glob
-import gzip
 import heapq
 import lzma
 import mmap
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
+from .gzipstream import GzipStream
 from .pcap import READ_CHUNK, PcapReader, Record, byte_order_of
 from .pcapng import PcapngReader, looks_like_pcapng
 from .window import TimeWindow
@@ -114,9 +114,10 @@ class CaptureFile:
 class _Salvaging:
     """A decompressing stream whose ``read`` returns every byte decompressed before an error.
 
-    ``GzipFile.read(n)`` (and bz2's, lzma's) drops what it already decompressed when the
-    stream breaks later in the same call, so a truncated ``.gz`` would yield no record at
-    all. Reading with ``read1`` keeps those bytes; the error is raised by the next read.
+    ``BZ2File.read(n)`` (and lzma's) drops what it already decompressed when the stream
+    breaks later in the same call, so a truncated ``.bz2`` would yield no record at all.
+    Reading with ``read1`` keeps those bytes; the error is raised by the next read. (gzip has
+    its own reader, ``gzipstream.GzipStream``.)
     """
 
     def __init__(self, stream) -> None:
@@ -151,7 +152,7 @@ class _Salvaging:
 
 def _decompressing(raw: BinaryIO, head: bytes, path: str) -> tuple[BinaryIO, str | None]:
     if head.startswith(GZIP_MAGIC):
-        return _Salvaging(gzip.GzipFile(fileobj=raw, mode="rb")), "gzip"  # type: ignore[return-value]
+        return GzipStream(raw), "gzip"  # type: ignore[return-value]
     if head.startswith(BZIP2_MAGIC):
         return _Salvaging(bz2.BZ2File(raw, mode="rb")), "bzip2"  # type: ignore[return-value]
     if head.startswith(XZ_MAGIC):
