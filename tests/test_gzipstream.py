@@ -14,16 +14,28 @@ import zlib
 
 import pytest
 
-from analyzer.capture.gzipstream import CUT_MESSAGE, BadGzip, GzipStream
+from analyzer.capture.gzipstream import CUT_MESSAGE, INFLATE_ERRORS, BadGzip, GzipStream, ZlibInflate
 from conftest import ROOT
 
 try:
-    from isal import isal_zlib
+    from isal import igzip_lib, isal_zlib
 except ImportError:  # pragma: no cover - where no isal wheel exists
-    isal_zlib = None
+    igzip_lib = isal_zlib = None
 
-BACKENDS = [pytest.param(zlib, id="zlib"),
-            pytest.param(isal_zlib, id="isal", marks=pytest.mark.skipif(isal_zlib is None, reason="isal is not installed"))]
+
+def _isal():
+    return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_DEFLATE)
+
+
+#: (a new raw inflate, its CRC-32) for each backend.
+BACKENDS = [pytest.param((ZlibInflate, zlib.crc32), id="zlib"),
+            pytest.param((_isal, isal_zlib and isal_zlib.crc32), id="isal",
+                         marks=pytest.mark.skipif(isal_zlib is None, reason="isal is not installed"))]
+
+
+def stream(raw, backend) -> GzipStream:
+    new_inflate, crc32 = backend
+    return GzipStream(raw, new_inflate, crc32)
 DATA = open(os.path.join(ROOT, "captures", "gateway-mixed.pcap"), "rb").read()
 
 
@@ -54,7 +66,7 @@ def drain(stream, seed: int = 0) -> tuple[bytes, BaseException | None]:
             if not data:
                 return b"".join(out), None
             out.append(data)
-    except (EOFError, OSError, zlib.error, *((isal_zlib.error,) if isal_zlib else ())) as exc:
+    except (EOFError, OSError, *INFLATE_ERRORS) as exc:
         return b"".join(out), exc
 
 
@@ -77,7 +89,7 @@ WHOLE = {
 def test_whole_files_give_what_gzip_gives(inflate, name):
     packed = WHOLE[name]
     for seed in range(3):
-        got, error = drain(GzipStream(io.BytesIO(packed), inflate), seed)
+        got, error = drain(stream(io.BytesIO(packed), inflate), seed)
         assert error is None
         assert got == gzip.decompress(packed)
 
@@ -113,7 +125,7 @@ def test_damage_comes_after_every_byte_before_it(inflate, name):
         pass
     expected_bytes = b"".join(expected)
     for seed in range(3):
-        got, error = drain(GzipStream(io.BytesIO(packed), inflate), seed)
+        got, error = drain(stream(io.BytesIO(packed), inflate), seed)
         assert error is not None, "damage must be reported"
         assert len(got) >= len(expected_bytes)
         if name != "a flipped bit":  # a flipped bit may inflate to other bytes before its CRC fails
@@ -136,7 +148,7 @@ def test_reading_from_a_pipe_as_it_comes(inflate):
         writer.stdin.write(packed)
         writer.stdin.close()
         with open(read_end, "rb") as pipe:
-            got, error = drain(GzipStream(pipe, inflate))
+            got, error = drain(stream(pipe, inflate))
     finally:
         writer.wait()
     assert error is None and got == DATA + DATA

@@ -3,8 +3,8 @@ damage handed on.
 
 Rotated captures are often compressed (``tcpdump -G … -z gzip``), and inflating costs more
 than everything else smtpflow does with a gateway capture. ISA-L's inflate (the ``isal``
-package) is about three times zlib's speed with zlib's interface, and is used where it is
-installed; zlib otherwise.
+package's ``IgzipDecompressor``) is about three times zlib's speed, and is used where it is
+installed; zlib otherwise (``ZlibInflate`` gives it the same interface).
 
 As ``gzip`` does, the member header and trailer are read here around raw deflate data: so
 the bytes of a member are handed on before its CRC-32 and length are checked (a damaged
@@ -17,14 +17,53 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, Callable
+
+#: Window bits for raw deflate data (no zlib or gzip wrapper around it).
+RAW_DEFLATE_WBITS = -15
+
+
+class ZlibInflate:
+    """zlib's raw inflate with the interface of ISA-L's ``IgzipDecompressor``: the input a
+    step leaves (past ``max_length``) is kept for the next, and ``needs_input`` says when
+    more must come."""
+
+    __slots__ = ("_inflate", "_tail", "needs_input")
+
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj(RAW_DEFLATE_WBITS)
+        self._tail = b""
+        self.needs_input = True
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._inflate.decompress(self._tail + data if self._tail else data, max_length)
+        self._tail = self._inflate.unconsumed_tail
+        # A step that stopped at max_length may have more to give without new input.
+        self.needs_input = not self._tail and len(out) < max_length
+        return out
+
+    @property
+    def eof(self) -> bool:
+        return self._inflate.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._inflate.unused_data
+
 
 try:  # pragma: no cover - which branch runs depends on the installation
-    from isal import isal_zlib as _inflate
+    from isal import igzip_lib, isal_zlib
 
-    INFLATE_ERRORS: tuple[type[BaseException], ...] = (_inflate.error, zlib.error)
+    def _isal_inflate():
+        return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_DEFLATE)
+
+    #: A new raw-deflate decompressor, and the CRC-32 to check its output with.
+    NEW_INFLATE: Callable = _isal_inflate
+    CRC32: Callable = isal_zlib.crc32
+    INFLATE_ERRORS: tuple[type[BaseException], ...] = (igzip_lib.IsalError, isal_zlib.error, zlib.error)
 except ImportError:  # pragma: no cover
-    _inflate = zlib  # type: ignore[assignment]
+    NEW_INFLATE = ZlibInflate
+    CRC32 = zlib.crc32
     INFLATE_ERRORS = (zlib.error,)
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -33,8 +72,6 @@ CM_DEFLATE = 8
 FHCRC, FEXTRA, FNAME, FCOMMENT = 0x02, 0x04, 0x08, 0x10
 FIXED_HEADER = 10
 TRAILER = struct.Struct("<II")  # CRC-32, ISIZE (the length mod 2**32)
-#: zlib's window bits for raw deflate data (no zlib or gzip wrapper).
-RAW_DEFLATE_WBITS = -15
 #: Compressed bytes read from the file at a time.
 RAW_CHUNK = 256 << 10
 #: Decompressed bytes a read returns at most when its caller does not say.
@@ -73,19 +110,19 @@ def header_length(data: bytes) -> int:
 
 
 class GzipStream:
-    """``read(n)``: up to n decompressed bytes of the gzip file ``raw``; b"" at its end."""
+    """``read(n)``: up to n decompressed bytes of the gzip file ``raw``; b"" at its end.
 
-    def __init__(self, raw: BinaryIO, inflate=None) -> None:
+    ``new_inflate`` and ``crc32`` choose the backend (tests run both)."""
+
+    def __init__(self, raw: BinaryIO, new_inflate: Callable | None = None, crc32: Callable | None = None) -> None:
         self._raw = raw
         self._read_raw = getattr(raw, "read1", None) or raw.read  # a pipe: what has come so far
-        self._inflate = inflate or _inflate
-        self._input = b""  # compressed bytes not given to the member's decompressor yet
+        self._new_inflate = new_inflate or NEW_INFLATE
+        self._crc32 = crc32 or CRC32
+        self._input = b""  # compressed bytes not given to a decompressor yet
         self._member = None  # the decompressor of the member being read, else None
         self._crc = 0
         self._size = 0
-        #: The last inflate step stopped at the size asked for: more may wait in the
-        #: decompressor (ISA-L takes all the input it is given; zlib leaves an unconsumed tail).
-        self._full = False
         self._trailer_due = False
         self._ended = False
 
@@ -101,25 +138,23 @@ class GzipStream:
                 if not self._start_member():
                     return b""
                 continue
-            if not self._input and not self._full:
-                self._input = self._read_raw(RAW_CHUNK)
-                if not self._input:
+            data = b""
+            if member.needs_input:
+                data, self._input = self._input or self._read_raw(RAW_CHUNK), b""
+                if not data:
                     self._ended = True
                     raise EOFError(CUT_MESSAGE)
             try:
-                out = member.decompress(self._input, size)
+                out = member.decompress(data, size)
             except INFLATE_ERRORS:
                 self._ended = True
                 raise
-            self._full = len(out) >= size
-            self._input = member.unconsumed_tail
             if out:
-                self._crc = self._inflate.crc32(out, self._crc)
+                self._crc = self._crc32(out, self._crc)
                 self._size += len(out)
             if member.eof:
                 self._input = member.unused_data  # all that came after the member's data
                 self._member = None
-                self._full = False
                 self._trailer_due = True
             if out:
                 return out
@@ -142,7 +177,7 @@ class GzipStream:
                     raise
                 if length:
                     self._input = self._input[length:]
-                    self._member = self._inflate.decompressobj(RAW_DEFLATE_WBITS)
+                    self._member = self._new_inflate()
                     self._crc = self._size = 0
                     return True
             if not self._more():
