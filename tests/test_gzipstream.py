@@ -162,3 +162,12 @@ def test_the_gzip_tool_s_files_are_read(tmp_path):
     with open(tmp_path / "capture.pcap.gz", "rb") as fh:
         got, error = drain(GzipStream(fh))
     assert error is None and got == DATA
+
+
+def test_a_header_that_never_ends_is_damage_not_memory():
+    """FNAME without its NUL, then megabytes: refused once past MAX_HEADER_BYTES, not buffered."""
+    from analyzer.capture.gzipstream import MAX_HEADER_BYTES
+
+    endless = b"\x1f\x8b\x08\x08\x00\x00\x00\x00\x00\xff" + b"n" * (MAX_HEADER_BYTES + (1 << 20))
+    got, error = drain(GzipStream(io.BytesIO(endless)))
+    assert got == b"" and isinstance(error, BadGzip) and "header longer" in str(error)

@@ -74,6 +74,9 @@ FIXED_HEADER = 10
 TRAILER = struct.Struct("<II")  # CRC-32, ISIZE (the length mod 2**32)
 #: Compressed bytes read from the file at a time.
 RAW_CHUNK = 256 << 10
+#: A member header may be no longer (its name and comment end with a NUL, which must come):
+#: a file that never ends one is damaged, not a reason to hold all of it in memory.
+MAX_HEADER_BYTES = 1 << 20
 #: Decompressed bytes a read returns at most when its caller does not say.
 DEFAULT_READ = 1 << 20
 #: What a file cut inside a member raises (gzip's own words).
@@ -180,6 +183,9 @@ class GzipStream:
                     self._member = self._new_inflate()
                     self._crc = self._size = 0
                     return True
+                if len(self._input) > MAX_HEADER_BYTES:
+                    self._ended = True
+                    raise BadGzip(f"a member header longer than {MAX_HEADER_BYTES:,} bytes")
             if not self._more():
                 self._ended = True
                 if self._input:
