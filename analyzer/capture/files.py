@@ -428,10 +428,26 @@ class CaptureSet:
         if cap in self._open:
             self._open.remove(cap)
 
+    def _reading(self, cap: CaptureFile) -> CaptureFile:
+        """``cap``, about to be read: with this set's prefilter and window, and counted open."""
+        cap.reader.prefilter = self.prefilter
+        cap.window = self.window
+        self._open.append(cap)
+        return cap
+
     def __iter__(self) -> Iterator[Record]:
         pending = list(self._pending)
         heap: list[tuple[int, int, Record, Iterator[Record], CaptureFile]] = []
         push, pop = heapq.heappush, heapq.heappop
+
+        def start(cap: CaptureFile, order: int) -> None:
+            """Read a file's first record onto the heap (or finish it, if it has none)."""
+            it = iter(self._reading(cap))
+            rec = next(it, None)
+            if rec is None:
+                self._finish(cap)
+            else:
+                push(heap, (rec[0], order, rec, it, cap))
 
         def open_next() -> None:
             _ts, order, path = pending.pop(0)
@@ -440,40 +456,18 @@ class CaptureSet:
             except CaptureError as exc:  # changed or vanished since it was checked
                 self.errors.append(str(exc))
                 return
-            cap.reader.prefilter = self.prefilter
-            cap.window = self.window
-            self._open.append(cap)
-            it = iter(cap)
-            rec = next(it, None)
-            if rec is None:
-                self._finish(cap)
-            else:
-                push(heap, (rec[0], order, rec, it, cap))
+            start(cap, order)
 
         streams, self._streams = self._streams, []
         if len(pending) + len(streams) == 1:  # the common case: one file, no heap
-            if streams:
-                cap = streams[0][1]
-            else:
-                cap = open_capture(pending[0][2])
-            cap.reader.prefilter = self.prefilter
-            cap.window = self.window
-            self._open.append(cap)
+            cap = self._reading(streams[0][1] if streams else open_capture(pending[0][2]))
             try:
                 yield from cap
             finally:
                 self._finish(cap)
             return
         for order, cap in streams:  # read from its first record: its first timestamp is not known yet
-            cap.reader.prefilter = self.prefilter
-            cap.window = self.window
-            self._open.append(cap)
-            it = iter(cap)
-            rec = next(it, None)
-            if rec is None:
-                self._finish(cap)
-            else:
-                push(heap, (rec[0], order, rec, it, cap))
+            start(cap, order)
         try:
             while heap or pending:
                 if not heap:
