@@ -226,8 +226,9 @@ def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, da
         bar.start()
     client = None
     if dask:
-        if "-" in files:
-            raise UsageError("-: standard input cannot be read on a Dask cluster; save the capture where the workers can read it")
+        from .engine import refuse_stdin_on_cluster
+
+        refuse_stdin_on_cluster(files)  # before connecting to the scheduler
         try:
             from distributed import Client
         except ImportError:

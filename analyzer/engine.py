@@ -381,7 +381,7 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
         options = replace(options, keylog=GrowingKeyLog(options.keylog))  # a bad key log fails before any reading
     if STDIN in files:  # standard input can be read once, by this process
         if client is not None:
-            raise CaptureError("-: standard input cannot be read on a Dask cluster; save the capture where the workers can read it")
+            refuse_stdin_on_cluster(files)
         workers = 1
     if workers == "auto":
         workers = _auto_workers(files, options)
@@ -541,6 +541,12 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
     result = engine.result(capture_info, errors, [d.describe() for d in captures.damage])
     engine.close()
     return result
+
+
+def refuse_stdin_on_cluster(files: list[str]) -> None:
+    """Dask workers read the files themselves: standard input is not theirs to read."""
+    if STDIN in files:
+        raise CaptureError("-: standard input cannot be read on a Dask cluster; save the capture where the workers can read it")
 
 
 def window_info(window: TimeWindow | None, outside: int, skipped: list[str]) -> dict[str, Any]:
