@@ -86,7 +86,8 @@ def time_text(ns: int) -> str:
 
 @dataclass(frozen=True)
 class TimeWindow:
-    """Read only packets with ``since <= ts < until`` (either may be None: open)."""
+    """Read only packets with ``since <= ts < until``: nanoseconds since the epoch, as record
+    timestamps are (either may be None: open). ``of`` makes one from what a user gives."""
 
     since: int | None = None
     until: int | None = None
