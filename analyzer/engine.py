@@ -379,9 +379,9 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
     options = options or Options()
     if options.keylog and not isinstance(options.keylog, KeyLog):
         options = replace(options, keylog=GrowingKeyLog(options.keylog))  # a bad key log fails before any reading
+    if client is not None:
+        refuse_stdin_on_cluster(files)
     if STDIN in files:  # standard input can be read once, by this process
-        if client is not None:
-            refuse_stdin_on_cluster(files)
         workers = 1
     if workers == "auto":
         workers = _auto_workers(files, options)

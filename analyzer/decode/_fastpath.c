@@ -750,8 +750,10 @@ typedef struct {
     int failed;           /* out of memory */
 } Scan;
 
-/* Set up a scan from its filter blob and options; -1 (with a Python error) for a bad blob. */
-static int scan_start(Scan *s, Py_buffer *fview, int decode, Py_ssize_t max_kept) {
+/* Set up a scan from its filter blob, options and time window; -1 (with a Python error) for a
+ * bad blob. */
+static int scan_start(Scan *s, Py_buffer *fview, int decode, Py_ssize_t max_kept, long long since, long long until,
+                      long long stop) {
     memset(s, 0, sizeof *s);
     if (parse_filter(fview->buf, fview->len, &s->f) < 0) {
         PyErr_SetString(PyExc_ValueError, "bad filter blob");
@@ -760,8 +762,9 @@ static int scan_start(Scan *s, Py_buffer *fview, int decode, Py_ssize_t max_kept
     s->decode = decode;
     s->max_kept = max_kept;
     s->first_ts = s->last_ts = -1;
-    s->since = LLONG_MIN;
-    s->until = s->stop = LLONG_MAX;
+    s->since = since;
+    s->until = until;
+    s->stop = stop;
     return 0;
 }
 
@@ -847,13 +850,10 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*npiiiky*|ninLLL", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode,
                           &max_kept, &since, &until, &stop)) return NULL;
     Scan scan;
-    if (scan_start(&scan, &fview, decode, max_kept) < 0) {
+    if (scan_start(&scan, &fview, decode, max_kept, since, until, stop) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
         return NULL;
     }
-    scan.since = since;
-    scan.until = until;
-    scan.stop = stop;
     const uint8_t *buf = view.buf;
     Py_ssize_t len = view.len;
     int status = ST_NEED_MORE;
@@ -898,13 +898,10 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*npO!y*|ninLLL", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode, &max_kept,
                           &since, &until, &stop)) return NULL;
     Scan scan;
-    if (scan_start(&scan, &fview, decode, max_kept) < 0) {
+    if (scan_start(&scan, &fview, decode, max_kept, since, until, stop) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
         return NULL;
     }
-    scan.since = since;
-    scan.until = until;
-    scan.stop = stop;
     Py_ssize_t nif = PyTuple_GET_SIZE(ifaces);
     int lts[64];
     int kinds[64];
