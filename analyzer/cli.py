@@ -200,6 +200,7 @@ def _workers(text: str) -> int | str:
 
 def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, dask: str | None = None):
     from .capture import expand_inputs
+    from .capture.interrupt import stop_reading_on_interrupt
     from .engine import run
     from .report.analysis import Analysis
 
@@ -238,7 +239,13 @@ def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, da
         except (OSError, TimeoutError) as exc:
             raise UsageError(f"--dask {dask}: cannot reach the scheduler: {exc}") from None
     try:
-        return Analysis(run(files, options, progress, workers=workers, client=client))
+        if client is not None:  # the cluster reads: Ctrl-C interrupts, as ever
+            return Analysis(run(files, options, progress, workers=workers, client=client))
+        with stop_reading_on_interrupt():  # Ctrl-C ends the reading: what was read is still diagnosed
+            analysis = Analysis(run(files, options, progress, workers=workers, client=client))
+        if analysis.capture.get("interrupted") and analysis.capture.get("read_until") is None:
+            raise KeyboardInterrupt  # before any packet was read: nothing to diagnose
+        return analysis
     finally:
         if bar is not None:
             bar.stop()

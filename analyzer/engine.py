@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .capture import STDIN, CaptureError, CaptureSet, expand_inputs, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
-from .capture.window import TimeWindow
+from .capture.window import TimeWindow, time_text
 from .decode import DEFAULT_SMTP_PORTS, Decoder, IcmpError, Selector, TcpSegment, UdpDatagram
 from .decode.fastpath import Prefilter
 from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
@@ -275,6 +275,9 @@ class Engine:
         duplicates = table.duplicate_frames + run_stats["dns"].get("duplicate_frames", 0)
         run_stats["duplicate_frames"] = duplicates
         warnings: list[str] = []
+        interrupted = interruption_warning(capture or {}, stats.packets)
+        if interrupted:
+            warnings.append(interrupted)
         if duplicates:
             warnings.append(
                 f"{duplicates:,} packet(s) were captured twice (on two interfaces: a capture on 'any' of a host that "
@@ -499,9 +502,12 @@ def _kept_share(path: str, options: Options) -> float:
 
 
 def run_serial(files: list[str], options: Options, progress: ProgressCallback | None = None,
-               shard: tuple[int, int] | None = None, others: Callable[[Engine], None] | None = None) -> RunResult:
+               shard: tuple[int, int] | None = None, others: Callable[[Engine], None] | None = None,
+               stop: Any = None) -> RunResult:
     """One engine over the files. ``shard``: follow only that shard's connections, then let
-    ``others(engine)`` take in what the other shards found (``Engine.absorb``)."""
+    ``others(engine)`` take in what the other shards found (``Engine.absorb``). After Ctrl-C
+    (``capture.interrupt``) the reading stops after the latest time read so far; with a
+    ``stop`` (``parallel.StopAgreement``'s member), after the latest any shard had read."""
     captures = CaptureSet(files, options.window)
     if not captures.readable:
         if captures.errors:
@@ -512,11 +518,17 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
     engine = Engine(options, shard)
     if Prefilter.available:
         captures.prefilter = engine.prefilter()
+    if stop is None:
+        captures.stop_time = lambda: engine.decoder.stats.last_ts
+    else:
+        captures.stop_time = lambda: stop.agree(engine.decoder.stats.last_ts)
     if captures.readable:
         records: Iterable[tuple] = captures
         if progress is not None:
             records = _with_progress(captures, progress)
         engine.feed(records)
+    if stop is not None:
+        stop.read_all(engine.decoder.stats.last_ts)
     engine.finish()
     if others is not None:
         others(engine)
@@ -528,6 +540,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
         "records": captures.records,
         "bytes": captures.total_bytes,
         **window_info(options.window, captures.outside, captures.skipped),
+        **interruption_info(captures.interrupted, captures.unread, captures.stopped_at),
     }
     errors = list(captures.errors) + unsupported
     # Link types already named for a whole file are not named again packet by packet.
@@ -555,6 +568,28 @@ def window_info(window: TimeWindow | None, outside: int, skipped: list[str]) -> 
     if window is None:
         return {}
     return {"window": window.describe(), "outside_window": outside, "skipped_files": list(skipped)}
+
+
+def interruption_info(interrupted: bool, unread: list[str], stopped_at: int | None) -> dict[str, Any]:
+    """What the capture summary says of a reading stopped by Ctrl-C (``capture.interrupt``):
+    that it was, the capture time it was read up to (ISO 8601, UTC; None if nothing had been
+    read), and the files not reached then. Nothing for a reading that ended by itself."""
+    if not interrupted:
+        return {}
+    return {"interrupted": True, "read_until": None if stopped_at is None else time_text(stopped_at),
+            "unread_files": list(unread)}
+
+
+def interruption_warning(capture: Mapping[str, Any], packets: int) -> str | None:
+    """The warning a reading stopped by Ctrl-C gets: what the results cover."""
+    if not capture.get("interrupted"):
+        return None
+    until = capture.get("read_until")
+    upto = f"the capture up to {until}" if until else "no packet (nothing had been read)"
+    unread = capture.get("unread_files") or []
+    rest = f"; {len(unread):,} file(s) beginning after it were left out" if unread else ""
+    return (f"interrupted (Ctrl-C): the results cover {upto} ({packets:,} packet(s) read){rest}; "
+            "sessions still open then read as if the capture had ended there")
 
 
 def _unsupported_linktypes(captures: CaptureSet) -> list[str]:

@@ -27,7 +27,9 @@ from .capture import CaptureError, CaptureSet, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
 from .decode.fastpath import Prefilter
 from .decode.packet import DecodeStats
-from .engine import Engine, Options, RunResult, _unsupported_linktypes, window_info
+from .capture.interrupt import STOP, held_off, shared_flag, start_worker, stop_reading_on_every_interrupt
+from .capture.window import EARLIEST
+from .engine import Engine, Options, RunResult, _unsupported_linktypes, interruption_info, window_info
 
 #: One kept record in a worker's result: ts_ns, linktype, wirelen, caplen, then the frame.
 KEPT = struct.Struct("<qHII")
@@ -48,6 +50,9 @@ class FileScan:
     records: int = 0
     outside: int = 0  # records outside the time window
     skipped: bool = False  # it begins past the time window: not read
+    interrupted: bool = False  # Ctrl-C stopped its reading (``capture.interrupt``) ...
+    stopped_at: int | None = None  # ... after this time (None: before any record)
+    unread: bool = False  # ... before it was reached
     size: int = 0
     format: str | None = None
     linktypes: list[int] = field(default_factory=list)
@@ -60,7 +65,9 @@ def scan_file(path: str, order: int, options: Options) -> FileScan:
     result = FileScan(path, order)
     captures = CaptureSet([path], options.window)
     result.errors = list(captures.errors)
-    if not captures.readable:
+    result.interrupted = captures.interrupted
+    result.unread = bool(captures.unread)
+    if not captures.readable or result.unread:
         result.damage = [d.describe() for d in captures.damage]
         return result
     # For its selector and decoder: the same rules as the coordinator's. Workers never decrypt
@@ -69,6 +76,7 @@ def scan_file(path: str, order: int, options: Options) -> FileScan:
     result.errors += _unsupported_linktypes(captures)
     if Prefilter.available:
         captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
+    captures.stop_time = lambda: engine.decoder.stats.last_ts  # after Ctrl-C: what it has read (see ``combine``)
     decode = engine.decoder.decode
     out = bytearray()
     pack = KEPT.pack
@@ -88,6 +96,8 @@ def scan_file(path: str, order: int, options: Options) -> FileScan:
     result.records = captures.records
     result.outside = captures.outside
     result.skipped = bool(captures.skipped)
+    result.interrupted = captures.interrupted
+    result.stopped_at = captures.stopped_at
     result.size = captures.total_bytes
     result.format = captures.formats.get(path)
     result.linktypes = sorted(captures.linktypes_by_file.get(path, set()))
@@ -131,9 +141,13 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
     readable = [s for s in scans if s.format is not None]
     if not readable and errors:
         raise CaptureError(errors[0] if len(errors) == 1 else "; ".join(errors))
-    engine.feed(merge(readable))
+    stop = _KeptRecords(scans, engine)
+    engine.feed(stop.records(merge(readable)))
+    interrupted, cut = stop.interrupted, stop.cut
     engine.finish()
     engine.decoder.stats = stats  # the workers saw every packet; the engine only the kept ones
+    if cut is not None and stats.last_ts is not None and stats.last_ts > cut:
+        stats.last_ts = cut  # the capture ends there for the diagnosis (a SYN unanswered until then …)
     linktypes = sorted({lt for s in readable for lt in s.linktypes})
     capture_info = {
         "files": files,
@@ -144,6 +158,8 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
         "bytes": sum(s.size for s in readable),
         "workers": True,
         **window_info(options.window, sum(s.outside for s in readable), [s.path for s in readable if s.skipped]),
+        **interruption_info(interrupted, [s.path for s in scans if s.unread or (cut is not None and s.first_ts is not None
+                                                                                and s.first_ts > cut)], cut),
     }
     named = {lt for s in readable if s.linktypes and not set(s.linktypes) & SUPPORTED_LINKTYPES for lt in s.linktypes}
     for lt, count in sorted(stats.unsupported_linktypes.items()):
@@ -157,14 +173,58 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
     return result
 
 
+class _KeptRecords:
+    """The workers' kept records as the coordinator's engine takes them, up to where Ctrl-C
+    (``capture.interrupt``) stopped the reading: each worker stopped where it was in its own
+    file, so the results are those of the capture up to the earliest of those times (what every
+    file was read up to) — or, for a request while the engine goes over the records, up to the
+    latest time it had taken."""
+
+    def __init__(self, scans: list[FileScan], engine: Engine) -> None:
+        self.engine = engine
+        self.interrupted = any(s.interrupted for s in scans)
+        #: A request made once every worker had read its file came too late to stop any reading:
+        #: what was read is diagnosed whole.
+        self.late = STOP.requested and not self.interrupted
+        self.cut: int | None = None
+        if self.interrupted:
+            self.cut = min((s.stopped_at for s in scans if s.interrupted and not s.unread and s.stopped_at is not None),
+                           default=None)
+
+    def records(self, merged: Iterator[tuple]) -> Iterator[tuple]:
+        if self.interrupted and self.cut is None:
+            return  # stopped before anything was read
+        cut = self.cut
+        for rec in merged:
+            if STOP.requested and not self.interrupted and not self.late:
+                self.interrupted = True
+                taken = self.engine.decoder.stats.last_ts
+                if taken is None:
+                    return
+                cut = self.cut = taken if cut is None else min(cut, taken)
+            if cut is not None and rec[0] > cut:
+                continue  # merged by time, but one file's stamps may go back: all of them are looked at
+            yield rec
+
+
 def run_local(files: list[str], options: Options, workers: int) -> RunResult:
     """Scan files in ``workers`` processes on this machine."""
     import concurrent.futures
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no inherited locks or threads
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        scans = list(pool.map(scan_file, files, range(len(files)), [replace(options, keylog=())] * len(files)))
+    stop = context.RawValue("b", 0)  # set by Ctrl-C (capture.interrupt): also for workers started after it
+    try:
+        with shared_flag(stop), concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=start_worker, initargs=(stop,)
+        ) as pool:
+            with held_off():  # the workers are started here: they take Ctrl-C once they can (start_worker)
+                results = pool.map(scan_file, files, range(len(files)), [replace(options, keylog=())] * len(files))
+            scans = list(results)
+    except concurrent.futures.process.BrokenProcessPool:
+        if STOP.requested:  # Ctrl-C reached a worker before it could take it as a request to stop
+            raise KeyboardInterrupt from None
+        raise
     return combine(scans, options, files)
 
 
@@ -182,6 +242,53 @@ def expand(paths: Iterable[str]) -> list[str]:
 
 
 # -- one capture, several processes: connections split by shard ------------------------------
+#: How long a shard waits, after Ctrl-C, for the others to say how far they had read.
+STOP_AGREEMENT_TIMEOUT_S = 30.0
+
+
+class StopAgreement:
+    """After Ctrl-C, the shards of a split run read the capture up to the same time: the latest
+    any of them had read when it stopped (or when it finished, for one done by then). Every
+    shard reads every packet, so each then stops after the same record, and the run's results
+    are those of a serial run of the capture up to that time."""
+
+    def __init__(self, ctx, shards: int) -> None:
+        self.latest = ctx.Array("q", shards, lock=False)  # per shard: the latest capture time read
+        self.told = ctx.Array("b", shards, lock=False)  # per shard: 1 once it has said so
+
+    def member(self, index: int) -> StopMember:
+        return StopMember(self, index)
+
+
+@dataclass
+class StopMember:
+    """One shard's side of a ``StopAgreement``."""
+
+    agreement: StopAgreement
+    index: int
+
+    def read_all(self, latest: int | None) -> None:
+        """The shard read everything: how far it went still counts if another is asked to stop."""
+        self._tell(latest)
+
+    def agree(self, latest: int | None) -> int | None:
+        """Asked to stop, having read up to ``latest``: the time all shards read up to (None:
+        nothing read by any)."""
+        import time
+
+        self._tell(latest)
+        told = self.agreement.told
+        deadline = time.monotonic() + STOP_AGREEMENT_TIMEOUT_S
+        while not all(told) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        times = [ts for ts, said in zip(self.agreement.latest, told) if said and ts != EARLIEST]
+        return max(times, default=None)
+
+    def _tell(self, latest: int | None) -> None:
+        self.agreement.latest[self.index] = EARLIEST if latest is None else latest
+        self.agreement.told[self.index] = 1
+
+
 def can_shard() -> bool:
     """Sharding forks worker processes that inherit the loaded engine (POSIX only)."""
     import multiprocessing
@@ -200,12 +307,13 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
     from .engine import run_serial
 
     ctx = multiprocessing.get_context("fork")
+    agreement = StopAgreement(ctx, shards)
     workers = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+): the child uses none of them
         for index in range(1, shards):
             receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_shard_worker, args=(files, options, index, shards, sender), daemon=True,
+            proc = ctx.Process(target=_shard_worker, args=(files, options, index, shards, sender, agreement.member(index)), daemon=True,
                                name=f"smtpflow-shard-{index}")
             proc.start()
             sender.close()
@@ -230,7 +338,7 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
                 break
 
     try:
-        result = run_serial(files, options, progress, shard=(0, shards), others=absorb_others)
+        result = run_serial(files, options, progress, shard=(0, shards), others=absorb_others, stop=agreement.member(0))
         result.capture["shards"] = shards
         return result
     finally:
@@ -241,14 +349,17 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
                 proc.join()
 
 
-def _shard_worker(files: list[str], options: Options, index: int, shards: int, sender) -> None:
+def _shard_worker(files: list[str], options: Options, index: int, shards: int, sender, stop: StopMember) -> None:
+    stop_reading_on_every_interrupt()  # Ctrl-C stops this shard's reading; the coordinator ends the run
     try:
         captures = CaptureSet(files, options.window)
         engine = Engine(options, shard=(index, shards))
         if Prefilter.available:
             captures.prefilter = engine.prefilter()
+        captures.stop_time = lambda: stop.agree(engine.decoder.stats.last_ts)
         if captures.readable:
             engine.feed(captures)
+        stop.read_all(engine.decoder.stats.last_ts)
         engine.finish()
         # Facts go in batches: the coordinator stores them as they come (spilling past its
         # limit), so neither process ever holds one message with every session in it.

@@ -13,6 +13,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
 from .gzipstream import GzipStream
+from .interrupt import STOP, watch_input
 from .pcap import READ_CHUNK, PcapReader, Record, byte_order_of
 from .pcapng import PcapngReader, looks_like_pcapng
 from .window import TimeWindow
@@ -68,6 +69,11 @@ class CaptureFile:
     def outside(self) -> int:
         """Records read so far that were outside the time window."""
         return self.reader.outside
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the reading stopped at the user's request (``capture.interrupt``)."""
+        return self.reader.interrupted
 
     def __iter__(self) -> Iterator[Record]:
         if self.window is None:
@@ -243,10 +249,13 @@ def _open_stdin() -> CaptureFile:
     if os.isatty(fd):
         raise CaptureError("-: standard input is a terminal; pipe a capture to it (tcpdump -w - … | smtpflow analyze -)")
     raw: BinaryIO = open(fd, "rb", closefd=False)  # standard input stays open for the process
+    watch_input(fd)  # Ctrl-C ends a pipe that may never end by itself
     try:
         head = raw.read(8)
     except OSError as exc:
         raise CaptureError(f"-: cannot read standard input: {exc.strerror or exc}") from None
+    if not head and STOP.requested:
+        raise KeyboardInterrupt  # interrupted before any capture came: nothing to diagnose
     return _open_stream(STDIN, raw, _Prefixed(head, raw), head, 0)  # type: ignore[arg-type]
 
 
@@ -364,6 +373,16 @@ class CaptureSet:
         self.window = window
         self.skipped: list[str] = []
         self.outside = 0  # records read that were outside the window
+        #: The reading was stopped by the user (Ctrl-C, ``capture.interrupt``): every file is
+        #: then read up to the time ``stop_time()`` gives (set by the layer above: the latest
+        #: time read so far, by this process or by all those reading the capture; without it,
+        #: or when it gives None, the reading stops at once), and the files beginning after it
+        #: are not read at all (``unread``). ``stopped_at``: that time.
+        self.interrupted = False
+        self.unread: list[str] = []
+        self.stop_time = None
+        self.stopped_at: int | None = None
+        self._stop_known = False
         self.errors: list[str] = []
         self.damage: list[Damage] = []
         self.formats: dict[str, str] = {}
@@ -396,6 +415,10 @@ class CaptureSet:
             finally:
                 cap.close()
             self.formats[path] = cap.format + (f" ({cap.compression})" if cap.compression else "")
+            if first is None and cap.interrupted:  # Ctrl-C came before this file was reached
+                self.interrupted = True
+                self.unread.append(path)
+                continue
             if first is not None and window is not None and first[0] >= window.bounds[2]:
                 self.skipped.append(path)  # it begins past the window: nothing of it to read
                 continue
@@ -422,15 +445,26 @@ class CaptureSet:
         self.linktypes |= cap.linktypes
         self.records += cap.reader.records
         self.outside += cap.outside
+        if cap.interrupted or STOP.requested:
+            self.interrupted = True
+            self._stop_time()  # a pipe cut off by Ctrl-C ends without asking: the time is known here
         if cap.damage is not None:
             self.damage.append(cap.damage)
         cap.close()
         if cap in self._open:
             self._open.remove(cap)
 
+    def _stop_time(self) -> int | None:
+        """After Ctrl-C: the time every file is read up to (asked once, the same for all)."""
+        if not self._stop_known:
+            self._stop_known = True
+            self.stopped_at = self.stop_time() if self.stop_time is not None else None
+        return self.stopped_at
+
     def _reading(self, cap: CaptureFile) -> CaptureFile:
         """``cap``, about to be read: with this set's prefilter and window, and counted open."""
         cap.reader.prefilter = self.prefilter
+        cap.reader.stop_time = self._stop_time
         cap.window = self.window
         self._open.append(cap)
         return cap
@@ -470,6 +504,16 @@ class CaptureSet:
             start(cap, order)
         try:
             while heap or pending:
+                if STOP.requested and not self.interrupted:
+                    # Ctrl-C: the files are read up to the stop time (each reader stops there by
+                    # itself); those beginning after it are not opened.
+                    self.interrupted = True
+                    cut = self._stop_time()
+                    later = [entry for entry in pending if cut is None or entry[0] > cut]
+                    pending = [entry for entry in pending if entry not in later]
+                    self.unread += [path for _ts, _order, path in later]
+                    if cut is None:
+                        break
                 if not heap:
                     open_next()
                     continue

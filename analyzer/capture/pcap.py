@@ -18,7 +18,8 @@ import threading
 from typing import BinaryIO, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
-from .window import ALL_TIME
+from .interrupt import STOP
+from .window import ALL_TIME, LATEST
 
 MAGIC_MICROSECONDS = 0xA1B2C3D4
 MAGIC_NANOSECONDS = 0xA1B23C4D
@@ -125,6 +126,15 @@ class Windows:
             self.released = release_pages(self.mapped, self.released, pos)
         return pos + MAPPED_WINDOW
 
+    def drop_ahead(self) -> None:
+        """Forget the next window's scan (its time bounds have changed): it is done again."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                ahead.result()
+            except Exception:  # noqa: BLE001 - the scan is done again, and fails again if it must
+                pass
+
     def scan(self, scan, buf, pos: int, *args, limit: int, min_left: int) -> tuple:
         """``scan(buf, pos, *args, limit)``, or its result from the helper thread; then start
         the next window's scan if this one ended at its limit with ``min_left`` bytes to go."""
@@ -208,6 +218,10 @@ class PcapReader:
         self.bounds = ALL_TIME
         self.outside = 0
         self.past_window = False
+        #: Set when the user asked the reading to stop (Ctrl-C: ``capture.interrupt``); it then
+        #: stops after the records up to the time ``stop_time()`` gives (None: at once).
+        self.interrupted = False
+        self.stop_time = None
 
     def __iter__(self) -> Iterator[Record]:
         # What has come so far of a pipe (standard input): it may never end. Files read whole.
@@ -229,8 +243,14 @@ class PcapReader:
         chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
         prefilter = self.prefilter
         big = self._order == ">"
+        stop_at = LATEST  # after Ctrl-C: the first timestamp not read any more
         try:
             while True:
+                if STOP.requested and not self.interrupted:  # Ctrl-C: the capture ends at a common time
+                    windows.drop_ahead()  # scanned without the stop
+                    stop_at = self._interrupt()
+                    if stop_at is None:
+                        return
                 limit = windows.limit(pos)
                 if prefilter is not None and len(buf) - pos >= hlen:
                     # Whole runs of records in one call; what it leaves (a record cut by the
@@ -273,14 +293,31 @@ class PcapReader:
                     base += pos
                     pos = 0
                     continue
+                ts = sec * 1_000_000_000 + frac * scale
+                if ts >= stop_at:
+                    return
                 count += 1
                 self.records = count
                 self.bytes_read = base + end
-                yield sec * 1_000_000_000 + frac * scale, linktype, buf, start, end, wirelen
+                yield ts, linktype, buf, start, end, wirelen
                 pos = end
         except READ_ERRORS as exc:  # truncated or corrupt compressed stream
             self._damaged(base + pos, count, f"read error: {exc}")
 
+    def _interrupt(self) -> int | None:
+        """The reading is to stop (Ctrl-C): read on only up to the time all agree on (the scans
+        take it as a window's stop); return the timestamp to stop at, or None to stop at once."""
+        self.interrupted = True
+        cut = self.stop_time() if self.stop_time is not None else None
+        if cut is None:
+            return None
+        since, until, stop = self.bounds
+        self.bounds = (since, min(until, cut + 1), min(stop, cut + 1))
+        return cut + 1
+
     def _damaged(self, offset: int, count: int, reason: str) -> None:
         self.records = count
+        if STOP.requested:  # a pipe cut off by Ctrl-C ends anywhere: not damage
+            self.interrupted = True
+            return
         self.damage = Damage(self.path, offset, count, reason)

@@ -19,8 +19,9 @@ import struct
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
+from .interrupt import STOP
 from .pcap import FIRST_READ_CHUNK, READ_CHUNK, Record, Windows, _nothing
-from .window import ALL_TIME
+from .window import ALL_TIME, LATEST
 
 BT_SHB = 0x0A0D0D0A
 BT_IDB = 0x00000001
@@ -114,6 +115,10 @@ class PcapngReader:
         self.bounds = ALL_TIME
         self.outside = 0
         self.past_window = False
+        #: Set when the user asked the reading to stop (Ctrl-C: ``capture.interrupt``); it then
+        #: stops after the records up to the time ``stop_time()`` gives (None: at once).
+        self.interrupted = False
+        self.stop_time = None
 
     def __iter__(self) -> Iterator[Record]:
         # What has come so far of a pipe (standard input): it may never end. Files read whole.
@@ -133,8 +138,14 @@ class PcapngReader:
         epb = struct.Struct("<IIIII").unpack_from
         prefilter = self.prefilter
         conversions: tuple = ()
+        stop_at = LATEST  # after Ctrl-C: the first timestamp not read any more
         try:
             while True:
+                if STOP.requested and not self.interrupted:  # Ctrl-C: the capture ends at a common time
+                    windows.drop_ahead()  # scanned without the stop
+                    stop_at = self._interrupt()
+                    if stop_at is None:
+                        return
                 limit = windows.limit(pos)
                 if prefilter is not None and interfaces and len(buf) - pos >= 12 and u32(buf, pos)[0] == BT_EPB:
                     # A run of enhanced packet blocks in one call; other blocks, and a block cut
@@ -205,10 +216,13 @@ class PcapngReader:
                         self._damaged(base + pos, count, f"packet length {caplen} overruns its block")
                         return
                     iface = interfaces[ifid]
+                    ts = iface.to_ns((hi << 32) | lo)
+                    if ts >= stop_at:
+                        return
                     count += 1
                     self.records = count
                     self.bytes_read = base + end
-                    yield iface.to_ns((hi << 32) | lo), iface.linktype, buf, start, start + caplen, wirelen
+                    yield ts, iface.linktype, buf, start, start + caplen, wirelen
                 elif btype == BT_SPB:
                     if not interfaces:
                         self._damaged(base + pos, count, "simple packet block before any interface description")
@@ -217,6 +231,8 @@ class PcapngReader:
                     iface = interfaces[0]
                     room = blen - 16
                     caplen = min(wirelen, room, iface.snaplen or room)
+                    if stop_at != LATEST:
+                        return  # after Ctrl-C: a block without a timestamp cannot be placed before the stop
                     count += 1
                     self.records = count
                     self.bytes_read = base + end
@@ -230,10 +246,13 @@ class PcapngReader:
                         self._damaged(base + pos, count, "packet block is inconsistent with its interface or length")
                         return
                     iface = interfaces[ifid]
+                    ts = iface.to_ns((hi << 32) | lo)
+                    if ts >= stop_at:
+                        return
                     count += 1
                     self.records = count
                     self.bytes_read = base + end
-                    yield iface.to_ns((hi << 32) | lo), iface.linktype, buf, start, start + caplen, wirelen
+                    yield ts, iface.linktype, buf, start, start + caplen, wirelen
                 elif btype == BT_IDB:
                     iface = self._parse_idb(buf, pos, end, order)
                     if iface is None:
@@ -273,6 +292,20 @@ class PcapngReader:
             return None
         return _Interface(linktype, snaplen, tsresol, tsoffset)
 
+    def _interrupt(self) -> int | None:
+        """The reading is to stop (Ctrl-C): read on only up to the time all agree on (the scans
+        take it as a window's stop); return the timestamp to stop at, or None to stop at once."""
+        self.interrupted = True
+        cut = self.stop_time() if self.stop_time is not None else None
+        if cut is None:
+            return None
+        since, until, stop = self.bounds
+        self.bounds = (since, min(until, cut + 1), min(stop, cut + 1))
+        return cut + 1
+
     def _damaged(self, offset: int, count: int, reason: str) -> None:
         self.records = count
+        if STOP.requested:  # a pipe cut off by Ctrl-C ends anywhere: not damage
+            self.interrupted = True
+            return
         self.damage = Damage(self.path, offset, count, reason)

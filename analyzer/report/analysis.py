@@ -158,7 +158,10 @@ class Analysis:
 
     @property
     def exit_code(self) -> int:
-        """0 analysed; 3 analysed but a capture was damaged (results partial); 2 some input unreadable."""
+        """0 analysed; 3 analysed but a capture was damaged (results partial); 2 some input unreadable;
+        130 (128 + SIGINT, as for any command Ctrl-C ends) the reading was stopped by Ctrl-C."""
+        if self.capture.get("interrupted"):
+            return 130
         if self.damage:
             return 3
         if self.errors:
