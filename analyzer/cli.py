@@ -213,7 +213,8 @@ def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, da
     if not quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-        bar = Progress(TextColumn("reading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        label = "reading" if dask else "reading (Ctrl-C: stop and diagnose what was read)"
+        bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                        TextColumn("{task.fields[pps]}"), TimeRemainingColumn(), console=_console(stderr=True), transient=True)
         task = bar.add_task("read", total=total, pps="")
         import time

@@ -268,8 +268,10 @@ class StopMember:
     index: int
 
     def read_all(self, latest: int | None) -> None:
-        """The shard read everything: how far it went still counts if another is asked to stop."""
-        self._tell(latest)
+        """The shard read everything: how far it went still counts if another is asked to stop
+        (one that stopped has said how far it had read already)."""
+        if not self.agreement.told[self.index]:
+            self._tell(latest)
 
     def agree(self, latest: int | None) -> int | None:
         """Asked to stop, having read up to ``latest``: the time all shards read up to (None:
@@ -313,8 +315,8 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+): the child uses none of them
         for index in range(1, shards):
             receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_shard_worker, args=(files, options, index, shards, sender, agreement.member(index)), daemon=True,
-                               name=f"smtpflow-shard-{index}")
+            proc = ctx.Process(target=_shard_worker, args=(files, options, index, shards, sender, agreement.member(index)),
+                               daemon=True, name=f"smtpflow-shard-{index}")
             proc.start()
             sender.close()
             workers.append((proc, receiver))

@@ -509,9 +509,8 @@ class CaptureSet:
                     # itself); those beginning after it are not opened.
                     self.interrupted = True
                     cut = self._stop_time()
-                    later = [entry for entry in pending if cut is None or entry[0] > cut]
-                    pending = [entry for entry in pending if entry not in later]
-                    self.unread += [path for _ts, _order, path in later]
+                    self.unread += [path for first, _order, path in pending if cut is None or first > cut]
+                    pending = [entry for entry in pending if cut is not None and entry[0] <= cut]
                     if cut is None:
                         break
                 if not heap:

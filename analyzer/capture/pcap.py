@@ -15,7 +15,7 @@ from __future__ import annotations
 import mmap
 import struct
 import threading
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
 from .interrupt import STOP
@@ -182,7 +182,37 @@ def byte_order_of(magic_bytes: bytes) -> tuple[str, int] | None:
     return None
 
 
-class PcapReader:
+class EarlyEnd:
+    """How a reader's reading ends before the file does (the pcap and pcapng readers share it):
+    damage, or the user's Ctrl-C (``capture.interrupt``)."""
+
+    path: str
+    bounds: tuple[int, int, int]
+    interrupted: bool
+    stop_time: Callable[[], int | None] | None
+    records: int
+    damage: Damage | None
+
+    def _interrupt(self) -> int | None:
+        """The reading is to stop (Ctrl-C): read on only up to the time all agree on (the scans
+        take it as a window's stop); return the timestamp to stop at, or None to stop at once."""
+        self.interrupted = True
+        cut = self.stop_time() if self.stop_time is not None else None
+        if cut is None:
+            return None
+        since, until, stop = self.bounds
+        self.bounds = (since, min(until, cut + 1), min(stop, cut + 1))
+        return cut + 1
+
+    def _damaged(self, offset: int, count: int, reason: str) -> None:
+        self.records = count
+        if STOP.requested:  # a pipe cut off by Ctrl-C ends anywhere: not damage
+            self.interrupted = True
+            return
+        self.damage = Damage(self.path, offset, count, reason)
+
+
+class PcapReader(EarlyEnd):
     """Streams records out of a classic pcap file object."""
 
     format = "pcap"
@@ -303,21 +333,3 @@ class PcapReader:
                 pos = end
         except READ_ERRORS as exc:  # truncated or corrupt compressed stream
             self._damaged(base + pos, count, f"read error: {exc}")
-
-    def _interrupt(self) -> int | None:
-        """The reading is to stop (Ctrl-C): read on only up to the time all agree on (the scans
-        take it as a window's stop); return the timestamp to stop at, or None to stop at once."""
-        self.interrupted = True
-        cut = self.stop_time() if self.stop_time is not None else None
-        if cut is None:
-            return None
-        since, until, stop = self.bounds
-        self.bounds = (since, min(until, cut + 1), min(stop, cut + 1))
-        return cut + 1
-
-    def _damaged(self, offset: int, count: int, reason: str) -> None:
-        self.records = count
-        if STOP.requested:  # a pipe cut off by Ctrl-C ends anywhere: not damage
-            self.interrupted = True
-            return
-        self.damage = Damage(self.path, offset, count, reason)

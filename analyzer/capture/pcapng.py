@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
 from .interrupt import STOP
-from .pcap import FIRST_READ_CHUNK, READ_CHUNK, Record, Windows, _nothing
+from .pcap import FIRST_READ_CHUNK, READ_CHUNK, EarlyEnd, Record, Windows, _nothing
 from .window import ALL_TIME, LATEST
 
 BT_SHB = 0x0A0D0D0A
@@ -85,7 +85,7 @@ def looks_like_pcapng(head: bytes) -> bool:
     return len(head) >= 4 and struct.unpack("<I", head[:4])[0] == BT_SHB
 
 
-class PcapngReader:
+class PcapngReader(EarlyEnd):
     """Streams records out of a pcapng file object, section by section."""
 
     format = "pcapng"
@@ -291,21 +291,3 @@ class PcapngReader:
         if (tsresol & 0x7F) > 63 if tsresol & 0x80 else tsresol > 18:
             return None
         return _Interface(linktype, snaplen, tsresol, tsoffset)
-
-    def _interrupt(self) -> int | None:
-        """The reading is to stop (Ctrl-C): read on only up to the time all agree on (the scans
-        take it as a window's stop); return the timestamp to stop at, or None to stop at once."""
-        self.interrupted = True
-        cut = self.stop_time() if self.stop_time is not None else None
-        if cut is None:
-            return None
-        since, until, stop = self.bounds
-        self.bounds = (since, min(until, cut + 1), min(stop, cut + 1))
-        return cut + 1
-
-    def _damaged(self, offset: int, count: int, reason: str) -> None:
-        self.records = count
-        if STOP.requested:  # a pipe cut off by Ctrl-C ends anywhere: not damage
-            self.interrupted = True
-            return
-        self.damage = Damage(self.path, offset, count, reason)
