@@ -36,6 +36,7 @@ def analyze(
     table_memory_mb: int | None = None,
     since: Any = None,
     until: Any = None,
+    stop_on_interrupt: bool = False,
 ) -> "Analysis":
     """Analyse one or more capture files (pcap, pcapng, gzip …; directories and globs too).
 
@@ -55,9 +56,15 @@ def analyze(
     cut to it (``editcap -A -B``): a ``datetime`` (naive ones are UTC), ISO 8601 text or
     seconds since the epoch (raises ``analyzer.capture.window.TimeError``, a ValueError, for
     anything else or an empty window).
+    ``stop_on_interrupt``: Ctrl-C — or a notebook's "interrupt the kernel" — stops the reading
+    instead of the call, as on the command line: the Analysis of what was read is returned, with
+    ``capture["interrupted"]`` and ``capture["read_until"]`` set and a warning in ``warnings``
+    (main thread only; a second interrupt, or one before any packet was read, raises
+    KeyboardInterrupt as usual).
     """
+    from .capture.interrupt import stop_reading_on_interrupt
     from .capture.window import TimeWindow
-    from .engine import run
+    from .engine import run, refuse_empty_interruption
     from .report.analysis import Analysis
 
     if isinstance(paths, str):
@@ -70,7 +77,12 @@ def analyze(
         from dataclasses import replace
 
         options = replace(options, window=window)
-    return Analysis(run(path_list, options, workers=workers, client=client))
+    if not stop_on_interrupt or client is not None:
+        return Analysis(run(path_list, options, workers=workers, client=client))
+    with stop_reading_on_interrupt():
+        result = run(path_list, options, workers=workers, client=client)
+    refuse_empty_interruption(result.capture)
+    return Analysis(result)
 
 
 def live(

@@ -201,7 +201,7 @@ def _workers(text: str) -> int | str:
 def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, dask: str | None = None):
     from .capture import expand_inputs
     from .capture.interrupt import stop_reading_on_interrupt
-    from .engine import run
+    from .engine import refuse_empty_interruption, run
     from .report.analysis import Analysis
 
     progress = None
@@ -243,10 +243,9 @@ def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, da
         if client is not None:  # the cluster reads: Ctrl-C interrupts, as ever
             return Analysis(run(files, options, progress, workers=workers, client=client))
         with stop_reading_on_interrupt():  # Ctrl-C ends the reading: what was read is still diagnosed
-            analysis = Analysis(run(files, options, progress, workers=workers, client=client))
-        if analysis.capture.get("interrupted") and analysis.capture.get("read_until") is None:
-            raise KeyboardInterrupt  # before any packet was read: nothing to diagnose
-        return analysis
+            result = run(files, options, progress, workers=workers, client=client)
+        refuse_empty_interruption(result.capture)
+        return Analysis(result)
     finally:
         if bar is not None:
             bar.stop()

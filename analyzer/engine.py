@@ -580,6 +580,12 @@ def interruption_info(interrupted: bool, unread: list[str], stopped_at: int | No
             "unread_files": list(unread)}
 
 
+def refuse_empty_interruption(capture: Mapping[str, Any]) -> None:
+    """A Ctrl-C that came before any packet was read leaves nothing to diagnose: it interrupts."""
+    if capture.get("interrupted") and capture.get("read_until") is None:
+        raise KeyboardInterrupt
+
+
 def interruption_warning(capture: Mapping[str, Any], packets: int) -> str | None:
     """The warning a reading stopped by Ctrl-C gets: what the results cover."""
     if not capture.get("interrupted"):

@@ -286,3 +286,40 @@ def test_ctrl_c_on_files_gives_the_capture_up_to_the_stop(how, relay, ring, rela
         assert "file(s) beginning after it were left out" in out.stderr.decode()
     else:
         assert read < total, "the interruption left part of the capture unread"
+
+
+# -- the Python API (a notebook's "interrupt the kernel" is a SIGINT too) -----------------------
+API_SCRIPT = """
+import json, sys
+import analyzer
+try:
+    a = analyzer.analyze(sys.argv[1], workers=1, stop_on_interrupt=sys.argv[2] == "stop")
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+    sys.exit(0)
+print(json.dumps({"capture": a.capture, "exit_code": a.exit_code, "warnings": a.warnings}))
+for record in a.records:
+    print(json.dumps(record))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stop", "default"])
+def test_the_api_stops_the_reading_only_when_asked(mode, relay):
+    proc = subprocess.Popen([sys.executable, "-c", API_SCRIPT, relay, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT)
+    time.sleep(2.0)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    if mode == "default":
+        assert out.strip() == b"KeyboardInterrupt"
+        return
+    head, *lines = out.splitlines()
+    summary = json.loads(head)
+    assert summary["capture"]["interrupted"] is True
+    assert summary["exit_code"] == 130
+    assert summary["warnings"][0].startswith("interrupted (Ctrl-C): the results cover the capture up to ")
+    got = [json.loads(line) for line in lines]
+    assert got and got == up_to(relay, summary["capture"]["read_until"])
