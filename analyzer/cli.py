@@ -199,7 +199,7 @@ def _workers(text: str) -> int | str:
 
 
 def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, dask: str | None = None):
-    from .capture import expand_inputs
+    from .capture import STDIN, expand_inputs
     from .capture.interrupt import stop_reading_on_interrupt
     from .engine import refuse_empty_interruption, run
     from .report.analysis import Analysis
@@ -210,20 +210,17 @@ def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, da
         total = sum(os.path.getsize(p) for p in expand_inputs(files) if os.path.isfile(p))
     except Exception:  # noqa: BLE001 - sizes are only for the progress bar; errors surface in run()
         total = 0
-    if not quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES:
+    piped = STDIN in files  # no size known: the bar counts what came, for as long as it comes
+    if not quiet and sys.stderr.isatty() and (total >= PROGRESS_MIN_BYTES or piped):
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-        label = "reading" if dask else "reading (Ctrl-C: stop and diagnose what was read)"
+        label = "reading" if dask else "reading (Ctrl-C: stop here)"
         bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                       TextColumn("{task.fields[pps]}"), TimeRemainingColumn(), console=_console(stderr=True), transient=True)
-        task = bar.add_task("read", total=total, pps="")
-        import time
-
-        started = time.perf_counter()
+                       TextColumn("{task.fields[packets]}"), TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+        task = bar.add_task("read", total=None if piped else total, packets="")
 
         def progress(done: int, all_bytes: int, packets: int) -> None:
-            rate = packets / max(time.perf_counter() - started, 1e-6)
-            bar.update(task, completed=done, total=all_bytes, pps=f"{rate:,.0f} packets/s")
+            bar.update(task, completed=done, total=None if piped else all_bytes, packets=f"{packets:,} packets")
 
         bar.start()
     client = None

@@ -136,3 +136,29 @@ def test_a_named_pipe_points_to_standard_input(tmp_path):
     out = smtpflow("analyze", str(fifo))
     assert out.returncode == 2
     assert b"pipe it to smtpflow as standard input, named -" in out.stderr
+
+
+def test_progress_counts_every_packet_read_not_only_those_handed_on(tmp_path):
+    """The progress bar hears of bytes and packets as the reading goes, also on a gateway capture
+    where the C scan hands Python only a few records in a hundred."""
+    from analyzer.capture import CaptureSet
+    from analyzer.engine import PROGRESS_CHECK, Engine, Options, _with_progress
+
+    path = tmp_path / "gateway.pcap"
+    code = f"from generate import generate; generate({str(path)!r}, 100_000, 0.02, 3)"
+    subprocess.run([sys.executable, "-c", code], cwd=os.path.join(ROOT, "benchmarks"), check=True, timeout=300)
+    engine = Engine(Options())
+    captures = CaptureSet([str(path)])
+    captures.prefilter = engine.prefilter()
+    calls = []
+    handed_on = 0
+    for _rec in _with_progress(captures, lambda *args: calls.append(args), engine.decoder.stats, interval=0):
+        handed_on += 1
+    size = os.path.getsize(path)
+    *during, last = calls
+    assert last == (size, size, engine.decoder.stats.packets)
+    assert engine.decoder.stats.packets > 20 * handed_on, "a gateway capture: most packets are dropped in C"
+    assert len(during) == handed_on // PROGRESS_CHECK
+    assert all(a[0] <= b[0] and a[2] <= b[2] for a, b in zip(during, during[1:]))
+    assert during[-1][2] > 20 * (PROGRESS_CHECK * len(during)), "packets read, not records handed on"
+    assert 0 < during[0][0] < during[-1][0] <= size

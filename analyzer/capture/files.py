@@ -57,8 +57,9 @@ class CaptureFile:
         return self.reader.linktypes
 
     def position(self) -> int:
-        """Bytes of the file on disk consumed so far (for progress bars)."""
-        if self.reader.mapped is not None:
+        """Bytes of the file on disk consumed so far (for progress bars); of standard input, the
+        capture's bytes read (it has no size to compare with)."""
+        if self.reader.mapped is not None or self.path == STDIN:
             return self.reader.bytes_read
         try:
             return self.raw.tell()
