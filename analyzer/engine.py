@@ -396,7 +396,7 @@ def run(paths: list[str] | str, options: Options | None = None, progress: Progre
 
         if client is not None:
             return parallel.run_dask(files, options, client)
-        return parallel.run_local(files, options, min(workers, len(files)))
+        return parallel.run_local(files, options, min(workers, len(files)), progress)
     with cycle_collector_off():
         result = None
         if workers > 1:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import struct
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
@@ -207,8 +208,9 @@ class _KeptRecords:
             yield rec
 
 
-def run_local(files: list[str], options: Options, workers: int) -> RunResult:
-    """Scan files in ``workers`` processes on this machine."""
+def run_local(files: list[str], options: Options, workers: int, progress=None) -> RunResult:
+    """Scan files in ``workers`` processes on this machine; ``progress`` hears of each file read
+    (in the files' order), as ``engine.run``'s does of bytes."""
     import concurrent.futures
     import multiprocessing
 
@@ -220,12 +222,28 @@ def run_local(files: list[str], options: Options, workers: int) -> RunResult:
         ) as pool:
             with held_off():  # the workers are started here: they take Ctrl-C once they can (start_worker)
                 results = pool.map(scan_file, files, range(len(files)), [replace(options, keylog=())] * len(files))
-            scans = list(results)
+            scans = list(results if progress is None else _telling(results, files, progress))
     except concurrent.futures.process.BrokenProcessPool:
         if STOP.requested:  # Ctrl-C reached a worker before it could take it as a request to stop
             raise KeyboardInterrupt from None
         raise
     return combine(scans, options, files)
+
+
+def _telling(scans: Iterable[FileScan], files: list[str], progress) -> Iterator[FileScan]:
+    sizes = {}
+    for path in files:
+        try:
+            sizes[path] = os.path.getsize(path)
+        except OSError:
+            sizes[path] = 0
+    total = sum(sizes.values())
+    done = packets = 0
+    for scan in scans:
+        done += sizes.get(scan.path, 0)
+        packets += scan.stats.get("packets", 0)
+        progress(done, total, packets)
+        yield scan
 
 
 def run_dask(files: list[str], options: Options, client: Any) -> RunResult:

@@ -190,3 +190,16 @@ def test_auto_splits_a_capture_only_when_python_follows_much_of_it(tmp_path, mon
     assert engine._kept_share(relay, options) >= engine.SHARD_MIN_KEPT_SHARE
     assert engine._auto_workers([relay], options) == 2
     assert engine._auto_workers([gateway, relay], options) == 2  # several files: read in parallel
+
+
+def test_workers_tell_the_progress_bar_of_each_file_read(tmp_path):
+    from analyzer.engine import Options, run
+
+    _whole, ring = rotated(tmp_path)
+    calls = []
+    result = run([ring], Options(), lambda *args: calls.append(args), workers=2)
+    files = sorted(os.listdir(ring))
+    sizes = [os.path.getsize(os.path.join(ring, name)) for name in files]
+    assert [done for done, _total, _packets in calls] == [sum(sizes[: n + 1]) for n in range(len(files))]
+    assert {total for _done, total, _packets in calls} == {sum(sizes)}
+    assert calls[-1][2] == result.stats["packets"]
