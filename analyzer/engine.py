@@ -135,6 +135,14 @@ class Engine:
         self.last_collection = 0  # sessions stored at the last full collection
         self.next_collection = FULL_COLLECTION_SESSIONS
 
+    def take_secrets(self, text: str, path: str) -> None:
+        """TLS key log lines a capture carries (a pcapng Decryption Secrets Block, as
+        ``editcap --inject-secrets`` writes them): the sessions that follow are decrypted with
+        them, as with ``--keylog``."""
+        if self.keylog is None:
+            self.keylog = KeyLog()
+        self.keylog.add_text(text, f"{path} (its decryption secrets block)")
+
     # -- wiring between the layers ----------------------------------------------------------
     def _attach(self, conn: TcpConnection):
         if DNS_PORT in (conn.orig_port, conn.resp_port):
@@ -519,6 +527,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
     engine = Engine(options, shard)
     if Prefilter.available:
         captures.prefilter = engine.prefilter()
+    captures.on_secrets = engine.take_secrets
     if stop is None:
         captures.stop_time = lambda: engine.decoder.stats.last_ts
     else:

@@ -54,6 +54,7 @@ class FileScan:
     interrupted: bool = False  # Ctrl-C stopped its reading (``capture.interrupt``) ...
     stopped_at: int | None = None  # ... after this time (None: before any record)
     unread: bool = False  # ... before it was reached
+    secrets: list[str] = field(default_factory=list)  # key log text of its Decryption Secrets Blocks
     size: int = 0
     format: str | None = None
     linktypes: list[int] = field(default_factory=list)
@@ -78,6 +79,7 @@ def scan_file(path: str, order: int, options: Options) -> FileScan:
     if Prefilter.available:
         captures.prefilter = Prefilter(engine.selector, engine.decoder.stats)
     captures.stop_time = lambda: engine.decoder.stats.last_ts  # after Ctrl-C: what it has read (see ``combine``)
+    captures.on_secrets = lambda text, _path: result.secrets.append(text)  # the coordinator decrypts
     decode = engine.decoder.decode
     out = bytearray()
     pack = KEPT.pack
@@ -142,6 +144,9 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
     readable = [s for s in scans if s.format is not None]
     if not readable and errors:
         raise CaptureError(errors[0] if len(errors) == 1 else "; ".join(errors))
+    for scan in sorted(scans, key=lambda s: s.order):
+        for text in scan.secrets:
+            engine.take_secrets(text, scan.path)
     stop = _KeptRecords(scans, engine)
     engine.feed(stop.records(merge(readable)))
     interrupted, cut = stop.interrupted, stop.cut
@@ -376,6 +381,7 @@ def _shard_worker(files: list[str], options: Options, index: int, shards: int, s
         engine = Engine(options, shard=(index, shards))
         if Prefilter.available:
             captures.prefilter = engine.prefilter()
+        captures.on_secrets = engine.take_secrets
         captures.stop_time = lambda: stop.agree(engine.decoder.stats.last_ts)
         if captures.readable:
             engine.feed(captures)

@@ -384,6 +384,9 @@ class CaptureSet:
         self.stop_time = None
         self.stopped_at: int | None = None
         self._stop_known = False
+        #: Set by the layer above: ``on_secrets(text, path)`` for the TLS key log text of each
+        #: pcapng Decryption Secrets Block, as the file is read (before the packets after it).
+        self.on_secrets = None
         self.errors: list[str] = []
         self.damage: list[Damage] = []
         self.formats: dict[str, str] = {}
@@ -466,6 +469,9 @@ class CaptureSet:
         """``cap``, about to be read: with this set's prefilter and window, and counted open."""
         cap.reader.prefilter = self.prefilter
         cap.reader.stop_time = self._stop_time
+        if self.on_secrets is not None and isinstance(cap.reader, PcapngReader):
+            on_secrets, path = self.on_secrets, cap.path
+            cap.reader.on_secrets = lambda data: on_secrets(data.decode("utf-8", "replace"), path)
         cap.window = self.window
         self._open.append(cap)
         return cap

@@ -28,7 +28,13 @@ BT_IDB = 0x00000001
 BT_OPB = 0x00000002  # obsolete Packet Block
 BT_SPB = 0x00000003
 BT_EPB = 0x00000006
+BT_DSB = 0x0000000A  # Decryption Secrets Block (editcap --inject-secrets, Wireshark "embed TLS secrets")
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
+
+#: A DSB's secrets type for an NSS key log (``SSLKEYLOGFILE`` lines): "TLSK".
+SECRETS_TLS_KEY_LOG = 0x544C534B
+#: Key log text a file may hand on from its DSBs; past it their secrets are skipped (counted).
+MAX_SECRETS_BYTES = 64 * 1024 * 1024
 
 OPT_ENDOFOPT = 0
 OPT_IF_TSRESOL = 9
@@ -107,6 +113,11 @@ class PcapngReader(EarlyEnd):
         self.records = 0
         self.bytes_read = 0
         self.skipped_blocks = 0
+        #: Set by the layer above: called with the key log text of each Decryption Secrets Block,
+        #: in the file's order (before the packets that follow it). Not set: DSBs are skipped.
+        self.on_secrets = None
+        self.secrets_bytes = 0
+        self.secrets_skipped = 0  # DSBs of another kind (WireGuard, SSH …), broken, or past the limit
         #: Set by the layer above to drop irrelevant records in bulk (see decode.fastpath).
         self.prefilter = None
         #: The whole file mapped in memory (uncompressed regular files): no reads, no copies.
@@ -261,12 +272,25 @@ class PcapngReader(EarlyEnd):
                     interfaces.append(iface)
                     self.interfaces_seen += 1
                     self.linktypes.add(iface.linktype)
+                elif btype == BT_DSB:
+                    self._secrets(buf, pos, end, order)
                 elif btype != BT_SHB:
                     self.skipped_blocks += 1
                 pos = end
                 self.bytes_read = base + pos
         except READ_ERRORS as exc:  # truncated or corrupt compressed stream
             self._damaged(base + pos, count, f"read error: {exc}")
+
+    def _secrets(self, buf, pos: int, end: int, order: str) -> None:
+        """A Decryption Secrets Block: secrets type u32, length u32, then the secrets."""
+        if self.on_secrets is None:
+            return
+        kind, length = struct.unpack_from(order + "II", buf, pos + 8) if end - pos >= 20 else (None, 0)
+        if kind != SECRETS_TLS_KEY_LOG or pos + 16 + length > end - 4 or self.secrets_bytes + length > MAX_SECRETS_BYTES:
+            self.secrets_skipped += 1
+            return
+        self.secrets_bytes += length
+        self.on_secrets(bytes(buf[pos + 16 : pos + 16 + length]))
 
     @staticmethod
     def _parse_idb(buf: bytes, pos: int, end: int, order: str) -> _Interface | None:
