@@ -25,6 +25,8 @@ PCAP_MAGICS = {0xA1B2C3D4: 16, 0xA1B23C4D: 16, 0xA1B2CD34: 24}
 PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
 BT_IDB, BT_OPB, BT_SPB, BT_EPB = 1, 2, 3, 6
+BT_DSB = 0x0000000A
+SECRETS_TLS_KEY_LOG = 0x544C534B  # "TLSK"
 
 #: Link types a mutant may claim: unsupported ones, supported ones that do not fit the
 #: frames, and values with the FCS bits of the pcap link type field set.
@@ -574,8 +576,10 @@ def _compress(rng: random.Random, data: bytes, steps: list[str], keep_gzip: bool
     return packed, suffix, None
 
 
-def to_pcapng(cap: Capture, order: str) -> bytes:
-    """The same packets as a one-interface pcapng file (so pcapng mutations get seeds too)."""
+def to_pcapng(cap: Capture, order: str, secrets: bytes = b"") -> bytes:
+    """The same packets as a one-interface pcapng file (so pcapng mutations get seeds too);
+    with ``secrets``, a TLS key log in a Decryption Secrets Block before them (as editcap
+    --inject-secrets writes it)."""
     assert cap.fmt == "pcap"
     o = cap.order
     magic, _, _, _, _, snaplen, linktype = struct.unpack(o + "IHHiIII", bytes(cap.head))
@@ -585,8 +589,10 @@ def to_pcapng(cap: Capture, order: str) -> bytes:
         body += bytes(-len(body) % 4)
         return struct.pack(order + "II", btype, len(body) + 12) + body + struct.pack(order + "I", len(body) + 12)
 
-    out = [block(PCAPNG_SHB, struct.pack(order + "IHHq", PCAPNG_BOM, 1, 0, -1)),
-           block(BT_IDB, struct.pack(order + "HHIHH", linktype & 0xFFFF, 0, snaplen, 9, 1) + bytes([9 if nano else 6, 0, 0, 0])
+    out = [block(PCAPNG_SHB, struct.pack(order + "IHHq", PCAPNG_BOM, 1, 0, -1))]
+    if secrets:
+        out.append(block(BT_DSB, struct.pack(order + "II", SECRETS_TLS_KEY_LOG, len(secrets)) + secrets))
+    out += [block(BT_IDB, struct.pack(order + "HHIHH", linktype & 0xFFFF, 0, snaplen, 9, 1) + bytes([9 if nano else 6, 0, 0, 0])
                  + struct.pack(order + "HH", 0, 0))]
     for unit in cap.units:
         sec, frac, caplen, wirelen = struct.unpack_from(o + "IIII", unit.raw)
@@ -617,11 +623,12 @@ class SeedCapture:
         with open(path, "rb") as fh:
             return cls(name or path, fh.read())
 
-    def pcapng_twin(self, order: str) -> "SeedCapture | None":
-        """This pcap seed converted to pcapng (in ``order`` byte order), named NAME@pcapng."""
+    def pcapng_twin(self, order: str, secrets: bytes = b"") -> "SeedCapture | None":
+        """This pcap seed converted to pcapng (in ``order`` byte order), named NAME@pcapng; with
+        ``secrets`` (its key log), carrying them in a Decryption Secrets Block."""
         if self.capture.fmt != "pcap" or self.capture.record_header_len != 16:
             return None
-        return SeedCapture(self.name + "@pcapng", to_pcapng(self.capture, order))
+        return SeedCapture(self.name + "@pcapng", to_pcapng(self.capture, order, secrets))
 
     def mutant(self, seed: int, n: int) -> Mutant:
         rng = random.Random(f"{seed}:{self.name}:{n}")

@@ -56,15 +56,28 @@ def default_seeds() -> list[SeedCapture]:
     """The bundled captures and the Zeek corpus (if present), named by path relative to their root.
 
     Nearly all of them are pcap files, so each pcap seed also gets a pcapng twin (every other
-    one big-endian): the pcapng block mutations need seeds too.
+    one big-endian): the pcapng block mutations need seeds too. A bundled capture's twin carries
+    its key log (``NAME.keys``) in a Decryption Secrets Block, so decryption is fuzzed too.
     """
     seeds = []
     for base, prefix in ((os.path.join(ROOT, "captures"), "captures"), (ZEEK_CORPUS, "zeek")):
         paths = sorted({p for pattern in SEED_PATTERNS for p in glob.glob(os.path.join(base, "**", pattern), recursive=True)})
         for path in paths:
             seeds.append(SeedCapture.load(path, f"{prefix}/{os.path.relpath(path, base)}"))
-    twins = [seed.pcapng_twin(">" if i % 2 else "<") for i, seed in enumerate(seeds)]
+    twins = [seed.pcapng_twin(">" if i % 2 else "<", _key_log_beside(seed)) for i, seed in enumerate(seeds)]
     return seeds + [twin for twin in twins if twin is not None]
+
+
+def _key_log_beside(seed: SeedCapture) -> bytes:
+    """A bundled capture's key log (captures/NAME.keys), which its pcapng twin then carries."""
+    if not seed.name.startswith("captures/"):
+        return b""
+    path = os.path.join(ROOT, seed.name[: -len(".pcap")] + ".keys") if seed.name.endswith(".pcap") else ""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
 
 
 @dataclass
