@@ -240,6 +240,20 @@ def open_capture(path: str) -> CaptureFile:
     return _open_stream(path, raw, raw, head, size)
 
 
+#: What a pipe into smtpflow is asked to hold (Linux, F_SETPIPE_SZ; 64 KiB by default): each
+#: read then takes up to this much of a fast writer's output instead of 64 KiB at a time.
+PIPE_BYTES = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass  # not a pipe, not Linux, or above the system's limit (/proc/sys/fs/pipe-max-size)
+
+
 def _open_stdin() -> CaptureFile:
     import sys
 
@@ -249,6 +263,7 @@ def _open_stdin() -> CaptureFile:
         raise CaptureError("-: there is no standard input to read a capture from") from None
     if os.isatty(fd):
         raise CaptureError("-: standard input is a terminal; pipe a capture to it (tcpdump -w - … | smtpflow analyze -)")
+    _widen_pipe(fd)
     raw: BinaryIO = open(fd, "rb", closefd=False)  # standard input stays open for the process
     watch_input(fd)  # Ctrl-C ends a pipe that may never end by itself
     try:

@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from .errors import READ_ERRORS, CaptureError, Damage
 from .interrupt import STOP
-from .pcap import FIRST_READ_CHUNK, READ_CHUNK, EarlyEnd, Record, Windows, _nothing
+from .pcap import EarlyEnd, Record, StreamBuffer, Windows, _nothing
 from .window import ALL_TIME, LATEST
 
 BT_SHB = 0x0A0D0D0A
@@ -142,7 +142,7 @@ class PcapngReader(EarlyEnd):
             buf = self.mapped
             read = _nothing
         count = 0
-        chunk = FIRST_READ_CHUNK  # small first read: peeking at a file's first record stays cheap
+        stream = StreamBuffer(read)
         order = "<"
         interfaces: list[_Interface] = []
         u32 = struct.Struct("<I").unpack_from
@@ -171,15 +171,12 @@ class PcapngReader(EarlyEnd):
                     if again:
                         continue
                 if len(buf) - pos < 12:
-                    more = read(chunk)
-                    chunk = READ_CHUNK
-                    if not more:
+                    got = stream.more(buf, pos, base, 12 - (len(buf) - pos))
+                    if got is None:
                         if len(buf) - pos:
                             self._damaged(base + pos, count, "the last block header is cut short")
                         return
-                    buf = buf[pos:] + more
-                    base += pos
-                    pos = 0
+                    buf, pos, base = got
                     continue
                 (btype,) = struct.unpack_from("<I", buf, pos)
                 if btype == BT_SHB:
@@ -202,14 +199,11 @@ class PcapngReader(EarlyEnd):
                     return
                 end = pos + blen
                 if end > len(buf):
-                    more = read(max(chunk, end - len(buf)))
-                    chunk = READ_CHUNK
-                    if not more:
+                    got = stream.more(buf, pos, base, end - len(buf))
+                    if got is None:
                         self._damaged(base + pos, count, f"the last block is cut short ({len(buf) - pos} of {blen} bytes)")
                         return
-                    buf = buf[pos:] + more
-                    base += pos
-                    pos = 0
+                    buf, pos, base = got
                     continue
                 if u32(buf, end - 4)[0] != blen:
                     self._damaged(base + pos, count, "block trailer length does not match its header")
