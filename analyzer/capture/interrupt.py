@@ -4,8 +4,9 @@ An hour into a 40 GB capture, or with a capture piped in from a remote tcpdump t
 end of its own, Ctrl-C should give the diagnosis of what was read so far, not a bare
 "interrupted". So while ``stop_reading_on_interrupt`` is active:
 
-- the first SIGINT asks every reader of this process to stop at its next record (or scan
-  window): the run then ends as if the capture had ended there, and says so;
+- the first SIGINT asks every reader of this process to stop: each reads on only up to the
+  latest capture time already read (``CaptureSet.stop_time``: agreed between the processes
+  of a split run), so the run ends as if the capture had ended there, and says so;
 - standard input being read as a capture is switched to /dev/null at once (``watch_input``):
   a read waiting on a quiet pipe returns at the end of the data it has, instead of waiting
   for the next packet;
