@@ -476,7 +476,7 @@ def _auto_workers(files: list[str], options: Options) -> int:
             size = os.path.getsize(path)
         except OSError:
             continue
-        total += size * (4 if path.endswith((".gz", ".bz2", ".xz")) else 1)  # compressed ones hold more
+        total += size * (4 if path.endswith((".gz", ".bz2", ".xz", ".zst")) else 1)  # compressed ones hold more
     if total < SHARD_MIN_BYTES:
         return 1
     if len(files) == 1 and _kept_share(files[0], options) < SHARD_MIN_KEPT_SHARE:

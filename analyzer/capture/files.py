@@ -28,7 +28,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STDIN = "-"
 
 #: File name patterns taken from a directory (rotated tcpdump/dumpcap files included).
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".gz", ".bz2", ".xz")
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".gz", ".bz2", ".xz", ".zst")
 
 
 @dataclass
@@ -165,9 +165,138 @@ def _decompressing(raw: BinaryIO, head: bytes, path: str) -> tuple[BinaryIO, str
     if head.startswith(XZ_MAGIC):
         return _Salvaging(lzma.LZMAFile(raw, mode="rb")), "xz"  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
-        raise CaptureError(f"{path}: compressed with zstd, which smtpflow cannot read itself; pipe it in "
-                           f"(zstd -dc {path} | smtpflow analyze -) or run `zstd -d` on it first")
+        return _Salvaging(ZstdStream(raw, path)), "zstd"  # type: ignore[return-value]
     return raw, None
+
+
+class BadZstd(OSError):
+    """A zstd stream that cannot be decompressed further (a READ_ERRORS error: damage)."""
+
+
+ZSTD_FRAME_MAGIC = 0xFD2FB528
+ZSTD_SKIPPABLE_MAGICS = range(0x184D2A50, 0x184D2A60)
+ZSTD_BLOCK_RLE, ZSTD_BLOCK_RESERVED = 1, 3
+
+
+class ZstdFrames:
+    """Follows a zstd stream's frames by their headers alone (RFC 8878: frame header, then blocks
+    of a stated size, the last one flagged, then an optional checksum; skippable frames have a
+    size), without decompressing anything: whether the stream stops between frames or inside
+    one — the decompressor itself just gives no more when a file was cut short."""
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._want = 4
+        self._head = b""
+        self._skip = 0
+        self._then = "magic"  # what follows the bytes being skipped
+        self._checksum = False
+        self.broken = False  # not a frame layout this follows (the decompressor says what is wrong)
+
+    @property
+    def between_frames(self) -> bool:
+        return self.broken or (self._state == "magic" and not self._head and not self._skip)
+
+    def feed(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end and not self.broken:
+            if self._skip:
+                take = min(self._skip, end - pos)
+                self._skip -= take
+                pos += take
+                if not self._skip:
+                    self._enter(self._then)
+                continue
+            take = min(self._want - len(self._head), end - pos)
+            self._head += data[pos : pos + take]
+            pos += take
+            if len(self._head) == self._want:
+                head, self._head = self._head, b""
+                self._step(head)
+
+    def _enter(self, state: str) -> None:
+        self._state, self._want = state, {"magic": 4, "block": 3, "checksum": 4}[state]
+
+    def _skip_then(self, count: int, then: str) -> None:
+        if count:
+            self._skip, self._then = count, then
+        else:
+            self._enter(then)
+
+    def _step(self, head: bytes) -> None:
+        state = self._state
+        if state == "magic":
+            magic = int.from_bytes(head, "little")
+            if magic == ZSTD_FRAME_MAGIC:
+                self._state, self._want = "descriptor", 1
+            elif magic in ZSTD_SKIPPABLE_MAGICS:
+                self._state, self._want = "skippable", 4
+            else:
+                self.broken = True
+        elif state == "descriptor":
+            descriptor = head[0]
+            single = descriptor & 0x20
+            size_field = (descriptor >> 6) & 3
+            rest = (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3] + ((1 if single else 0), 2, 4, 8)[size_field]
+            self._checksum = bool(descriptor & 0x04)
+            self._skip_then(rest, "block")
+        elif state == "block":
+            header = int.from_bytes(head, "little")
+            kind, size = (header >> 1) & 3, header >> 3
+            if kind == ZSTD_BLOCK_RESERVED:
+                self.broken = True
+                return
+            after = "block" if not header & 1 else "checksum" if self._checksum else "magic"
+            self._skip_then(1 if kind == ZSTD_BLOCK_RLE else size, after)
+        elif state == "checksum":
+            self._enter("magic")
+        elif state == "skippable":
+            self._skip_then(int.from_bytes(head, "little"), "magic")
+
+
+class _Followed:
+    """A raw stream whose bytes are also shown to a ``ZstdFrames``."""
+
+    def __init__(self, raw: BinaryIO, frames: ZstdFrames) -> None:
+        self._read = getattr(raw, "read1", None) or raw.read  # a pipe: what has come so far
+        self._frames = frames
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._read(size)
+        self._frames.feed(data)
+        return data
+
+
+class ZstdStream:
+    """A zstd-compressed capture (``tcpdump -z zstd``, logrotate's zstd), with the ``zstandard``
+    package: frames one after another, read ``size`` bytes at most at a time (however well the
+    data compresses), with a window of at most zstd's default decoding limit (128 MiB; a file
+    written with ``--long`` beyond it is refused as damage). zstd decodes whole blocks: a file
+    cut short loses the block it was cut in, then says so (``ZstdFrames``)."""
+
+    def __init__(self, raw: BinaryIO, path: str) -> None:
+        try:
+            import zstandard
+        except ImportError:
+            raise CaptureError(f"{path}: compressed with zstd, which needs the 'zstandard' package (pip install "
+                               f"zstandard); or pipe it in: zstd -dc {path} | smtpflow analyze -") from None
+        self._errors = zstandard.ZstdError
+        self._frames = ZstdFrames()
+        self._reader = zstandard.ZstdDecompressor().stream_reader(_Followed(raw, self._frames), read_size=READ_CHUNK,
+                                                                  read_across_frames=True, closefd=False)
+
+    def read1(self, size: int = -1) -> bytes:
+        """Some bytes (reading the source until a block is whole), or b"" at the stream's end."""
+        try:
+            data = self._reader.read1(READ_CHUNK if size < 0 else size)
+        except self._errors as exc:
+            raise BadZstd(f"zstd: {exc}") from None
+        if not data and not self._frames.between_frames:
+            raise BadZstd("zstd: the stream is cut short inside a frame (its last block is lost)")
+        return data
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 class _Prefixed:

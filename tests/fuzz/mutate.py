@@ -543,6 +543,12 @@ MUTATIONS = (
 
 # -- compression (applied last) ------------------------------------------------------------------
 COMPRESSORS = {"gzip": (gzip.compress, ".gz"), "bzip2": (bz2.compress, ".bz2"), "xz": (lzma.compress, ".xz")}
+try:
+    import zstandard
+
+    COMPRESSORS["zstd"] = (lambda data: zstandard.ZstdCompressor(write_checksum=True).compress(data), ".zst")
+except ImportError:  # smtpflow's dependency; absent only where it could not be installed
+    pass
 
 
 def _compress(rng: random.Random, data: bytes, steps: list[str], keep_gzip: bool) -> tuple[bytes, str, str | None]:
