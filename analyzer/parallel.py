@@ -136,6 +136,8 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
     for scan in sorted(scans, key=lambda s: s.order):
         errors += scan.errors
         damage += scan.damage
+        for text in scan.secrets:  # the workers read the files; the keys they found decrypt here
+            engine.take_secrets(text, scan.path)
         if scan.stats:
             other = DecodeStats()
             for key, value in scan.stats.items():
@@ -144,9 +146,6 @@ def combine(scans: list[FileScan], options: Options, files: list[str]) -> RunRes
     readable = [s for s in scans if s.format is not None]
     if not readable and errors:
         raise CaptureError(errors[0] if len(errors) == 1 else "; ".join(errors))
-    for scan in sorted(scans, key=lambda s: s.order):
-        for text in scan.secrets:
-            engine.take_secrets(text, scan.path)
     stop = _KeptRecords(scans, engine)
     engine.feed(stop.records(merge(readable)))
     interrupted, cut = stop.interrupted, stop.cut
