@@ -47,7 +47,8 @@ STOP = StopRequest()
 
 def watch_input(fd: int) -> None:
     """Cut ``fd`` (a pipe read as a capture) off when the reading is to stop."""
-    STOP.inputs.append(fd)
+    if fd not in STOP.inputs:  # standard input, read by one call after another (Python, notebooks)
+        STOP.inputs.append(fd)
     if STOP.requested:
         _cut_off_inputs()
 
