@@ -135,6 +135,19 @@ class Engine:
         self.last_collection = 0  # sessions stored at the last full collection
         self.next_collection = FULL_COLLECTION_SESSIONS
 
+    def read_from(self, captures: CaptureSet, stop: Any = None) -> None:
+        """Set ``captures`` up to be read by this engine: the C scan dropping what it would drop,
+        the TLS secrets the files carry handed to it, and, after Ctrl-C (``capture.interrupt``),
+        the reading stopping after the latest time it had read — with a shard's ``stop``
+        (``parallel.StopAgreement``'s member), after the latest any shard had read."""
+        if Prefilter.available:
+            captures.prefilter = self.prefilter()
+        captures.on_secrets = self.take_secrets
+        if stop is None:
+            captures.stop_time = lambda: self.decoder.stats.last_ts
+        else:
+            captures.stop_time = lambda: stop.agree(self.decoder.stats.last_ts)
+
     def take_secrets(self, text: str, path: str) -> None:
         """TLS key log lines a capture carries (a pcapng Decryption Secrets Block, as
         ``editcap --inject-secrets`` writes them): the sessions that follow are decrypted with
@@ -525,13 +538,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
             raise CaptureError(captures.damage[0].describe())
     unsupported = _unsupported_linktypes(captures)
     engine = Engine(options, shard)
-    if Prefilter.available:
-        captures.prefilter = engine.prefilter()
-    captures.on_secrets = engine.take_secrets
-    if stop is None:
-        captures.stop_time = lambda: engine.decoder.stats.last_ts
-    else:
-        captures.stop_time = lambda: stop.agree(engine.decoder.stats.last_ts)
+    engine.read_from(captures, stop)
     if captures.readable:
         records: Iterable[tuple] = captures
         if progress is not None:

@@ -378,10 +378,7 @@ def _shard_worker(files: list[str], options: Options, index: int, shards: int, s
     try:
         captures = CaptureSet(files, options.window)
         engine = Engine(options, shard=(index, shards))
-        if Prefilter.available:
-            captures.prefilter = engine.prefilter()
-        captures.on_secrets = engine.take_secrets
-        captures.stop_time = lambda: stop.agree(engine.decoder.stats.last_ts)
+        engine.read_from(captures, stop)
         if captures.readable:
             engine.feed(captures)
         stop.read_all(engine.decoder.stats.last_ts)
