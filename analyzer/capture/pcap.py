@@ -238,9 +238,11 @@ class EarlyEnd:
     records: int
     damage: Damage | None
 
-    def _interrupt(self) -> int | None:
+    def _interrupt(self, windows: Windows) -> int | None:
         """The reading is to stop (Ctrl-C): read on only up to the time all agree on (the scans
-        take it as a window's stop); return the timestamp to stop at, or None to stop at once."""
+        take it as a window's stop, so one done ahead without it is dropped); return the
+        timestamp to stop at, or None to stop at once."""
+        windows.drop_ahead()
         self.interrupted = True
         cut = self.stop_time() if self.stop_time is not None else None
         if cut is None:
@@ -322,8 +324,7 @@ class PcapReader(EarlyEnd):
         try:
             while True:
                 if STOP.requested and not self.interrupted:  # Ctrl-C: the capture ends at a common time
-                    windows.drop_ahead()  # scanned without the stop
-                    stop_at = self._interrupt()
+                    stop_at = self._interrupt(windows)
                     if stop_at is None:
                         return
                 limit = windows.limit(pos)

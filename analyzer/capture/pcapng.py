@@ -153,8 +153,7 @@ class PcapngReader(EarlyEnd):
         try:
             while True:
                 if STOP.requested and not self.interrupted:  # Ctrl-C: the capture ends at a common time
-                    windows.drop_ahead()  # scanned without the stop
-                    stop_at = self._interrupt()
+                    stop_at = self._interrupt(windows)
                     if stop_at is None:
                         return
                 limit = windows.limit(pos)
