@@ -95,18 +95,23 @@ def shared_flag(flag) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def held_off() -> Iterator[None]:
-    """Ctrl-C is ignored while worker processes are started: they begin life ignoring it (an
-    ignored signal stays ignored across exec, and Python keeps it so), instead of dying with a
-    traceback before they can take it as a request to stop (``start_worker``)."""
+def _sigint_handled_by(handler) -> Iterator[None]:
+    """``handler`` takes SIGINT while active (only the main thread can set one: elsewhere, nothing)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def held_off():
+    """Ctrl-C is ignored while worker processes are started: they begin life ignoring it (an
+    ignored signal stays ignored across exec, and Python keeps it so), instead of dying with a
+    traceback before they can take it as a request to stop (``start_worker``)."""
+    return _sigint_handled_by(signal.SIG_IGN)
 
 
 def start_worker(flag=None) -> None:
@@ -147,16 +152,12 @@ def _on_interrupt_in_worker(_signum, _frame) -> None:
 @contextlib.contextmanager
 def stop_reading_on_interrupt() -> Iterator[StopRequest]:
     """While active (in the main thread), the first Ctrl-C stops the reading; see the module."""
-    if threading.current_thread() is not threading.main_thread():
-        yield STOP
-        return
-    previous = signal.signal(signal.SIGINT, _on_interrupt)
-    try:
-        yield STOP
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        STOP.requested = False
-        STOP.inputs = []
+    with _sigint_handled_by(_on_interrupt):
+        try:
+            yield STOP
+        finally:
+            STOP.requested = False
+            STOP.inputs = []
 
 
 def stop_reading_on_every_interrupt() -> None:
