@@ -13,7 +13,10 @@ OUT    ?= out
 system-deps:
 	@scripts/install-system-deps.sh
 
-$(STAMP): pyproject.toml setup.py analyzer/decode/_fastpath.c | system-deps
+# The sources mypyc compiles (analyzer/native.py lists them): edited, they are compiled again.
+NATIVE_SOURCES := $(shell $(PYTHON) -c "import runpy; n = runpy.run_path('analyzer/native.py'); print(' '.join(n['source_path'](m) for m in n['MODULES']))")
+
+$(STAMP): pyproject.toml setup.py analyzer/decode/_fastpath.c analyzer/native.py $(NATIVE_SOURCES) | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from . import native
+
+native.choose()  # before any of the modules it may import compiled
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from functools import partial
 from sys import getsizeof
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..decode.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 from .limits import MAX_EVENT_DETAIL, MAX_EVENTS_PER_SESSION, MAX_HISTORY_LENGTH, MAX_RST_RECORDS, MAX_SYN_RECORDS
@@ -462,16 +462,12 @@ class TcpConnection:
 
     def _start_reassembly(self, ep: Endpoint, is_orig: bool, seq: int, syn: int) -> Reassembler:
         analyzer = self.analyzer
+        deliver: Callable[[bytes, int], None] = _ignore
+        gap: Callable[[int, int], None] = _ignore
         if analyzer is not None:
             # partial, not a closure: one Python frame fewer for every delivered segment
             deliver = partial(analyzer.data, is_orig)
             gap = partial(analyzer.gap, is_orig)
-        else:
-            def deliver(data: bytes, ts: int) -> None:
-                return None
-
-            def gap(length: int, ts: int) -> None:
-                return None
         base = (ep.start_seq + 1) & MASK32 if ep.seq_init else ((seq + 1) & MASK32 if syn else seq)
         reasm = Reassembler(base, deliver, gap, self.budget)
         ep.reassembler = reasm
@@ -737,3 +733,8 @@ def _is_rstos0(history: str) -> bool:
         if ch in "HAFGIQ":
             return False
     return False
+
+
+def _ignore(what: object, ts: int) -> None:
+    """What a connection without an analyzer does with its bytes and gaps."""
+    return None

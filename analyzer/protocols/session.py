@@ -527,8 +527,8 @@ class MailSession:
             detail = tls_event_detail(ev)
             if detail is None:
                 continue
-            kind, text = detail
-            event(ev.ts, "client" if ev.from_client else "server", kind, text)
+            name, text = detail
+            event(ev.ts, "client" if ev.from_client else "server", name, text)
 
     def _end_inner(self, from_client: bool, ts: int) -> None:
         """No more plaintext in this direction: let the inner parser finish what it has."""
@@ -580,7 +580,7 @@ def tls_event_detail(ev: Any) -> tuple[str, str] | None:
     if isinstance(ev, tls_events.Alert):
         if ev.encrypted and not ev.decrypted:
             return "tls_alert", "encrypted alert"
-        level = {1: "warning", 2: "fatal"}.get(ev.level, str(ev.level))
+        level = {1: "warning", 2: "fatal"}.get(ev.level or 0, str(ev.level))
         return "tls_alert", f"{level} {alert_description_name(ev.description)}" + (" (decrypted)" if ev.decrypted else "")
     if isinstance(ev, tls_events.DecryptionFailed):
         return "tls_decryption_failed", f"not decrypted from here on: {ev.reason}"

@@ -487,13 +487,12 @@ def parse_header(data: bytes) -> DnsHeader:
     )
 
 
-def parse_message(data: bytes) -> DnsMessage:
+def parse_message(message: bytes | bytearray | memoryview) -> DnsMessage:
     """Parse one DNS message. Raises :class:`DnsParseError`, and only that, on malformed input.
 
     Bytes after the last declared record are ignored, as resolvers do.
     """
-    if not isinstance(data, bytes):
-        data = bytes(data)
+    data = message if isinstance(message, bytes) else bytes(message)
     header = parse_header(data)
     pos = HEADER_LEN
     seen: dict[int, tuple[str, int]] = {}

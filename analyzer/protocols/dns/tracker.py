@@ -32,7 +32,7 @@ from array import array
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ...decode.icmp import icmp_name, is_unreachable
 from ...decode.ip import IPPROTO_UDP, address_text
@@ -52,6 +52,7 @@ from .message import (
     RCODE_NOERROR,
     DnsMessage,
     DnsParseError,
+    MxRdata,
     ResourceRecord,
     SoaRdata,
     TcpFramer,
@@ -159,7 +160,7 @@ def _chain(qname: str, answers: tuple[ResourceRecord, ...]) -> list[str]:
     """Names from ``qname`` through the CNAMEs in ``answers`` to the final owner name."""
     targets: dict[str, str] = {}
     for rr in answers:
-        if rr.rtype == QTYPE_CNAME:
+        if rr.rtype == QTYPE_CNAME and isinstance(rr.data, str):
             targets.setdefault(rr.name.lower(), rr.data.lower())
     chain = [qname]
     while len(chain) <= MAX_CNAME_CHAIN and chain[-1] in targets and targets[chain[-1]] not in chain:
@@ -275,7 +276,7 @@ class DnsTracker:
 
     def expire(self, now_ns: int) -> None:
         """Finalise queries unanswered for QUERY_TIMEOUT_S; call as capture time advances."""
-        expired = []
+        expired: list[tuple[Any, _Query]] = []
         for key, queries in self._pending.items():
             if queries[0].ts + QUERY_TIMEOUT_NS > now_ns:
                 break  # keys are in order of first transmission: the rest are younger
@@ -342,7 +343,7 @@ class DnsTracker:
     def _build_index(self, text: str) -> tuple[list[int], list[tuple]]:
         """The address's answers, latest first (ties: the name the address learnt first, then
         its latest answer), with their negated times to bisect."""
-        entries = []
+        entries: list[tuple] = []
         for name in self._by_address.get(text, ()):
             answers = self._pairs[(text, name)]
             entries += (self._index_entry(name, answers[0], answer) for answer in answers)
@@ -549,16 +550,17 @@ class DnsTracker:
         chain: list[str] = []
         addresses: list[str] = []
         mx: list[dict] = []
-        if msg is not None and qname is not None:
+        if msg is not None and qname is not None and response_ts is not None:  # answered
             chain = _chain(qname, msg.answers)
             final = chain[-1]
             for rr in msg.answers:
                 if rr.name.lower() != final:
                     continue
-                if rr.rtype in _ADDRESS_TYPES:
-                    addresses.append(rr.data)
-                elif rr.rtype == QTYPE_MX and query.qtype == QTYPE_MX:
-                    mx.append({"preference": rr.data.preference, "exchange": rr.data.exchange.lower()})
+                data = rr.data
+                if rr.rtype in _ADDRESS_TYPES and isinstance(data, str):
+                    addresses.append(data)
+                elif rr.rtype == QTYPE_MX and query.qtype == QTYPE_MX and isinstance(data, MxRdata):
+                    mx.append({"preference": data.preference, "exchange": data.exchange.lower()})
             mx.sort(key=lambda entry: (entry["preference"], entry["exchange"]))
             self._learn_answer(qname, chain, addresses, mx, msg, response_ts)
         # Whether the row is kept is known before it is built (on a gateway most are not).
@@ -591,7 +593,7 @@ class DnsTracker:
             "mx": mx[:MAX_ANSWERS_PER_TRANSACTION],
             "response_ts": response_ts,
             # From the first transmission: how long the client waited, retries included.
-            "rtt": (response_ts - query.ts) / NS if msg is not None and query.solicited else None,
+            "rtt": (response_ts - query.ts) / NS if response_ts is not None and msg is not None and query.solicited else None,
             "retransmissions": query.retransmissions,
             "truncated": msg.header.tc if msg is not None else None,
             "authoritative": msg.header.aa if msg is not None else None,
@@ -616,7 +618,7 @@ class DnsTracker:
             self._verdicts[name] = verdict
         return verdict
 
-    def _wanted(self, names: list[str | None]) -> bool:
+    def _wanted(self, names: Sequence[str | None]) -> bool:
         if self._interesting is None:
             return True
         for name in names:
@@ -633,7 +635,7 @@ class DnsTracker:
         if exchanges:
             for rr in msg.answers + msg.additional:
                 exchange = rr.name.lower()
-                if rr.rtype in _ADDRESS_TYPES and exchange in exchanges:
+                if rr.rtype in _ADDRESS_TYPES and exchange in exchanges and isinstance(rr.data, str):
                     self._learn(rr.data, exchange, (exchange,), ts, qname)
 
     def _learn(self, address: str, name: str, chain: tuple[str, ...], ts: int, mx_of: str | None) -> None:

@@ -209,7 +209,7 @@ def alert_level_name(level: int) -> str:
     return ALERT_LEVELS.get(level, f"unknown_{level}")
 
 
-def alert_description_name(description: int) -> str:
+def alert_description_name(description: int | None) -> str:
     return ALERT_DESCRIPTIONS.get(description, f"unknown_{description}")
 
 

@@ -319,6 +319,14 @@ class _Side:
         self.steady = False
 
 
+
+def _dec(side: _Side) -> DirectionDecrypter:
+    """The direction's decryption state, where a key log is known to be in use."""
+    dec = side.dec
+    assert dec is not None, "decrypting without a key log"
+    return dec
+
+
 class TlsSession:
     """Observes the TLS handshake of one connection. See the module docstring."""
 
@@ -502,7 +510,7 @@ class TlsSession:
         """None without a key log; True when records were decrypted and nothing stopped it."""
         if self.decrypter is None:
             return None
-        return self.decryption_error is None and self.client.dec.records + self.server.dec.records > 0
+        return self.decryption_error is None and _dec(self.client).records + _dec(self.server).records > 0
 
     # -- record layer ---------------------------------------------------------------------
     def _consume(self, side: _Side, data: bytes, ts: int, out: list[Event]) -> None:
@@ -601,17 +609,18 @@ class TlsSession:
 
     def _can_open(self, side: _Side, ctype: int, ts: int, out: list[Event]) -> bool:
         """Can this encrypted record be decrypted? (A record before the keys ends decryption.)"""
-        if side.dec.active:
+        dec = _dec(side)
+        if dec.active:
             # TLS 1.3 encrypts only in application_data records; anything else is not its ciphertext
             return ctype == C.APPLICATION_DATA or not self._tls13()
-        if side.dec.error is None:
-            side.dec.fail(f"the {side.name}'s encrypted records began before its keys could be derived "
+        if dec.error is None:
+            dec.fail(f"the {side.name}'s encrypted records began before its keys could be derived "
                           "(0-RTT data, or the handshake is not in the capture)")
             self._decryption_failed(side, ts, out)
         return False
 
     def _decryption_failed(self, side: _Side, ts: int, out: list[Event]) -> None:
-        reason = side.dec.error
+        reason = _dec(side).error or "not decrypted"
         if self.decryption_error is None:
             self.decryption_error = reason
         out.append(DecryptionFailed(ts, side.from_client, reason))
@@ -619,6 +628,7 @@ class TlsSession:
     def _collect_not_tls(self, side: _Side, data: bytes, ts: int, out: list[Event]) -> None:
         """Gather the bytes a NotTls reason quotes, so it reads the same however they were split."""
         raw = side.quote
+        assert raw is not None  # collecting: it was set when the stream proved not TLS
         raw += data[: NOT_TLS_PREVIEW - len(raw)]
         if len(raw) >= NOT_TLS_PREVIEW or b"\n" in raw:
             self._report_not_tls(side, ts, out)
@@ -656,7 +666,7 @@ class TlsSession:
             return
         if side.sealed:
             side.sealed = False
-            opened = side.dec.open(side.rec_header, body)
+            opened = _dec(side).open(side.rec_header, body)
             if opened is None:
                 self._decryption_failed(side, ts, out)
             self._ciphertext(side, side.rec_type, len(body), ts, out, opened)
@@ -734,10 +744,10 @@ class TlsSession:
 
     def _key_change(self, ts: int, out: list[Event], change, *args) -> None:
         """Run a TlsDecrypter key change; report each direction it leaves without keys."""
-        before = (self.client.dec.error, self.server.dec.error)
+        before = (_dec(self.client).error, _dec(self.server).error)
         change(*args)
         for side, had in zip((self.client, self.server), before):
-            if had is None and side.dec.error is not None:
+            if had is None and _dec(side).error is not None:
                 self._decryption_failed(side, ts, out)
 
     def _alert(
@@ -839,7 +849,11 @@ class TlsSession:
     def _client_hello(self, side: _Side, body: bytes, ts: int, out: list[Event]) -> None:
         self._letter(side, HISTORY_LETTERS[C.CLIENT_HELLO])
         r = _Reader(body)
-        legacy, suites, sni, alpn, groups, versions = 0, (), None, (), (), ()
+        legacy, sni = 0, None
+        suites: tuple[int, ...] = ()
+        alpn: tuple[str, ...] = ()
+        groups: tuple[int, ...] = ()
+        versions: tuple[int, ...] = ()
         malformed = None
         try:
             legacy = r.u16()
@@ -866,7 +880,8 @@ class TlsSession:
     def _sslv2_client_hello(self, side: _Side, body: bytes, ts: int, out: list[Event]) -> None:
         self._letter(side, HISTORY_LETTERS[C.CLIENT_HELLO])
         r = _Reader(body)
-        legacy, suites, malformed = 0, (), None
+        legacy, malformed = 0, None
+        suites: tuple[int, ...] = ()
         try:
             r.u8()  # msg_type, checked by the record layer
             legacy = r.u16()
@@ -1166,7 +1181,7 @@ class TlsSession:
         for a in self.alerts:
             if a["encrypted"] and not a["decrypted"] and a["during_handshake"]:
                 return a
-        for a in reversed(self.alerts):
+        for a in self.alerts[::-1]:  # not reversed(): mypyc 2.4 fails to compile it here
             if a["description"] is not None and a["description"] != "close_notify":
                 return a
         return None
