@@ -1,7 +1,7 @@
 """The compiled hot path: which modules are compiled, and whether this process uses them.
 
 The modules every relevant packet goes through (TCP, reassembly, the SMTP, TLS and DNS parsers)
-are plain annotated Python. Where mypyc and a C compiler were there when smtpflow was
+and those every session goes through (its record, outcome and verdict) are plain annotated Python. Where mypyc and a C compiler were there when smtpflow was
 installed, ``setup.py`` also compiled each of them into an extension module beside its source,
 which Python imports in its place: the same code, run about twice as fast. Results never
 depend on it (the tests compare the two ways).
@@ -36,6 +36,13 @@ MODULES = (
     "analyzer.protocols.tls.parser",
     "analyzer.protocols.dns.message",
     "analyzer.protocols.dns.tracker",
+    # per session: its record, outcome, verdict and the capture's summary
+    "analyzer.diagnosis.resets",
+    "analyzer.diagnosis.microsoft",
+    "analyzer.diagnosis.outcome",
+    "analyzer.diagnosis.verdicts",
+    "analyzer.diagnosis.summary",
+    "analyzer.diagnosis.records",
 )
 
 #: What ``setup.py`` compiled: each module's source SHA-256, beside this file.

@@ -179,7 +179,9 @@ class MicrosoftDirectory:
         """DNS names worth keeping in the DNS table: Microsoft's, the user's, and mail-ish ones."""
         return self.dns_interest().wants_name(name)
 
-    def role_of_name(self, name: str) -> str | None:
+    def role_of_name(self, name: str | None) -> str | None:
+        if not name:
+            return None
         name = name.lower().rstrip(".")
         if name in self.submission_hosts or name.endswith(".outlook.office365.com") or name.startswith("smtp."):
             return "submission"

@@ -202,7 +202,7 @@ class RecordBuilder:
 def first_seen_key(facts: dict[str, Any]) -> float:
     """What the records are sorted by first: their ``first_seen`` (so equal for two sessions
     that began in the same microsecond, whose order the session id then decides)."""
-    return _seconds(facts["first_ts"])
+    return round(facts["first_ts"] / NS, 6)  # as _seconds, never None
 
 
 def session_order(first_seen: array, all_facts: Sequence[dict[str, Any]]) -> list[int]:

@@ -37,7 +37,7 @@ def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
     counts = refs.get(server)
     if counts is None:
         refs[server] = 1 << 8 | ttl
-    elif type(counts) is int:
+    elif isinstance(counts, int):
         if counts & 0xFF == ttl:
             refs[server] = counts + (1 << 8)
         else:
@@ -59,7 +59,7 @@ def server_ttl_counts(refs: ServerTtls, server: bytes) -> Counter:
     counts = refs.get(server)
     if counts is None:
         return Counter()
-    if type(counts) is int:
+    if isinstance(counts, int):
         return Counter({counts & 0xFF: counts >> 8})
     return counts
 

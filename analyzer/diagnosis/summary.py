@@ -43,7 +43,7 @@ def _hops_text(hops: list[int]) -> str:
     return f"{', '.join(map(str, hops))} hop(s) away"
 
 
-def summarize(records: Iterable[dict[str, Any]], dns: list[dict[str, Any]] | None = None,
+def summarize(records: Iterable[dict[str, Any]], dns: Iterable[dict[str, Any]] | None = None,
               tally: Tally | None = None) -> dict[str, Any]:
     """Build the summary dict: headline, dropped_before_microsoft, findings, outcomes, targets.
 
@@ -294,7 +294,7 @@ def _dns_findings(dns: Iterable[dict[str, Any]], connected_names: set[str | None
             continue
         if status == "capture_end":
             continue
-        reason = rcode if status == "answered" else status.replace("_", " ")
+        reason = str(rcode) if status == "answered" else str(status).replace("_", " ")
         failures[(tx.get("qname") or "?", reason)] += 1
     groups: dict[tuple[str, bool], list[tuple[str, int]]] = {}
     for (name, reason), count in failures.items():
