@@ -11,7 +11,6 @@ mypyc) is available the install still succeeds and smtpflow runs the pure-Python
 same results, only slower. ``SMTPFLOW_PURE_PYTHON=1`` at install time skips mypyc.
 """
 
-import hashlib
 import importlib.util
 import json
 import os

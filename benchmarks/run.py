@@ -108,7 +108,7 @@ def tools(path: str, small: str, tiny: str) -> list[tuple[str, list[str], str, d
     smtpflow = shutil.which("smtpflow", path=os.path.dirname(PY)) or "smtpflow"
     return [
         ("smtpflow analyze (jsonl)", [smtpflow, "analyze", "-q", "--format", "jsonl", path], "full", None),
-        ("smtpflow, pure Python (no C hot path)", [smtpflow, "analyze", "-q", "--format", "jsonl", path], "full", PURE_PYTHON),
+        ("smtpflow, pure Python (no compiled code)", [smtpflow, "analyze", "-q", "--format", "jsonl", path], "full", PURE_PYTHON),
         ("tcpdump -r -w /dev/null", ["tcpdump", "-r", path, "-w", "/dev/null"], "full", None),
         ("tshark -Y smtp.response.code -T fields", ["tshark", "-n", "-r", path, "-Y", "smtp.response.code", "-T", "fields", "-e", "smtp.response.code"], "full", None),
         ("tshark -T fields (4 fields)", ["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.number", "-e", "ip.src", "-e", "tcp.flags", "-e", "smtp.response.code"], "full", None),
@@ -369,6 +369,13 @@ def floods(lookups: int, attempts: int) -> list[str]:
             "| capture | packets | run | seconds | tshark seconds | peak RSS (MiB) | exit |", "|---|---:|---|---:|---:|---:|---:|"] + rows
 
 
+def _native_state() -> str:
+    """Whether the smtpflow that was timed ran its compiled modules (as a child process would)."""
+    code = "import analyzer.native as n; print('in use' if n.IN_USE else 'not in use: ' + n.REASON)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or f"unknown ({out.stderr.strip()[-200:]})"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000, help="gateway capture size")
@@ -405,6 +412,7 @@ def main(argv=None) -> int:
         f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `make bench` (`benchmarks/run.py`) on: {machine()}.",
         f"Each tool ran as a child process, up to {REPEATS} times (the median counts; tools slower than {REPEAT_BUDGET_S:g} s once); "
         "peak RSS is the child's (`wait4`). Slow readers ran on a prefix of the file.",
+        f"smtpflow's compiled modules (mypyc, `analyzer/native.py`): {_native_state()}.",
         "",
         "| capture | tool | measured on | packets/s | MB/s | peak RSS (MiB) |",
         "|---|---|---|---:|---:|---:|",

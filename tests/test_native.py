@@ -71,7 +71,7 @@ def test_an_edited_source_is_run_as_python_all_of_them_with_a_warning(tmp_path):
     edited = copy / "flows" / "reassembly.py"
     edited.write_text(edited.read_text() + "\n# edited\n")
     used = _imported_files(COMPILED, str(tmp_path))
-    assert used["in_use"] is False and used["reason"] == "analyzer.flows.reassembly changed since it was compiled"
+    assert used["in_use"] is False and used["reason"] == "analyzer.flows.reassembly changed since compiled"
     assert all(path.endswith(".py") and path.startswith(str(copy)) for path in used["files"].values())
     assert "pip install -e ." in used["stderr"]
 

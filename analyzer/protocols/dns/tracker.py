@@ -32,7 +32,7 @@ from array import array
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from ...decode.icmp import icmp_name, is_unreachable
 from ...decode.ip import IPPROTO_UDP, address_text

@@ -319,7 +319,6 @@ class _Side:
         self.steady = False
 
 
-
 def _dec(side: _Side) -> DirectionDecrypter:
     """The direction's decryption state, where a key log is known to be in use."""
     dec = side.dec
@@ -615,7 +614,7 @@ class TlsSession:
             return ctype == C.APPLICATION_DATA or not self._tls13()
         if dec.error is None:
             dec.fail(f"the {side.name}'s encrypted records began before its keys could be derived "
-                          "(0-RTT data, or the handshake is not in the capture)")
+                     "(0-RTT data, or the handshake is not in the capture)")
             self._decryption_failed(side, ts, out)
         return False
 
