@@ -8,6 +8,8 @@ matter (SMTP ports or endpoints, DNS, ICMP errors about such traffic) become obj
 
 from __future__ import annotations
 
+from typing import Final
+
 import os
 
 from ..capture.linktypes import (
@@ -73,14 +75,14 @@ if os.environ.get("SMTPFLOW_PURE_PYTHON") == "1":
     _c_checksum_state = None
 
 #: BSD loopback address families for IPv6 differ by OS (Linux 10, the BSDs 24, FreeBSD 28, macOS 30).
-AF_INET = 2
-AF_INET6_VALUES = frozenset({10, 24, 28, 30})
-PKTAP_MIN_HEADER_LEN = 12
-PKTAP_TYPE_PACKET = 1
+AF_INET: Final = 2
+AF_INET6_VALUES: Final = frozenset({10, 24, 28, 30})
+PKTAP_MIN_HEADER_LEN: Final = 12
+PKTAP_TYPE_PACKET: Final = 1
 
-CHECKSUM_OK = 1
-CHECKSUM_BAD = 0
-CHECKSUM_UNKNOWN = 2  # snaplen-cut, or left to the NIC (offload): not judged
+CHECKSUM_OK: Final = 1
+CHECKSUM_BAD: Final = 0
+CHECKSUM_UNKNOWN: Final = 2  # snaplen-cut, or left to the NIC (offload): not judged
 
 
 class TcpSegment:
@@ -98,8 +100,9 @@ class TcpSegment:
         "seq", "ack", "flags", "win", "payload", "length", "options", "checksum", "ident",
     )
 
-    def __init__(self, ts, version, src, dst, ttl, ip_len, sport, dport, seq, ack, flags, win, payload, length, options, checksum,
-                 ident):
+    def __init__(self, ts: int, version: int, src: bytes, dst: bytes, ttl: int, ip_len: int, sport: int, dport: int, seq: int,
+                 ack: int, flags: int, win: int, payload: bytes, length: int, options: dict[str, object] | None, checksum: int,
+                 ident: int) -> None:
         self.ts = ts
         self.version = version
         self.src = src
@@ -122,7 +125,7 @@ class TcpSegment:
 class UdpDatagram:
     __slots__ = ("ts", "version", "src", "dst", "ttl", "sport", "dport", "payload")
 
-    def __init__(self, ts, version, src, dst, ttl, sport, dport, payload):
+    def __init__(self, ts: int, version: int, src: bytes, dst: bytes, ttl: int, sport: int, dport: int, payload: bytes) -> None:
         self.ts = ts
         self.version = version
         self.src = src
@@ -144,7 +147,8 @@ class IcmpError:
         "q_proto", "q_src", "q_dst", "q_sport", "q_dport", "q_seq",
     )
 
-    def __init__(self, ts, version, src, dst, ttl, type_, code, q_proto, q_src, q_dst, q_sport, q_dport, q_seq):
+    def __init__(self, ts: int, version: int, src: bytes, dst: bytes, ttl: int, type_: int, code: int, q_proto: int, q_src: bytes,
+                 q_dst: bytes, q_sport: int, q_dport: int, q_seq: int | None) -> None:
         self.ts = ts
         self.version = version
         self.src = src
@@ -233,7 +237,7 @@ def _checksum_state(version: int, src: bytes, dst: bytes, proto: int, buf: bytes
     return CHECKSUM_BAD
 
 
-_C_CHECKSUM_STATES = (CHECKSUM_OK, CHECKSUM_UNKNOWN, CHECKSUM_BAD)
+_C_CHECKSUM_STATES: Final = (CHECKSUM_OK, CHECKSUM_UNKNOWN, CHECKSUM_BAD)
 
 
 def _checksum_state_c(version: int, src: bytes, dst: bytes, proto: int, buf: bytes, l4: int, l4_end: int) -> int:
@@ -260,7 +264,7 @@ def _nflog_payload(buf: bytes, start: int, end: int) -> tuple[int, int]:
 #: Link types whose header ends in an EtherType: (header length, offset of the EtherType).
 #: Ethernet: destination, source, type; Linux cooked v1: packet type, ARPHRD, address length,
 #: address (8), protocol; v2: protocol first; Cisco HDLC: address, control, protocol.
-ETHERTYPE_LINK_HEADERS = {
+ETHERTYPE_LINK_HEADERS: Final = {
     LINKTYPE_ETHERNET: (14, 12),
     LINKTYPE_LINUX_SLL: (16, 14),
     LINKTYPE_LINUX_SLL2: (20, 0),

@@ -6,24 +6,26 @@ data offset/reserved/flags (2), window (2), checksum (2), urgent pointer (2), op
 
 from __future__ import annotations
 
-TCP_MIN_HEADER_LEN = 20
+from typing import Final
 
-TH_FIN = 0x01
-TH_SYN = 0x02
-TH_RST = 0x04
-TH_PUSH = 0x08
-TH_ACK = 0x10
-TH_URG = 0x20
-TH_ECE = 0x40
-TH_CWR = 0x80
+TCP_MIN_HEADER_LEN: Final = 20
 
-TCPOPT_EOL = 0
-TCPOPT_NOP = 1
-TCPOPT_MAXSEG = 2
-TCPOPT_WINDOW = 3
-TCPOPT_SACK_PERMITTED = 4
-TCPOPT_SACK = 5
-TCPOPT_TIMESTAMP = 8
+TH_FIN: Final = 0x01
+TH_SYN: Final = 0x02
+TH_RST: Final = 0x04
+TH_PUSH: Final = 0x08
+TH_ACK: Final = 0x10
+TH_URG: Final = 0x20
+TH_ECE: Final = 0x40
+TH_CWR: Final = 0x80
+
+TCPOPT_EOL: Final = 0
+TCPOPT_NOP: Final = 1
+TCPOPT_MAXSEG: Final = 2
+TCPOPT_WINDOW: Final = 3
+TCPOPT_SACK_PERMITTED: Final = 4
+TCPOPT_SACK: Final = 5
+TCPOPT_TIMESTAMP: Final = 8
 
 
 def flags_text(flags: int) -> str:

@@ -13,7 +13,7 @@ try:  # the C module: socket.py itself imports selectors, enum … (4 ms of ever
 except ImportError:  # pragma: no cover - a Python without _socket has no socket either
     from socket import AF_INET, AF_INET6, inet_pton
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Final, Iterable
 
 from ..decode.select import DnsInterest
 from .knowledge import load_facts
@@ -21,12 +21,12 @@ from .knowledge import load_facts
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: First labels of host names that are probably mail servers (smtp.contoso.com, mx1.…).
-MAIL_LABEL_PREFIXES = ("smtp", "mail", "mx", "relay", "outbound", "submit")
+MAIL_LABEL_PREFIXES: Final = ("smtp", "mail", "mx", "relay", "outbound", "submit")
 #: Bytes in a DNS answer that suggest its CNAME chain leads to Microsoft.
 #: Servers whose published range is remembered (a bound: a scan of many addresses just recomputes).
-RANGE_CACHE_LIMIT = 4096
+RANGE_CACHE_LIMIT: Final = 4096
 
-CHAIN_MARKERS = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
+CHAIN_MARKERS: Final = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ incomplete             the capture ended (or went quiet) before the session did
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from ..flows import limits
 from ..flows.limits import UNANSWERED_GRACE_S
 from ..protocols.smtp.constants import KNOWN_VERBS
 
-OUTCOMES = (
+OUTCOMES: Final = (
     "syn_unanswered",
     "rejected_rst",
     "rejected_icmp",
@@ -38,14 +38,14 @@ OUTCOMES = (
 )
 
 #: Replies to these commands don't decide a session: a client can go on regardless.
-MINOR_COMMANDS = frozenset({"VRFY", "EXPN", "HELP", "NOOP", "RSET", "QUIT", "XCLIENT", "XFORWARD", "ETRN"})
+MINOR_COMMANDS: Final = frozenset({"VRFY", "EXPN", "HELP", "NOOP", "RSET", "QUIT", "XCLIENT", "XFORWARD", "ETRN"})
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
 #: A session that ends after this few encrypted commands from the client, without QUIT or a TLS
 #: close_notify, was cut short. A normal client sends at least two (EHLO
 #: and QUIT), so one command and an end is a refusal (inferred).
-CUT_SHORT_COMMANDS = 1
+CUT_SHORT_COMMANDS: Final = 1
 
 
 def encrypted_commands(tls: dict[str, Any]) -> int:
@@ -90,7 +90,7 @@ def decisive_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-_HELLOS = ("EHLO", "HELO", "LHLO")
+_HELLOS: Final = ("EHLO", "HELO", "LHLO")
 
 
 def _table_full(facts: dict[str, Any]) -> str:

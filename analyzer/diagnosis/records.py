@@ -50,7 +50,7 @@ import itertools
 from array import array
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 from ..decode.icmp import is_admin_prohibited
 from ..decode.ip import address_text
@@ -61,9 +61,9 @@ from .store import SessionStore, session_weight
 from .summary import Tally
 from .verdicts import verdict
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
-TLS_KEYS = ("mode", "attempted", "established", "version", "client_max_version", "sni", "cipher", "alert", "alert_from")
+TLS_KEYS: Final = ("mode", "attempted", "established", "version", "client_max_version", "sni", "cipher", "alert", "alert_from")
 
 
 def _seconds(ns: int | None, digits: int = 6) -> float | None:

@@ -12,14 +12,14 @@ hops away, so a RST from a device one or two hops off cannot be theirs.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Final
 
 from ..decode.ip import hop_distance, likely_initial_ttl
 
 #: Hop distances differing by at least this much mean two different senders.
-HOP_MISMATCH = 2
+HOP_MISMATCH: Final = 2
 #: A RST from this few hops away cannot come from Exchange Online (always far away on the Internet).
-NEAR_HOPS = 2
+NEAR_HOPS: Final = 2
 
 
 #: Each server's TTLs: how many of its sessions saw each value. Nearly every server shows one

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from .verdicts import FAILING_SEVERITIES
 
-SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1, "ok": 0}
-NOT_REACHED = ("syn_unanswered", "reset_by_middlebox", "rejected_icmp")
+SEVERITY_RANK: Final = {"error": 3, "warning": 2, "info": 1, "ok": 0}
+NOT_REACHED: Final = ("syn_unanswered", "reset_by_middlebox", "rejected_icmp")
 
 
 #: How a Microsoft endpoint is named when the capture does not say which name the client used:
 #: front-end host names in banners change from one connection to the next.
-SERVICE_LABELS = {"submission": "smtp.office365.com", "mx": "Exchange Online MX (*.mail.protection.outlook.com)"}
+SERVICE_LABELS: Final = {"submission": "smtp.office365.com", "mx": "Exchange Online MX (*.mail.protection.outlook.com)"}
 
 
 def _target(rec: dict[str, Any]) -> str:
@@ -236,9 +236,9 @@ def more_findings(left_out: int) -> str:
 #: Targets a finding of one kind (outcome, title, severity) is told of one finding each; past
 #: it — a scan of thousands of addresses — the large ones keep theirs (at most this many less
 #: one, each with at least 1 % of the kind's sessions) and the rest make one finding.
-MAX_ALIKE_TARGET_FINDINGS = 8
+MAX_ALIKE_TARGET_FINDINGS: Final = 8
 #: Targets such a merged finding names.
-TARGETS_PER_FINDING = 5
+TARGETS_PER_FINDING: Final = 5
 
 
 def _merge_alike(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -280,9 +280,9 @@ def _merge_alike(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 #: Names a DNS failure is told of one finding each; past it, the names failing for the same
 #: reason (and alike in whether a connection followed) make one finding, the most failing named.
-MAX_DNS_FAILURE_FINDINGS = 8
+MAX_DNS_FAILURE_FINDINGS: Final = 8
 #: Names such a finding lists.
-NAMES_PER_DNS_FINDING = 5
+NAMES_PER_DNS_FINDING: Final = 5
 
 
 def _dns_findings(dns: Iterable[dict[str, Any]], connected_names: set[str | None]) -> list[dict[str, Any]]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from .knowledge import load_facts, load_replies
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
-SEVERITIES = ("ok", "info", "warning", "error")
+SEVERITIES: Final = ("ok", "info", "warning", "error")
 #: Verdict severities that count a session as failing (listed by --failed, first in the report).
-FAILING_SEVERITIES = ("error", "warning")
+FAILING_SEVERITIES: Final = ("error", "warning")
 
 
 def is_failing(record: dict[str, Any]) -> bool:
@@ -45,9 +45,9 @@ def failing_first(numbered: Iterable[tuple[int, dict[str, Any]]], limit: int,
     chosen = sorted(failing + others[:limit - len(failing)], key=lambda item: item[0])
     return [kept for _, kept in chosen], total, len(failing)
 
-CLIENT_CERT_ALERTS = frozenset({"unknown_ca", "bad_certificate", "certificate_unknown", "certificate_expired", "certificate_revoked", "unsupported_certificate", "access_denied"})
-VERSION_ALERTS = frozenset({"protocol_version", "inappropriate_fallback"})
-CIPHER_ALERTS = frozenset({"handshake_failure", "insufficient_security"})
+CLIENT_CERT_ALERTS: Final = frozenset({"unknown_ca", "bad_certificate", "certificate_unknown", "certificate_expired", "certificate_revoked", "unsupported_certificate", "access_denied"})
+VERSION_ALERTS: Final = frozenset({"protocol_version", "inappropriate_fallback"})
+CIPHER_ALERTS: Final = frozenset({"handshake_failure", "insufficient_security"})
 
 
 def _seconds(ns: int | float | None) -> str:
@@ -404,7 +404,7 @@ def _tls_failed(rec, facts, app, reset):
     }
 
 
-OLD_VERSIONS = ("SSLv3", "TLSv1.0", "TLSv1.1")
+OLD_VERSIONS: Final = ("SSLv3", "TLSv1.0", "TLSv1.1")
 
 
 def _old_tls_to_microsoft(rec: dict[str, Any]) -> bool:
@@ -592,7 +592,7 @@ def _generic(rec, facts, app, reset):
     return {"title": rec["outcome"], "severity": "info", "explanation": rec.get("outcome_reason", ""), "remediation": "", "evidence": []}
 
 
-_BUILDERS = {
+_BUILDERS: Final = {
     "syn_unanswered": _syn_unanswered,
     "rejected_rst": _rejected_rst,
     "reset_by_middlebox": _reset_by_middlebox,

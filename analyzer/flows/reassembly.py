@@ -14,11 +14,11 @@ sends beyond it, the peer sends data of its own, or the connection ends.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Final
 
 from .limits import MAX_OUT_OF_ORDER_BYTES, MAX_OUT_OF_ORDER_BYTES_TOTAL, MAX_OUT_OF_ORDER_SEGMENTS, MAX_SEQUENCE_JUMP
 
-MASK32 = 0xFFFFFFFF
+MASK32: Final = 0xFFFFFFFF
 
 DataSink = Callable[[bytes, int], None]
 GapSink = Callable[[int, int], None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Final
 
 from ..decode.packet import CHECKSUM_BAD, CHECKSUM_OK, IcmpError, TcpSegment
 from ..decode.icmp import icmp_name
@@ -30,11 +30,11 @@ from .limits import (
 from .reassembly import BufferBudget
 from .tcp import CLOSED, RESET, SYN_SENT, StreamAnalyzer, TcpConnection
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
 #: Ports Zeek's heuristic treats as "likely server" when a connection starts mid-stream or
 #: with a SYN-ACK: the first packet's sender is then taken to be the responder.
-LIKELY_SERVER_PORTS = frozenset(
+LIKELY_SERVER_PORTS: Final = frozenset(
     {20, 21, 22, 23, 25, 53, 80, 88, 110, 111, 135, 139, 143, 389, 443, 445, 465, 514, 587, 636,
      993, 995, 1433, 1521, 2525, 3128, 3306, 3389, 5060, 5432, 8080, 8443}
 )
@@ -44,16 +44,16 @@ FinishedSink = Callable[[TcpConnection, bool], None]
 
 #: What a new connection is taken to add, for the growth meter (``weigh``): itself and its
 #: analyzer, as a mid-dialogue one holds (tests/test_memory.py).
-NEW_CONNECTION_BYTES = 10_000
+NEW_CONNECTION_BYTES: Final = 10_000
 
 #: ICMP errors kept that quote no known connection.
-MAX_ORPHAN_ICMP = 10_000
+MAX_ORPHAN_ICMP: Final = 10_000
 #: ICMP errors remembered to recognise one captured twice (DUPLICATE_FRAME_WINDOW_S).
-MAX_RECENT_ICMP = 4096
+MAX_RECENT_ICMP: Final = 4096
 
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: Two base-62 digits of n < 62 ** 2, the less significant first.
-_B62_PAIRS = tuple(_B62[n % 62] + _B62[n // 62] for n in range(62 * 62))
+_B62_PAIRS: Final = tuple(_B62[n % 62] + _B62[n // 62] for n in range(62 * 62))
 
 
 def session_uid(ts: int, orig: bytes, oport: int, resp: bytes, rport: int) -> str:

@@ -20,38 +20,39 @@ from __future__ import annotations
 
 from functools import partial
 from sys import getsizeof
-from typing import Callable, Protocol
+from typing import Callable, Final, Protocol
 
+from ..decode.packet import TcpSegment
 from ..decode.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 from .limits import MAX_EVENT_DETAIL, MAX_EVENTS_PER_SESSION, MAX_HISTORY_LENGTH, MAX_RST_RECORDS, MAX_SYN_RECORDS
 from .reassembly import MASK32, BufferBudget, Reassembler, seq_delta
 
 # Endpoint states (Zeek's TCP_ENDPOINT_*).
-INACTIVE = 0
-SYN_SENT = 1
-SYN_ACK_SENT = 2
-PARTIAL = 3
-ESTABLISHED = 4
-CLOSED = 5
-RESET = 6
-STATE_NAMES = ("INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED", "RESET")
+INACTIVE: Final = 0
+SYN_SENT: Final = 1
+SYN_ACK_SENT: Final = 2
+PARTIAL: Final = 3
+ESTABLISHED: Final = 4
+CLOSED: Final = 5
+RESET: Final = 6
+STATE_NAMES: Final = ("INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED", "RESET")
 
 #: Sequence jumps larger than this on a SYN or RST are not believed (Zeek's TOO_LARGE_SEQ_DELTA).
-TOO_LARGE_SEQ_DELTA = 1_048_576
+TOO_LARGE_SEQ_DELTA: Final = 1_048_576
 
 # History bits: each letter that may appear once per direction has a bit.
-HIST_SYN = 0x1
-HIST_FIN = 0x2
-HIST_RST = 0x4
-HIST_FIN_RST = 0x8
-HIST_DATA = 0x10
-HIST_ACK = 0x20
-HIST_MULTI_FLAG = 0x40
+HIST_SYN: Final = 0x1
+HIST_FIN: Final = 0x2
+HIST_RST: Final = 0x4
+HIST_FIN_RST: Final = 0x8
+HIST_DATA: Final = 0x10
+HIST_ACK: Final = 0x20
+HIST_MULTI_FLAG: Final = 0x40
 
 #: Letters recorded on a logarithmic scale: first at 1 event, then 10, 100 …
-SCALED_BASE = 10
+SCALED_BASE: Final = 10
 
-_CONTROL_FLAGS = TH_SYN | TH_FIN | TH_RST | TH_ACK
+_CONTROL_FLAGS: Final = TH_SYN | TH_FIN | TH_RST | TH_ACK
 #: Take ``TcpConnection._in_order`` for the common segment (tests turn it off to compare).
 SHORTCUT = True
 
@@ -59,14 +60,14 @@ SHORTCUT = True
 # checks the estimate against it): a connection with its endpoints, history, SYN/RST/ICMP
 # records and reassemblers; an event, beside its detail string; a segment waiting out of
 # order, beside its bytes.
-CONNECTION_BYTES = 2500
-EVENT_BYTES = 70
-PENDING_SEGMENT_BYTES = 120
+CONNECTION_BYTES: Final = 2500
+EVENT_BYTES: Final = 70
+PENDING_SEGMENT_BYTES: Final = 120
 #: An analyzer that cannot weigh itself (no ``footprint`` method) is taken to hold this much.
-ANALYZER_BYTES = 8000
+ANALYZER_BYTES: Final = 8000
 #: What an event is taken to add to the memory of the layers above, for the table's growth
 #: meter (``BufferBudget.growth``): itself, and a reply, recipient or transaction it may stand for.
-EVENT_GROWTH_FACTOR = 3
+EVENT_GROWTH_FACTOR: Final = 3
 
 
 class StreamAnalyzer(Protocol):
@@ -289,7 +290,7 @@ class TcpConnection:
         self.weird("bad_TCP_checksum")
 
     # -- the packet path ----------------------------------------------------------------
-    def process(self, seg, is_orig: bool) -> None:
+    def process(self, seg: TcpSegment, is_orig: bool) -> None:
         ep, peer = (self.orig, self.resp) if is_orig else (self.resp, self.orig)
         if seg.flags & _CONTROL_FLAGS == TH_ACK and ep.state == ESTABLISHED and peer.state == ESTABLISHED and SHORTCUT:
             if self._in_order(seg, ep, peer, is_orig):
@@ -385,7 +386,7 @@ class TcpConnection:
                     if self.analyzer is not None:
                         self.analyzer.end_of_stream(is_orig, ts)
 
-    def _in_order(self, seg, ep: Endpoint, peer: Endpoint, is_orig: bool) -> bool:
+    def _in_order(self, seg: TcpSegment, ep: Endpoint, peer: Endpoint, is_orig: bool) -> bool:
         """The common case in one pass: an ACK or in-order data on an established connection
         that adds no history letter, event or hole. Its effects are exactly those ``process``
         would have had; returns False, having changed nothing, for any other segment."""
@@ -432,7 +433,7 @@ class TcpConnection:
             reasm._take(seg.payload, length, ts)  # type: ignore[union-attr]
         return True
 
-    def _on_syn(self, ep: Endpoint, seg, is_orig: bool, ts: int, ttl: int) -> None:
+    def _on_syn(self, ep: Endpoint, seg: TcpSegment, is_orig: bool, ts: int, ttl: int) -> None:
         flags = seg.flags
         opts = seg.options or {}
         if "wscale" in opts:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from sys import getsizeof
-from typing import Any
+from typing import Any, Final
 
 from .smtp import AuthUser, Command, MessageBody, Reply, SmtpConversation, StartTls, Weird
 from .smtp.constants import END_OF_DATA, PATH_ARGUMENT, SASL_RESPONSE
@@ -32,38 +32,38 @@ from .tls import events as tls_events
 from .tls.constants import alert_description_name, cipher_suite_name, version_name
 
 #: Bytes looked at before deciding what a connection speaks.
-MAX_DETECT_BYTES = 4096
+MAX_DETECT_BYTES: Final = 4096
 #: Replies kept per session (a relay pushing thousands of messages over one connection).
-MAX_REPLIES = 1000
+MAX_REPLIES: Final = 1000
 #: Recipients kept per session (in its rcpt_to, and all its transactions' lists together).
-MAX_RECIPIENTS = 1000
+MAX_RECIPIENTS: Final = 1000
 #: Transactions kept per session (their recipients count against MAX_RECIPIENTS too).
 MAX_TRANSACTIONS = 200
 #: Characters kept of a text stored in the facts: a reply, banner, capability, address or
 #: HELO argument (a line may be 8 KB, a reply 100 of them); the rest is cut, marked "...".
-MAX_STORED_TEXT = 1024
+MAX_STORED_TEXT: Final = 1024
 
 # What ``MailSession.footprint`` counts, measured with tracemalloc (tests/test_memory.py):
 # a session with its facts, empty; its SMTP and TLS parsers once there are; a stored reply
 # or transaction beside its strings.
-SESSION_BYTES = 850
-SMTP_BYTES = 2400
-TLS_BYTES = 3400
-DECRYPTER_BYTES = 7000  # with a key log: the secrets, ciphers and the inner SMTP parser's state
-REPLY_BYTES = 400
-SLOT_BYTES = 8  # a list's pointer to a string
-TRANSACTION_BYTES = 500
+SESSION_BYTES: Final = 850
+SMTP_BYTES: Final = 2400
+TLS_BYTES: Final = 3400
+DECRYPTER_BYTES: Final = 7000  # with a key log: the secrets, ciphers and the inner SMTP parser's state
+REPLY_BYTES: Final = 400
+SLOT_BYTES: Final = 8  # a list's pointer to a string
+TRANSACTION_BYTES: Final = 500
 
 
 def clip(text: str) -> str:
     """``text``, cut to MAX_STORED_TEXT characters."""
     return text if len(text) <= MAX_STORED_TEXT else text[: MAX_STORED_TEXT - 3] + "..."
 
-SMTP_GREETING = re.compile(rb"^[2-5][0-9][0-9](?:[ -]|\r?\n)")
-OTHER_TEXT_GREETINGS = (b"+OK", b"* OK", b"* PREAUTH", b"SSH-", b"HTTP/")
-HTTP_CONNECT = re.compile(rb"^CONNECT (\S+)[^\r\n]* HTTP/1\.[01]\r?\n")
-HTTP_STATUS = re.compile(rb"^HTTP/1\.[01] ([0-9]{3})")
-SMTP_CLIENT_FIRST = re.compile(rb"^(?:EHLO|HELO|LHLO|QUIT|NOOP|STARTTLS|AUTH|MAIL|RSET)\b", re.IGNORECASE)
+SMTP_GREETING: Final = re.compile(rb"^[2-5][0-9][0-9](?:[ -]|\r?\n)")
+OTHER_TEXT_GREETINGS: Final = (b"+OK", b"* OK", b"* PREAUTH", b"SSH-", b"HTTP/")
+HTTP_CONNECT: Final = re.compile(rb"^CONNECT (\S+)[^\r\n]* HTTP/1\.[01]\r?\n")
+HTTP_STATUS: Final = re.compile(rb"^HTTP/1\.[01] ([0-9]{3})")
+SMTP_CLIENT_FIRST: Final = re.compile(rb"^(?:EHLO|HELO|LHLO|QUIT|NOOP|STARTTLS|AUTH|MAIL|RSET)\b", re.IGNORECASE)
 
 
 def looks_like_tls(data: bytes) -> bool:
@@ -251,7 +251,7 @@ def _path(argument: str) -> str | None:
 
 #: Two or more dot-separated labels of letters, digits, hyphens (and underscores, refused
 #: apart: ``\w`` is isalnum() or "_").
-_HOST_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)+")
+_HOST_NAME: Final = re.compile(r"[\w-]+(?:\.[\w-]+)+")
 
 
 def _first_host(text: str) -> str | None:

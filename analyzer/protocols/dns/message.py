@@ -15,50 +15,50 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from ...decode.ip import address_text
 from ..record import own_class_equality
 
-HEADER_LEN = 12
-RR_FIXED_LEN = 10  # TYPE, CLASS, TTL, RDLENGTH after the owner name
+HEADER_LEN: Final = 12
+RR_FIXED_LEN: Final = 10  # TYPE, CLASS, TTL, RDLENGTH after the owner name
 
 # -- limits ----------------------------------------------------------------------------
 #: Octets in a name on the wire, length octets and the root label included (RFC 1035 §2.3.4).
-MAX_NAME_LENGTH = 255
+MAX_NAME_LENGTH: Final = 255
 #: 127 one-octet labels fill 255 octets: enforcing MAX_NAME_LENGTH enforces this too.
-MAX_LABELS = (MAX_NAME_LENGTH - 1) // 2
+MAX_LABELS: Final = (MAX_NAME_LENGTH - 1) // 2
 #: Compression pointers followed while reading one name: real compressors need one or two,
 #: and the bound is what stops pointer loops.
-MAX_POINTER_HOPS = 32
+MAX_POINTER_HOPS: Final = 32
 #: Records decoded per section; further ones are walked over and counted in
 #: ``DnsMessage.records_omitted`` (a 64 KiB message holds at most ~6000 records).
-MAX_RECORDS_PER_SECTION = 512
+MAX_RECORDS_PER_SECTION: Final = 512
 #: Largest message DNS can carry: the TCP length prefix is 16 bits.
-MAX_MESSAGE_LEN = 65535
-TCP_LENGTH_PREFIX_LEN = 2
+MAX_MESSAGE_LEN: Final = 65535
+TCP_LENGTH_PREFIX_LEN: Final = 2
 
 # -- header flags (RFC 1035 §4.1.1; AD and CD from RFC 4035 §3.2) ---------------------
-FLAG_QR = 0x8000
-OPCODE_SHIFT = 11
-OPCODE_MASK = 0xF
-FLAG_AA = 0x0400
-FLAG_TC = 0x0200
-FLAG_RD = 0x0100
-FLAG_RA = 0x0080
-FLAG_AD = 0x0020
-FLAG_CD = 0x0010
-RCODE_MASK = 0x000F
+FLAG_QR: Final = 0x8000
+OPCODE_SHIFT: Final = 11
+OPCODE_MASK: Final = 0xF
+FLAG_AA: Final = 0x0400
+FLAG_TC: Final = 0x0200
+FLAG_RD: Final = 0x0100
+FLAG_RA: Final = 0x0080
+FLAG_AD: Final = 0x0020
+FLAG_CD: Final = 0x0010
+RCODE_MASK: Final = 0x000F
 
 # -- OPCODE (IANA "DNS OpCodes") -------------------------------------------------------
-OPCODE_QUERY = 0
-OPCODE_IQUERY = 1
-OPCODE_STATUS = 2
-OPCODE_NOTIFY = 4
-OPCODE_UPDATE = 5
-OPCODE_DSO = 6
+OPCODE_QUERY: Final = 0
+OPCODE_IQUERY: Final = 1
+OPCODE_STATUS: Final = 2
+OPCODE_NOTIFY: Final = 4
+OPCODE_UPDATE: Final = 5
+OPCODE_DSO: Final = 6
 
-OPCODE_NAMES = {
+OPCODE_NAMES: Final = {
     OPCODE_QUERY: "QUERY",
     OPCODE_IQUERY: "IQUERY",
     OPCODE_STATUS: "STATUS",
@@ -68,22 +68,22 @@ OPCODE_NAMES = {
 }
 
 # -- RCODE (RFC 1035 §4.1.1, RFC 2136, RFC 6891, IANA "DNS RCODEs") --------------------
-RCODE_NOERROR = 0
-RCODE_FORMERR = 1
-RCODE_SERVFAIL = 2
-RCODE_NXDOMAIN = 3
-RCODE_NOTIMP = 4
-RCODE_REFUSED = 5
-RCODE_YXDOMAIN = 6
-RCODE_YXRRSET = 7
-RCODE_NXRRSET = 8
-RCODE_NOTAUTH = 9
-RCODE_NOTZONE = 10
-RCODE_DSOTYPENI = 11
-RCODE_BADVERS = 16  # only reachable through the EDNS extended RCODE
-RCODE_BADCOOKIE = 23
+RCODE_NOERROR: Final = 0
+RCODE_FORMERR: Final = 1
+RCODE_SERVFAIL: Final = 2
+RCODE_NXDOMAIN: Final = 3
+RCODE_NOTIMP: Final = 4
+RCODE_REFUSED: Final = 5
+RCODE_YXDOMAIN: Final = 6
+RCODE_YXRRSET: Final = 7
+RCODE_NXRRSET: Final = 8
+RCODE_NOTAUTH: Final = 9
+RCODE_NOTZONE: Final = 10
+RCODE_DSOTYPENI: Final = 11
+RCODE_BADVERS: Final = 16  # only reachable through the EDNS extended RCODE
+RCODE_BADCOOKIE: Final = 23
 
-RCODE_NAMES = {
+RCODE_NAMES: Final = {
     RCODE_NOERROR: "NOERROR",
     RCODE_FORMERR: "FORMERR",
     RCODE_SERVFAIL: "SERVFAIL",
@@ -101,35 +101,35 @@ RCODE_NAMES = {
 }
 
 # -- TYPE / QTYPE (RFC 1035 §3.2.2–3, IANA "Resource Record (RR) TYPEs") --------------
-QTYPE_A = 1
-QTYPE_NS = 2
-QTYPE_CNAME = 5
-QTYPE_SOA = 6
-QTYPE_NULL = 10
-QTYPE_PTR = 12
-QTYPE_HINFO = 13
-QTYPE_MX = 15
-QTYPE_TXT = 16
-QTYPE_AAAA = 28
-QTYPE_SRV = 33
-QTYPE_NAPTR = 35
-QTYPE_DNAME = 39
-QTYPE_OPT = 41
-QTYPE_DS = 43
-QTYPE_RRSIG = 46
-QTYPE_NSEC = 47
-QTYPE_DNSKEY = 48
-QTYPE_NSEC3 = 50
-QTYPE_TLSA = 52
-QTYPE_SVCB = 64
-QTYPE_HTTPS = 65
-QTYPE_SPF = 99
-QTYPE_IXFR = 251
-QTYPE_AXFR = 252
-QTYPE_ANY = 255
-QTYPE_CAA = 257
+QTYPE_A: Final = 1
+QTYPE_NS: Final = 2
+QTYPE_CNAME: Final = 5
+QTYPE_SOA: Final = 6
+QTYPE_NULL: Final = 10
+QTYPE_PTR: Final = 12
+QTYPE_HINFO: Final = 13
+QTYPE_MX: Final = 15
+QTYPE_TXT: Final = 16
+QTYPE_AAAA: Final = 28
+QTYPE_SRV: Final = 33
+QTYPE_NAPTR: Final = 35
+QTYPE_DNAME: Final = 39
+QTYPE_OPT: Final = 41
+QTYPE_DS: Final = 43
+QTYPE_RRSIG: Final = 46
+QTYPE_NSEC: Final = 47
+QTYPE_DNSKEY: Final = 48
+QTYPE_NSEC3: Final = 50
+QTYPE_TLSA: Final = 52
+QTYPE_SVCB: Final = 64
+QTYPE_HTTPS: Final = 65
+QTYPE_SPF: Final = 99
+QTYPE_IXFR: Final = 251
+QTYPE_AXFR: Final = 252
+QTYPE_ANY: Final = 255
+QTYPE_CAA: Final = 257
 
-QTYPE_NAMES = {
+QTYPE_NAMES: Final = {
     QTYPE_A: "A",
     QTYPE_NS: "NS",
     QTYPE_CNAME: "CNAME",
@@ -160,11 +160,11 @@ QTYPE_NAMES = {
 }
 
 # -- CLASS (RFC 1035 §3.2.4) -----------------------------------------------------------
-CLASS_IN = 1
-CLASS_CH = 3
-CLASS_HS = 4
-CLASS_NONE = 254
-CLASS_ANY = 255
+CLASS_IN: Final = 1
+CLASS_CH: Final = 3
+CLASS_HS: Final = 4
+CLASS_NONE: Final = 254
+CLASS_ANY: Final = 255
 
 
 def rcode_name(rcode: int) -> str:
@@ -295,15 +295,15 @@ own_class_equality(DnsHeader, Question, MxRdata, SoaRdata, TxtRdata, OpaqueRdata
 
 
 # -- parsing -----------------------------------------------------------------------------
-_HEADER = struct.Struct("!6H")
-_RR_FIXED = struct.Struct("!HHIH")
-_QUESTION_FIXED = struct.Struct("!HH")
-_MX_PREFERENCE = struct.Struct("!H")
-_SOA_NUMBERS = struct.Struct("!5I")
+_HEADER: Final = struct.Struct("!6H")
+_RR_FIXED: Final = struct.Struct("!HHIH")
+_QUESTION_FIXED: Final = struct.Struct("!HH")
+_MX_PREFERENCE: Final = struct.Struct("!H")
+_SOA_NUMBERS: Final = struct.Struct("!5I")
 
 # Presentation escapes (RFC 1035 §5.1, RFC 4343 §2.1): a dot or backslash inside a label,
 # and octets outside printable ASCII, must not be confused with label separators or text.
-_NEEDS_ESCAPE = re.compile(rb"[^\x21-\x7e]|[.\\]")
+_NEEDS_ESCAPE: Final = re.compile(rb"[^\x21-\x7e]|[.\\]")
 
 
 def _escape(match: re.Match) -> bytes:

@@ -32,7 +32,7 @@ from array import array
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from ...decode.icmp import icmp_name, is_unreachable
 from ...decode.ip import IPPROTO_UDP, address_text
@@ -62,21 +62,21 @@ from .message import (
     rcode_name,
 )
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
 # -- limits ----------------------------------------------------------------------------
 #: A query with no response this long after its last transmission is unanswered. Stub
 #: resolvers retry after 1-5 s and give up within ~10-30 s (glibc: 5 s × 2 attempts per server).
-QUERY_TIMEOUT_S = 10.0
+QUERY_TIMEOUT_S: Final = 10.0
 #: At the end of a capture, a query sent less than this long before is "capture_end" (its
 #: answer may simply not have been captured), older ones "unanswered".
-UNANSWERED_GRACE_S = 2.0
+UNANSWERED_GRACE_S: Final = 2.0
 #: Queries waiting for a response; beyond it the oldest is forgotten (and counted).
 MAX_PENDING_QUERIES = 10_000
 #: Distinct questions waiting under one flow and message id (normally one).
-MAX_QUESTIONS_PER_ID = 16
+MAX_QUESTIONS_PER_ID: Final = 16
 #: Recently answered queries remembered to recognise duplicate responses.
-MAX_RECENT_ANSWERS = 10_000
+MAX_RECENT_ANSWERS: Final = 10_000
 #: Transactions kept as rows; the overflow is counted.
 MAX_TRANSACTIONS = 50_000
 #: Of those, failures of names that have nothing to do with mail (kept as context: a broken
@@ -85,33 +85,33 @@ MAX_TRANSACTIONS = 50_000
 MAX_OTHER_FAILURES = 10_000
 #: Answer records, addresses and MX entries kept in one transaction's row (a response may
 #: carry hundreds); the rest are counted in the stats' "answers_cut" (of kept rows).
-MAX_ANSWERS_PER_TRANSACTION = 32
+MAX_ANSWERS_PER_TRANSACTION: Final = 32
 #: (address, name) pairs in the address → name map, least recently updated evicted first.
 MAX_ADDRESS_NAMES = 50_000
 #: Answer times remembered per (address, name) pair: the first, and the newest.
-MAX_ANSWERS_PER_NAME = 4
+MAX_ANSWERS_PER_NAME: Final = 4
 #: CNAMEs followed from a query name (loops end the chain too).
-MAX_CNAME_CHAIN = 16
+MAX_CNAME_CHAIN: Final = 16
 #: Bytes that send a response about an uninteresting name through the full parser anyway: its
 #: CNAME chain may lead to Microsoft (a local alias of smtp.office365.com).
-CHAIN_MARKERS = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
+CHAIN_MARKERS: Final = (b"\x09office365", b"\x07outlook", b"\x09microsoft")
 #: Question names remembered as interesting or not (names repeat a lot on a gateway).
-MAX_NAME_VERDICTS = 100_000
+MAX_NAME_VERDICTS: Final = 100_000
 #: Per direction of a DNS-over-TCP connection, at most one incomplete message of up to this
 #: size is buffered: the protocol's own maximum, so no legitimate message is lost.
-MAX_TCP_MESSAGE_BYTES = MAX_MESSAGE_LEN
+MAX_TCP_MESSAGE_BYTES: Final = MAX_MESSAGE_LEN
 
-QUERY_TIMEOUT_NS = int(QUERY_TIMEOUT_S * NS)
-UNANSWERED_GRACE_NS = int(UNANSWERED_GRACE_S * NS)
+QUERY_TIMEOUT_NS: Final = int(QUERY_TIMEOUT_S * NS)
+UNANSWERED_GRACE_NS: Final = int(UNANSWERED_GRACE_S * NS)
 
-STATUS_ANSWERED = "answered"
-STATUS_UNANSWERED = "unanswered"
-STATUS_REJECTED_ICMP = "rejected_icmp"
-STATUS_CAPTURE_END = "capture_end"
+STATUS_ANSWERED: Final = "answered"
+STATUS_UNANSWERED: Final = "unanswered"
+STATUS_REJECTED_ICMP: Final = "rejected_icmp"
+STATUS_CAPTURE_END: Final = "capture_end"
 
 #: Zones of Microsoft 365 mail endpoints and the CNAME targets they resolve through
 #: (../shared/reference/exchange-online.md §6): a ready-made ``interesting`` filter.
-MICROSOFT_MAIL_SUFFIXES = (
+MICROSOFT_MAIL_SUFFIXES: Final = (
     "office365.com",
     "outlook.com",
     "mx.microsoft",
@@ -119,8 +119,8 @@ MICROSOFT_MAIL_SUFFIXES = (
     "cloud.microsoft",
 )
 
-_ADDRESS_TYPES = (QTYPE_A, QTYPE_AAAA)
-_NAME_DATA_TYPES = frozenset({QTYPE_CNAME, QTYPE_NS, QTYPE_PTR, QTYPE_MX, QTYPE_SOA})
+_ADDRESS_TYPES: Final = (QTYPE_A, QTYPE_AAAA)
+_NAME_DATA_TYPES: Final = frozenset({QTYPE_CNAME, QTYPE_NS, QTYPE_PTR, QTYPE_MX, QTYPE_SOA})
 
 Flow = tuple  # (transport, client address, client port, server address, server port)
 

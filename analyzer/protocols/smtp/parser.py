@@ -24,6 +24,8 @@ changes the client's mode is in ``_after_command`` and ``_after_reply``.
 
 from __future__ import annotations
 
+from typing import Final
+
 import base64
 import binascii
 import re
@@ -45,16 +47,16 @@ from .constants import (
 from .events import AuthUser, Command, Event, MessageBody, Reply, StartTls, Weird
 
 # Client modes.
-COMMAND = "COMMAND"  # command lines
-AUTH = "AUTH"  # SASL responses (credentials) until AUTH's final reply
-HOLD_DATA = "HOLD_DATA"  # sent DATA; waiting for 354 before the body
-BODY = "BODY"  # message body until <CRLF>.<CRLF>
-BDAT_CHUNK = "BDAT_CHUNK"  # a BDAT chunk of known size
-HOLD_STARTTLS = "HOLD_STARTTLS"  # sent STARTTLS; waiting for 220
-TLS = "TLS"  # the conversation went over to TLS: no more SMTP here
+COMMAND: Final = "COMMAND"  # command lines
+AUTH: Final = "AUTH"  # SASL responses (credentials) until AUTH's final reply
+HOLD_DATA: Final = "HOLD_DATA"  # sent DATA; waiting for 354 before the body
+BODY: Final = "BODY"  # message body until <CRLF>.<CRLF>
+BDAT_CHUNK: Final = "BDAT_CHUNK"  # a BDAT chunk of known size
+HOLD_STARTTLS: Final = "HOLD_STARTTLS"  # sent STARTTLS; waiting for 220
+TLS: Final = "TLS"  # the conversation went over to TLS: no more SMTP here
 
 #: Client mode entered when a command is sent.
-MODE_AFTER_COMMAND = {
+MODE_AFTER_COMMAND: Final = {
     "DATA": HOLD_DATA,
     "STARTTLS": HOLD_STARTTLS,
     "AUTH": AUTH,
@@ -63,7 +65,7 @@ MODE_AFTER_COMMAND = {
 
 #: Client mode after the final reply to a command sent in a waiting mode:
 #: (mode, verb answered, reply class or exact code) -> next mode. Missing = back to COMMAND.
-MODE_AFTER_REPLY = {
+MODE_AFTER_REPLY: Final = {
     (HOLD_DATA, "DATA", 354): BODY,
     (HOLD_STARTTLS, "STARTTLS", 220): TLS,
     (AUTH, "AUTH", 334): AUTH,
@@ -72,11 +74,11 @@ MODE_AFTER_REPLY = {
 
 #: SASL responses a client sends for a mechanism (without / with an initial response), used
 #: only when the server's side is missing from the capture.
-SASL_RESPONSES = {"LOGIN": (2, 1), "PLAIN": (1, 0), "XOAUTH2": (1, 0), "CRAM-MD5": (1, 1)}
+SASL_RESPONSES: Final = {"LOGIN": (2, 1), "PLAIN": (1, 0), "XOAUTH2": (1, 0), "CRAM-MD5": (1, 1)}
 
 #: End of a message body: a line holding only ".". Bare-LF clients exist (Exchange's 5.6.11).
-BODY_END = re.compile(rb"\n\.\r?\n")
-BODY_TAIL = 4  # bytes kept between chunks to find an end marker split across them
+BODY_END: Final = re.compile(rb"\n\.\r?\n")
+BODY_TAIL: Final = 4  # bytes kept between chunks to find an end marker split across them
 
 
 def _looks_like_tls(buf: bytes | bytearray) -> bool:

@@ -8,19 +8,21 @@ Lookups never fail: an unassigned value gives ``unknown_0xXXXX`` / ``unknown_N``
 
 from __future__ import annotations
 
+from typing import Final
+
 # -- record layer (RFC 8446 §5.1) ---------------------------------------------------------
-TLS_RECORD_HEADER_LEN = 5
+TLS_RECORD_HEADER_LEN: Final = 5
 #: TLSPlaintext.length ≤ 2^14; TLSCiphertext.length ≤ 2^14 + 2048 (RFC 5246 §6.2.3).
-MAX_RECORD_LEN = 2**14 + 2048
+MAX_RECORD_LEN: Final = 2**14 + 2048
 
 # ContentType
-CHANGE_CIPHER_SPEC = 20
-ALERT = 21
-HANDSHAKE = 22
-APPLICATION_DATA = 23
-HEARTBEAT = 24  # RFC 6520
+CHANGE_CIPHER_SPEC: Final = 20
+ALERT: Final = 21
+HANDSHAKE: Final = 22
+APPLICATION_DATA: Final = 23
+HEARTBEAT: Final = 24  # RFC 6520
 
-CONTENT_TYPES = {
+CONTENT_TYPES: Final = {
     CHANGE_CIPHER_SPEC: "change_cipher_spec",
     ALERT: "alert",
     HANDSHAKE: "handshake",
@@ -30,12 +32,12 @@ CONTENT_TYPES = {
     26: "ack",  # RFC 9147 (DTLS only)
 }
 #: Content types Zeek accepts in a record header (20–30); beyond that a stream is not TLS.
-MIN_CONTENT_TYPE = 20
-MAX_CONTENT_TYPE = 30
+MIN_CONTENT_TYPE: Final = 20
+MAX_CONTENT_TYPE: Final = 30
 
 # -- SSL 2.0 compatible ClientHello (RFC 6101 Appendix E.2, RFC 5246 Appendix E.2) ---------
-SSL2_MT_CLIENT_HELLO = 1
-SSL2_CIPHER_SPEC_LEN = 3
+SSL2_MT_CLIENT_HELLO: Final = 1
+SSL2_CIPHER_SPEC_LEN: Final = 3
 
 # -- protocol versions ---------------------------------------------------------------------
 SSLv2 = 0x0002
@@ -44,9 +46,9 @@ TLSv1_0 = 0x0301
 TLSv1_1 = 0x0302
 TLSv1_2 = 0x0303
 TLSv1_3 = 0x0304
-TLS13_DRAFT_MAJOR = 0x7F  # 0x7fXX: TLS 1.3 draft XX (draft-ietf-tls-tls13)
+TLS13_DRAFT_MAJOR: Final = 0x7F  # 0x7fXX: TLS 1.3 draft XX (draft-ietf-tls-tls13)
 
-VERSIONS = {
+VERSIONS: Final = {
     SSLv2: "SSLv2",
     SSLv3: "SSLv3",
     TLSv1_0: "TLSv1.0",
@@ -85,30 +87,30 @@ def version_rank(version: int) -> tuple[int, int]:
 
 
 # -- handshake (RFC 8446 §4, IANA TLS HandshakeType) --------------------------------------
-HANDSHAKE_HEADER_LEN = 4
-HELLO_REQUEST = 0
-CLIENT_HELLO = 1
-SERVER_HELLO = 2
-HELLO_VERIFY_REQUEST = 3
-NEW_SESSION_TICKET = 4
-END_OF_EARLY_DATA = 5
-HELLO_RETRY_REQUEST = 6  # TLS 1.3 drafts only; final TLS 1.3 uses a special ServerHello
-ENCRYPTED_EXTENSIONS = 8
-CERTIFICATE = 11
-SERVER_KEY_EXCHANGE = 12
-CERTIFICATE_REQUEST = 13
-SERVER_HELLO_DONE = 14
-CERTIFICATE_VERIFY = 15
-CLIENT_KEY_EXCHANGE = 16
-FINISHED = 20
-CERTIFICATE_URL = 21
-CERTIFICATE_STATUS = 22
-SUPPLEMENTAL_DATA = 23
-KEY_UPDATE = 24
-COMPRESSED_CERTIFICATE = 25
-MESSAGE_HASH = 254
+HANDSHAKE_HEADER_LEN: Final = 4
+HELLO_REQUEST: Final = 0
+CLIENT_HELLO: Final = 1
+SERVER_HELLO: Final = 2
+HELLO_VERIFY_REQUEST: Final = 3
+NEW_SESSION_TICKET: Final = 4
+END_OF_EARLY_DATA: Final = 5
+HELLO_RETRY_REQUEST: Final = 6  # TLS 1.3 drafts only; final TLS 1.3 uses a special ServerHello
+ENCRYPTED_EXTENSIONS: Final = 8
+CERTIFICATE: Final = 11
+SERVER_KEY_EXCHANGE: Final = 12
+CERTIFICATE_REQUEST: Final = 13
+SERVER_HELLO_DONE: Final = 14
+CERTIFICATE_VERIFY: Final = 15
+CLIENT_KEY_EXCHANGE: Final = 16
+FINISHED: Final = 20
+CERTIFICATE_URL: Final = 21
+CERTIFICATE_STATUS: Final = 22
+SUPPLEMENTAL_DATA: Final = 23
+KEY_UPDATE: Final = 24
+COMPRESSED_CERTIFICATE: Final = 25
+MESSAGE_HASH: Final = 254
 
-HANDSHAKE_TYPES = {
+HANDSHAKE_TYPES: Final = {
     HELLO_REQUEST: "hello_request",
     CLIENT_HELLO: "client_hello",
     SERVER_HELLO: "server_hello",
@@ -137,36 +139,36 @@ HANDSHAKE_TYPES = {
 }
 
 #: ServerHello.random of a TLS 1.3 HelloRetryRequest: SHA-256("HelloRetryRequest") (RFC 8446 §4.1.3).
-HELLO_RETRY_REQUEST_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
+HELLO_RETRY_REQUEST_RANDOM: Final = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
 
 # -- extensions (IANA TLS ExtensionType Values) -------------------------------------------
-EXT_SERVER_NAME = 0
-EXT_STATUS_REQUEST = 5
-EXT_SUPPORTED_GROUPS = 10
-EXT_EC_POINT_FORMATS = 11
-EXT_SIGNATURE_ALGORITHMS = 13
-EXT_APPLICATION_LAYER_PROTOCOL_NEGOTIATION = 16
-EXT_SESSION_TICKET = 35
-EXT_PRE_SHARED_KEY = 41
-EXT_EARLY_DATA = 42
-EXT_SUPPORTED_VERSIONS = 43
-EXT_KEY_SHARE = 51
-EXT_KEY_SHARE_DRAFT = 40  # key_share's code point in TLS 1.3 drafts before 23
-EXT_RENEGOTIATION_INFO = 0xFF01
+EXT_SERVER_NAME: Final = 0
+EXT_STATUS_REQUEST: Final = 5
+EXT_SUPPORTED_GROUPS: Final = 10
+EXT_EC_POINT_FORMATS: Final = 11
+EXT_SIGNATURE_ALGORITHMS: Final = 13
+EXT_APPLICATION_LAYER_PROTOCOL_NEGOTIATION: Final = 16
+EXT_SESSION_TICKET: Final = 35
+EXT_PRE_SHARED_KEY: Final = 41
+EXT_EARLY_DATA: Final = 42
+EXT_SUPPORTED_VERSIONS: Final = 43
+EXT_KEY_SHARE: Final = 51
+EXT_KEY_SHARE_DRAFT: Final = 40  # key_share's code point in TLS 1.3 drafts before 23
+EXT_RENEGOTIATION_INFO: Final = 0xFF01
 
-SNI_HOST_NAME = 0  # ServerName.name_type host_name (RFC 6066 §3)
-EC_CURVE_TYPE_NAMED_CURVE = 3  # ECParameters.curve_type (RFC 8422 §5.4)
+SNI_HOST_NAME: Final = 0  # ServerName.name_type host_name (RFC 6066 §3)
+EC_CURVE_TYPE_NAMED_CURVE: Final = 3  # ECParameters.curve_type (RFC 8422 §5.4)
 
 # -- alerts (RFC 8446 §6, IANA TLS Alerts) ------------------------------------------------
-ALERT_LEN = 2
-WARNING = 1
-FATAL = 2
-ALERT_LEVELS = {WARNING: "warning", FATAL: "fatal"}
+ALERT_LEN: Final = 2
+WARNING: Final = 1
+FATAL: Final = 2
+ALERT_LEVELS: Final = {WARNING: "warning", FATAL: "fatal"}
 
-CLOSE_NOTIFY = 0
-USER_CANCELED = 90
+CLOSE_NOTIFY: Final = 0
+USER_CANCELED: Final = 90
 
-ALERT_DESCRIPTIONS = {
+ALERT_DESCRIPTIONS: Final = {
     CLOSE_NOTIFY: "close_notify",
     10: "unexpected_message",
     20: "bad_record_mac",
@@ -218,7 +220,7 @@ def handshake_type_name(msg_type: int) -> str:
 
 
 # -- supported groups / named curves (RFC 8422, RFC 7919, RFC 8446, IANA) ------------------
-SUPPORTED_GROUPS = {
+SUPPORTED_GROUPS: Final = {
     1: "sect163k1", 2: "sect163r1", 3: "sect163r2", 4: "sect193r1", 5: "sect193r2",
     6: "sect233k1", 7: "sect233r1", 8: "sect239k1", 9: "sect283k1", 10: "sect283r1",
     11: "sect409k1", 12: "sect409r1", 13: "sect571k1", 14: "sect571r1", 15: "secp160k1",
@@ -244,7 +246,7 @@ def group_name(group: int | None) -> str | None:
 # -- cipher suites (IANA TLS Cipher Suites) -----------------------------------------------
 # 0xCC13–0xCC15 are the pre-RFC 7905 ChaCha20 code points Chrome used in 2014–2016: not IANA
 # assigned, named with Zeek's "_OLD" suffix.
-CIPHER_SUITES = {
+CIPHER_SUITES: Final = {
     0x0000: "TLS_NULL_WITH_NULL_NULL",
     0x0001: "TLS_RSA_WITH_NULL_MD5",
     0x0002: "TLS_RSA_WITH_NULL_SHA",

@@ -46,7 +46,7 @@ import hashlib
 import re
 import struct
 from sys import getsizeof
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from . import constants as C
 from .certificate import read_fields, read_fields_by_cryptography
@@ -73,28 +73,28 @@ if TYPE_CHECKING:
 
 # -- named limits ---------------------------------------------------------------------------
 #: Largest handshake message reassembled; a longer one is skipped (and noted).
-MAX_HANDSHAKE_MESSAGE = 256 * 1024
+MAX_HANDSHAKE_MESSAGE: Final = 256 * 1024
 #: Certificates parsed per Certificate message (the rest are counted).
-MAX_CHAIN_CERTIFICATES = 10
+MAX_CHAIN_CERTIFICATES: Final = 10
 #: Zeek's ``SSL::max_ssl_history_length``.
-MAX_HISTORY = 100
+MAX_HISTORY: Final = 100
 #: Alerts remembered for the summary.
-MAX_ALERTS = 32
+MAX_ALERTS: Final = 32
 #: Notes (oddities worth telling a user) remembered for the summary.
-MAX_NOTES = 16
+MAX_NOTES: Final = 16
 #: Characters of non-TLS data shown in a NotTls reason (its first line at most).
-NOT_TLS_PREVIEW = 40
+NOT_TLS_PREVIEW: Final = 40
 #: A TLS 1.3 record up to this size is taken for an encrypted alert: 2-byte alert + 1-byte
 #: inner content type + 16-byte AEAD tag = 19; a Finished is at least 4 + 32 + 1 + 16 = 53.
-TLS13_ALERT_RECORD_MAX = 24
+TLS13_ALERT_RECORD_MAX: Final = 24
 #: Count a steady side's application_data records in one step (tests turn it off to compare).
 SHORTCUT = True
 
 #: The encrypt_then_mac extension (RFC 7366): how CBC records are protected, for decryption.
-EXT_ENCRYPT_THEN_MAC = 22
+EXT_ENCRYPT_THEN_MAC: Final = 22
 
 #: Zeek's ssl_history letters (server side; the client's are upper-cased).
-HISTORY_LETTERS = {
+HISTORY_LETTERS: Final = {
     C.HELLO_REQUEST: "h",
     C.CLIENT_HELLO: "c",
     C.SERVER_HELLO: "s",
@@ -116,14 +116,14 @@ HISTORY_LETTERS = {
     C.KEY_UPDATE: "p",
     C.MESSAGE_HASH: "m",
 }
-LETTER_UNKNOWN_HANDSHAKE = "z"
-LETTER_CHANGE_CIPHER_SPEC = "i"
-LETTER_ALERT = "l"
-LETTER_HEARTBEAT = "b"
-LETTER_UNKNOWN_CONTENT_TYPE = "q"
+LETTER_UNKNOWN_HANDSHAKE: Final = "z"
+LETTER_CHANGE_CIPHER_SPEC: Final = "i"
+LETTER_ALERT: Final = "l"
+LETTER_HEARTBEAT: Final = "b"
+LETTER_UNKNOWN_CONTENT_TYPE: Final = "q"
 
 #: Handshake progress, in order; ``last_step`` is the furthest one reached.
-STEPS = (
+STEPS: Final = (
     "client_hello",
     "server_hello",
     "certificate",
@@ -134,10 +134,10 @@ STEPS = (
     "finished",
     "application_data",
 )
-_STEP_INDEX = {name: i for i, name in enumerate(STEPS)}
+_STEP_INDEX: Final = {name: i for i, name in enumerate(STEPS)}
 
 #: What a fatal alert usually means, for the failure reason.
-ALERT_HINTS = {
+ALERT_HINTS: Final = {
     "handshake_failure": "no cipher suite, group or signature algorithm in common, or a required extension missing",
     "protocol_version": "the peer does not accept the offered TLS version",
     "insufficient_security": "the peer requires stronger cipher suites than those offered",
@@ -154,9 +154,9 @@ ALERT_HINTS = {
 }
 
 #: Content types whose body is read while a direction is in plaintext.
-_PLAINTEXT_TYPES = frozenset({C.CHANGE_CIPHER_SPEC, C.ALERT, C.HANDSHAKE, C.HEARTBEAT})
+_PLAINTEXT_TYPES: Final = frozenset({C.CHANGE_CIPHER_SPEC, C.ALERT, C.HANDSHAKE, C.HEARTBEAT})
 #: An SMTP reply ("220 …", "554-…"): a server that speaks plaintext SMTP.
-_SMTP_REPLY = re.compile(rb"[2-5][0-9][0-9][ -]")
+_SMTP_REPLY: Final = re.compile(rb"[2-5][0-9][0-9][ -]")
 
 
 class _Short(Exception):
@@ -254,7 +254,7 @@ def _looks_like_text(sample: bytes) -> bool:
 
 #: Certificates remembered once read: a server presents the same chain to every client, and
 #: parsing one costs far more than anything else in a session.
-CERTIFICATE_CACHE_SIZE = 256
+CERTIFICATE_CACHE_SIZE: Final = 256
 
 
 def parse_certificate(der: bytes) -> CertInfo:
