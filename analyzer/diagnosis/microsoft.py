@@ -114,7 +114,7 @@ class MicrosoftDirectory:
         return found
 
     def _range_of(self, address: str) -> tuple[Network, dict[str, Any]] | None:
-        found = _address_value(address)
+        found = address_value(address)
         if found is None:
             return None
         version, value = found
@@ -235,7 +235,7 @@ class MicrosoftDirectory:
         return evidence, role
 
 
-def _address_value(address: str) -> tuple[int, int] | None:
+def address_value(address: str) -> tuple[int, int] | None:
     """(IP version, address as an integer), or None for text that is not an address.
 
     inet_pton reads the canonical forms smtpflow writes at C speed; anything it refuses gets

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from .knowledge import load_facts, load_replies
+from .microsoft import address_value
 
 NS: Final = 1_000_000_000
 
@@ -96,10 +97,10 @@ def _service_bounds(role: str | None) -> tuple[tuple[int, int, int, Any], ...]:
 def _ms_ranges(role: str | None, server: str | None = None) -> str:
     """The published ranges of a Microsoft service: the server's own first, then the largest."""
     own: tuple = ()
-    if server:
-        ip = ipaddress.ip_address(server)
-        value = int(ip)
-        own = tuple(n for first, last, version, n in _service_bounds(role) if version == ip.version and first <= value <= last)
+    found = address_value(server) if server else None
+    if found is not None:
+        ip_version, value = found
+        own = tuple(n for first, last, version, n in _service_bounds(role) if version == ip_version and first <= value <= last)
     return _ranges_text(role, own)
 
 

@@ -25,10 +25,24 @@ import re
 from sys import getsizeof
 from typing import Any, Final
 
+from ..flows.tcp import TcpConnection
 from .smtp import AuthUser, Command, MessageBody, Reply, SmtpConversation, StartTls, Weird
 from .smtp.constants import END_OF_DATA, PATH_ARGUMENT, SASL_RESPONSE
 from .tls import KeyLog, TlsSession
-from .tls import events as tls_events
+from .tls.events import (
+    Alert,
+    ApplicationData,
+    Certificate,
+    ChangeCipherSpec,
+    ClientHello,
+    DecryptedData,
+    DecryptionFailed,
+    HandshakeComplete,
+    HandshakeFailed,
+    HandshakeMessage,
+    NotTls,
+    ServerHello,
+)
 from .tls.constants import alert_description_name, cipher_suite_name, version_name
 
 #: Bytes looked at before deciding what a connection speaks.
@@ -270,7 +284,7 @@ class MailSession:
     ``keylog``: TLS secrets; sessions found in it are decrypted and their SMTP read.
     """
 
-    def __init__(self, conn: Any, reveal_username: bool = False, keylog: KeyLog | None = None) -> None:
+    def __init__(self, conn: TcpConnection, reveal_username: bool = False, keylog: KeyLog | None = None) -> None:
         self.conn = conn
         self.reveal_username = reveal_username
         self.keylog = keylog
@@ -342,7 +356,7 @@ class MailSession:
         if self.tls is not None and not self._tls_finished:
             self._tls_finished = True
             reset_by = None
-            for _ts, from_orig, _ttl, _seq in getattr(self.conn, "rsts", ()):
+            for _ts, from_orig, _ttl, _seq in self.conn.rsts:
                 reset_by = "client" if from_orig else "server"
                 break
             self._tls_events(self.tls.finish(ts, reset_by))
@@ -513,7 +527,7 @@ class MailSession:
         event = self.conn.event
         for ev in events:
             kind = type(ev)
-            if kind is tls_events.DecryptedData:
+            if kind is DecryptedData:
                 # Plaintext (credentials included) goes to the SMTP parser only, which redacts.
                 if self.inner is not None and not self._inner_ended[ev.from_client]:
                     if not self._decrypting:
@@ -522,7 +536,7 @@ class MailSession:
                               "decrypted with the key log: what follows was inside TLS")
                     self._smtp_events(self.inner.receive(ev.from_client, ev.data, ev.ts), encrypted=True)
                 continue
-            if kind is tls_events.DecryptionFailed:
+            if kind is DecryptionFailed:
                 self._end_inner(ev.from_client, ev.ts)
             detail = tls_event_detail(ev)
             if detail is None:
@@ -561,39 +575,40 @@ def _reply_detail(ev: Reply) -> str:
 
 
 def tls_event_detail(ev: Any) -> tuple[str, str] | None:
-    """A (kind, readable detail) pair for a TLS event, or None for events not worth a line."""
-    if isinstance(ev, tls_events.ClientHello):
+    """A (kind, readable detail) pair for a TLS event, or None for events not worth a line.
+    (The most frequent kinds are tried first: a session has several handshake messages.)"""
+    if isinstance(ev, HandshakeMessage):
+        return "tls_handshake", ev.name.replace("_", " ")
+    if isinstance(ev, ClientHello):
         parts = [f"offers up to {version_name(ev.max_version)}"]
         if ev.sni:
             parts.append(f"SNI {ev.sni}")
         parts.append(f"{len(ev.cipher_suites)} cipher suites")
         return "tls_client_hello", ", ".join(parts)
-    if isinstance(ev, tls_events.ServerHello):
+    if isinstance(ev, ServerHello):
         if ev.hello_retry_request:
             return "tls_hello_retry", "server asks the client to retry with another key share"
         return "tls_server_hello", f"{version_name(ev.version)}, {cipher_suite_name(ev.cipher_suite)}"
-    if isinstance(ev, tls_events.Certificate):
+    if isinstance(ev, Certificate):
         if not ev.chain:
             return "tls_certificate", "empty certificate message"
         leaf = ev.chain[0]
         return "tls_certificate", f"subject {leaf.subject}, issuer {leaf.issuer}, valid until {leaf.not_after}"
-    if isinstance(ev, tls_events.Alert):
+    if isinstance(ev, ChangeCipherSpec):
+        return "tls_change_cipher_spec", ""
+    if isinstance(ev, HandshakeComplete):
+        return "tls_established", ("handshake complete (inferred)" if ev.inferred else "handshake complete") + (f": {ev.detail}" if ev.detail else "")
+    if isinstance(ev, ApplicationData):
+        return "tls_application_data", f"first encrypted application data, {ev.length} bytes"
+    if isinstance(ev, Alert):
         if ev.encrypted and not ev.decrypted:
             return "tls_alert", "encrypted alert"
         level = {1: "warning", 2: "fatal"}.get(ev.level or 0, str(ev.level))
         return "tls_alert", f"{level} {alert_description_name(ev.description)}" + (" (decrypted)" if ev.decrypted else "")
-    if isinstance(ev, tls_events.DecryptionFailed):
+    if isinstance(ev, DecryptionFailed):
         return "tls_decryption_failed", f"not decrypted from here on: {ev.reason}"
-    if isinstance(ev, tls_events.ChangeCipherSpec):
-        return "tls_change_cipher_spec", ""
-    if isinstance(ev, tls_events.HandshakeComplete):
-        return "tls_established", ("handshake complete (inferred)" if ev.inferred else "handshake complete") + (f": {ev.detail}" if ev.detail else "")
-    if isinstance(ev, tls_events.HandshakeFailed):
+    if isinstance(ev, HandshakeFailed):
         return "tls_failed", ev.reason + (" (inferred)" if ev.inferred else "")
-    if isinstance(ev, tls_events.NotTls):
+    if isinstance(ev, NotTls):
         return "tls_not_tls", ev.reason
-    if isinstance(ev, tls_events.ApplicationData):
-        return "tls_application_data", f"first encrypted application data, {ev.length} bytes"
-    if isinstance(ev, tls_events.HandshakeMessage):
-        return "tls_handshake", ev.name.replace("_", " ")
     return None

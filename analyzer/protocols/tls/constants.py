@@ -212,6 +212,8 @@ def alert_level_name(level: int) -> str:
 
 
 def alert_description_name(description: int | None) -> str:
+    if description is None:
+        return "unknown_None"
     return ALERT_DESCRIPTIONS.get(description, f"unknown_{description}")
 
 
