@@ -165,6 +165,30 @@ def test_weights_spill_sooner():
     assert session_weight(4_000_000) == 1 + 4_000_000 // store_module.BYTES_PER_WEIGHT
 
 
+def test_dicts_with_a_known_key_order_are_stored_by_their_values(monkeypatch):
+    """A spilled store keeps a dict whose keys come in an order seen before as its values and the
+    order's number: read back, every item is what was put in (key order included), whatever
+    mixes of orders, nested values and other kinds of item; past MAX_KEY_LAYOUTS orders, dicts
+    are pickled whole."""
+    monkeypatch.setattr(store_module, "MAX_KEY_LAYOUTS", 3)
+    rng = random.Random(5)
+    orders = [("uid", "events", "blob"), ("blob", "uid", "events"), ("uid",), (), ("a", "b"), ("b", "a")]
+    items: list = []
+    for n in range(300):
+        keys = rng.choice(orders)
+        item = {key: ITEMS[n % 40][key] if key in ITEMS[0] else {"n": n, key: [n, (n, None)]} for key in keys}
+        items.append(item if n % 7 else ("C%d" % n, [(n, "client", "syn", "")]))
+    s = SessionStore(items, limit=0)
+    back = list(s)
+    assert back == items
+    assert [list(b) for b in back if isinstance(b, dict)] == [list(i) for i in items if isinstance(i, dict)]
+    same_keys = {key: value for key, value in ITEMS[0].items()}
+    whole = len(pickle.dumps(same_keys, pickle.HIGHEST_PROTOCOL))
+    facts = SessionStore([dict(same_keys) for _ in range(10)], limit=0)
+    assert facts.spilled_bytes < 10 * whole  # the keys are not stored with each
+    assert list(facts) == [same_keys] * 10
+
+
 def test_reads_and_writes_in_small_buffers(monkeypatch):
     """Items bigger than the read-ahead, and write buffers flushed mid-way, read back whole."""
     monkeypatch.setattr(store_module, "READ_AHEAD_BYTES", 100)
