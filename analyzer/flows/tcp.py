@@ -292,13 +292,14 @@ class TcpConnection:
     # -- the packet path ----------------------------------------------------------------
     def process(self, seg: TcpSegment, is_orig: bool) -> None:
         ep, peer = (self.orig, self.resp) if is_orig else (self.resp, self.orig)
-        if seg.flags & _CONTROL_FLAGS == TH_ACK and ep.state == ESTABLISHED and peer.state == ESTABLISHED and SHORTCUT:
+        flags = seg.flags
+        if flags & _CONTROL_FLAGS == TH_ACK and ep.state == ESTABLISHED and peer.state == ESTABLISHED and SHORTCUT:
             if self._in_order(seg, ep, peer, is_orig):
                 return
         ts = seg.ts
-        flags = seg.flags
         length = seg.length
         seq = seg.seq
+        seg_ack = seg.ack
         self.last_ts = ts
         if ep.first_ts is None:
             ep.first_ts = ts
@@ -353,19 +354,19 @@ class TcpConnection:
 
         if ack:
             if peer.state == INACTIVE and not peer.seq_init:
-                peer.init_seq(seg.ack - 1, seg.ack - 1)
-            elif not rst and seq_delta(seg.ack, peer.ack_seq) > 0:
-                if not (seg.ack == 0 and seq_delta(seg.ack, peer.ack_seq) > TOO_LARGE_SEQ_DELTA):
-                    peer.ack_seq = seg.ack
+                peer.init_seq(seg_ack - 1, seg_ack - 1)
+            elif not rst and seq_delta(seg_ack, peer.ack_seq) > 0:
+                if not (seg_ack == 0 and seq_delta(seg_ack, peer.ack_seq) > TOO_LARGE_SEQ_DELTA):
+                    peer.ack_seq = seg_ack
             if is_orig and self.synack_ts is not None and self.ack_rtt is None and not syn:
                 self.ack_rtt = ts - self.synack_ts
 
         delta_last = self._update_last_seq(ep, end_seq, flags, length)
-        self._transition(ep, peer, is_orig, flags, length, seq, seg.ack, delta_last)
+        self._transition(ep, peer, is_orig, flags, length, seq, seg_ack, delta_last)
 
         # Content: the peer's ACK may reveal a hole the capture missed; then this side's data.
         if ack and not rst and peer.reassembler is not None and peer.fin_count == 0 and peer.rst_count == 0:
-            peer.reassembler.acked(seg.ack, ts)
+            peer.reassembler.acked(seg_ack, ts)
         if length and not rst:
             reasm = ep.reassembler
             if reasm is None:

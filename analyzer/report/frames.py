@@ -8,12 +8,13 @@ Column order is fixed (``*_COLUMNS`` below) so notebooks and exports stay stable
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..diagnosis.outcome import OUTCOMES
 from ..diagnosis.store import EventsBySession
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NS = 1_000_000_000
 
@@ -110,21 +111,29 @@ KINDS = {"sessions": SESSION_KINDS, "events": EVENT_KINDS, "replies": REPLY_KIND
 def _utc(seconds: Sequence[float | None]) -> pd.Series:
     """Epoch seconds (records round them to the microsecond) as exact UTC datetimes: read as
     float seconds, 1764000000.073833 became …00.073832989."""
+    import pandas as pd
+
     micros = (pd.to_numeric(pd.Series(seconds, dtype=object), errors="coerce") * 1_000_000).round().astype("Int64")
     return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 
 def _utc_ns(nanoseconds: Sequence[int | None]) -> pd.Series:
     """Epoch nanoseconds (ints, None for none) as UTC datetimes, to the nanosecond."""
+    import pandas as pd
+
     return pd.Series(pd.to_datetime(pd.array(list(nanoseconds), dtype="Int64"), unit="ns", utc=True))
 
 
 def _category(values: Sequence[Any], categories: tuple[str, ...], ordered: bool = False) -> pd.Series:
+    import pandas as pd
+
     known = list(categories) + sorted({v for v in values if v is not None and v == v and v not in categories})
     return pd.Series(pd.Categorical(values, categories=known, ordered=ordered))
 
 
 def _column(values: list[Any], kind: Kind) -> Any:
+    import pandas as pd
+
     if kind == "str":
         return pd.array(values, dtype="string")
     if kind == "int":
@@ -147,6 +156,8 @@ def _column(values: list[Any], kind: Kind) -> Any:
 
 def table(rows: Sequence[Sequence[Any]], kinds: dict[str, Kind]) -> pd.DataFrame:
     """A frame of ``rows`` (value sequences in the order of ``kinds``), each column typed by its kind."""
+    import pandas as pd
+
     columns = list(zip(*rows)) if rows else [()] * len(kinds)
     data = {name: _column(list(values), kind) for (name, kind), values in zip(kinds.items(), columns)}
     df = pd.DataFrame(data, columns=list(kinds))
