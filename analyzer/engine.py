@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .capture import STDIN, CaptureError, CaptureSet, expand_inputs, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
 from .capture.window import TimeWindow, time_text
-from .decode import DEFAULT_SMTP_PORTS, Decoder, IcmpError, Selector, TcpSegment, UdpDatagram
+from .decode import DEFAULT_SMTP_PORTS, Decoder, Selector
 from .decode.fastpath import Prefilter
 from .decode.packet import DecodeStats
 from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
@@ -27,6 +27,7 @@ from .diagnosis.records import RecordBuilder, first_seen_key
 from .diagnosis.resets import ServerTtls, add_server_reference
 from .diagnosis.store import EventsBySession, SessionStore, session_weight
 from .diagnosis.summary import Tally, summarize
+from .dispatch import dispatch
 from .flows import ConnectionTable, TcpConnection
 from .flows.limits import MAX_ACTIVE_CONNECTIONS
 from .flows.table import MAX_ORPHAN_ICMP
@@ -89,19 +90,10 @@ class RunResult:
     events: Mapping[str, list[tuple[int, str, str, str]]] = field(default_factory=dict)
 
 
-def shard_of(src: bytes, sport: int, dst: bytes, dport: int, shards: int) -> int:
-    """Which of ``shards`` processes follows this TCP connection (the same both ways).
-
-    DNS over TCP stays with shard 0, which keeps the DNS table."""
-    if sport == DNS_PORT or dport == DNS_PORT:
-        return 0
-    return (sport + dport + src[-1] + dst[-1]) % shards
-
-
 class Engine:
     """One instance of each layer, fed capture records (see the module docstring).
 
-    ``shard=(index, count)``: follow only the TCP connections ``shard_of`` gives this index
+    ``shard=(index, count)``: follow only the TCP connections ``dispatch.shard_of`` gives this index
     (and, for index 0, DNS); ``analyzer.parallel.run_sharded`` runs one engine per shard over
     the same capture and merges their sessions, with the results of a single engine.
     """
@@ -208,43 +200,12 @@ class Engine:
 
     # -- the hot loop -------------------------------------------------------------------------
     def feed(self, records: Iterable[tuple]) -> None:
-        """Run the packets through the layers. With a shard, every packet is still decoded (so
-        the statistics are whole), but only this shard's connections are followed; the others
-        only advance the table's clock and checksum knowledge."""
+        """Run the packets through the layers (``dispatch``, compiled). With a shard, every
+        packet is still decoded (so the statistics are whole), but only this shard's connections
+        are followed; the others only advance the table's clock and checksum knowledge."""
         index, shards = self.shard or (0, 1)
-        primary = index == 0
-        decode = self.decoder.decode
-        tcp = self.table.tcp
-        observe = self.table.observe
-        icmp = self.table.icmp
-        dns = self.dns
         started = time.perf_counter()
-        count = 0
-        last_expiry = 0
-        for rec in records:
-            count += 1
-            pkt = decode(*rec) if len(rec) == 6 else rec[1]  # or (ts, packet), decoded by the C scan
-            if pkt is None:
-                continue
-            kind = type(pkt)
-            if kind is TcpSegment:
-                if shards > 1 and shard_of(pkt.src, pkt.sport, pkt.dst, pkt.dport, shards) != index:
-                    observe(pkt)
-                else:
-                    tcp(pkt)
-            elif kind is UdpDatagram:
-                if primary:
-                    dns.udp(pkt)
-                    if pkt.ts - last_expiry > 5_000_000_000:
-                        last_expiry = pkt.ts
-                        dns.expire(pkt.ts)
-            elif kind is IcmpError:
-                if pkt.q_proto == 17:
-                    if primary:
-                        dns.icmp_unreachable(pkt)
-                elif shards == 1 or shard_of(pkt.q_src, pkt.q_sport, pkt.q_dst, pkt.q_dport, shards) == index:
-                    icmp(pkt)
-        self.packets_seen += count
+        self.packets_seen += dispatch(records, self.decoder.decode, self.table, self.dns, index, shards)
         self.elapsed += time.perf_counter() - started
 
     def absorb(self, facts: Iterable[dict[str, Any]], created: int, orphan_icmp: list[dict[str, Any]], evicted: int = 0,

@@ -1,6 +1,7 @@
 """The compiled hot path: which modules are compiled, and whether this process uses them.
 
-The modules every relevant packet goes through (TCP, reassembly, the SMTP, TLS and DNS parsers)
+The modules every relevant packet goes through (the engine's loop, TCP, reassembly, the SMTP, TLS
+and DNS parsers)
 and those every session goes through (its record, outcome and verdict) are plain annotated
 Python. Where mypyc and a C compiler were there when smtpflow was installed, ``setup.py`` also
 compiled each of them into an extension module beside its source, which Python imports in its
@@ -30,6 +31,7 @@ import warnings
 
 #: The compiled modules, by name (``setup.py`` reads this list).
 MODULES = (
+    "analyzer.dispatch",
     "analyzer.flows.reassembly",
     "analyzer.flows.tcp",
     "analyzer.flows.table",

@@ -322,7 +322,7 @@ def can_shard() -> bool:
 
 def run_sharded(files: list[str], options: Options, shards: int, progress=None) -> RunResult:
     """Analyse the capture in ``shards`` processes, each following the TCP connections that
-    ``shard_of`` gives it; this process (shard 0) also keeps DNS and builds the records from
+    ``dispatch.shard_of`` gives it; this process (shard 0) also keeps DNS and builds the records from
     everyone's sessions. Every process reads and decodes every packet, so the clock, the
     statistics and the checksum knowledge are those of one engine: the results are identical."""
     import multiprocessing

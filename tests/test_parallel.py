@@ -127,7 +127,7 @@ def test_split_keeps_cross_connection_knowledge(tmp_path):
     ICMP error finds the connection it quotes."""
     from scapy.all import IP, TCP
 
-    from analyzer.engine import shard_of
+    from analyzer.dispatch import shard_of
 
     t = 1_700_000_000.0
     packets = []
