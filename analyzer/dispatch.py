@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from .decode.ip import IPPROTO_UDP
 from .decode.packet import IcmpError, TcpSegment, UdpDatagram
+from .decode.udp import DNS_PORT
 from .flows.table import ConnectionTable
 from .protocols.dns.tracker import DnsTracker
 
-DNS_PORT: Final = 53
-IPPROTO_UDP: Final = 17
 #: How often (capture time) the DNS tracker lets unanswered queries go.
 DNS_EXPIRY_INTERVAL_NS: Final = 5_000_000_000
 

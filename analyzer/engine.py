@@ -22,6 +22,7 @@ from .capture.window import TimeWindow, time_text
 from .decode import DEFAULT_SMTP_PORTS, Decoder, Selector
 from .decode.fastpath import Prefilter
 from .decode.packet import DecodeStats
+from .decode.udp import DNS_PORT
 from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
 from .diagnosis.records import RecordBuilder, first_seen_key
 from .diagnosis.resets import ServerTtls, add_server_reference
@@ -35,7 +36,6 @@ from .protocols.dns import DnsTracker
 from .protocols.session import MailSession
 from .protocols.tls import GrowingKeyLog, KeyLog
 
-DNS_PORT = 53
 
 #: DNS rows (kept transactions, up to the tracker's MAX_TRANSACTIONS) held as objects; past it
 #: they wait in a temporary file like sessions (``diagnosis.store``). A row holds about 3 KB:

@@ -8,6 +8,8 @@ source (16), destination (16), then a chain of extension headers.
 
 from __future__ import annotations
 
+from typing import Final
+
 import ipaddress
 
 IPV4_MIN_HEADER_LEN = 20
@@ -19,7 +21,7 @@ IP_OFFMASK = 0x1FFF
 IPPROTO_HOPOPTS = 0
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
-IPPROTO_UDP = 17
+IPPROTO_UDP: Final = 17  # Final: compiled code (``dispatch``) inlines it
 IPPROTO_ROUTING = 43
 IPPROTO_FRAGMENT = 44
 IPPROTO_ESP = 50

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from ..capture.linktypes import LINKTYPE_ETHERNET, LINKTYPE_MPLS, LINKTYPE_PPP, LINKTYPE_RAW
 from .ethernet import ETH_P_IP, ETH_P_IPV6, ETH_P_MPLS_MC, ETH_P_MPLS_UC
+from .udp import DNS_PORT
 
 IPPROTO_IPIP = 4
 IPPROTO_IPV6_IN_IP = 41
@@ -46,7 +47,6 @@ MPLS_UDP_PORT = 6635  # RFC 7510: an MPLS label stack follows the UDP header
 TEREDO_PORT = 3544
 GTP_U_PORT = 2152
 AYIYA_PORT = 5072
-DNS_PORT = 53
 
 GRE_CHECKSUM = 0x8000
 GRE_KEY = 0x2000
