@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
+import gc
 import os
 import sys
 import traceback
@@ -198,6 +200,23 @@ def _workers(text: str) -> int | str:
     return text if text == "auto" else _positive(text, "a number or 'auto'")
 
 
+@contextlib.contextmanager
+def _results_kept_until_exit():
+    """The run's objects (records, events, stored facts) live until this process ends: once it
+    is over they are moved out of the cycle collector's sight (``gc.freeze``). The run keeps
+    the collector off (``engine.cycle_collector_off``), so otherwise the first collection after
+    it went over every object the run had made: 35-70 ms on an all-SMTP capture, 4-7 % of its
+    time. A notebook's ``analyzer.analyze`` keeps the usual behaviour: its results may be dropped."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, dask: str | None = None):
     from .capture import STDIN, expand_inputs
     from .capture.interrupt import stop_reading_on_interrupt
@@ -239,7 +258,7 @@ def _run(files: list[str], options: Any, quiet: bool, workers: int | str = 1, da
     try:
         if client is not None:  # the cluster reads: Ctrl-C interrupts, as ever
             return Analysis(run(files, options, progress, workers=workers, client=client))
-        with stop_reading_on_interrupt():  # Ctrl-C ends the reading: what was read is still diagnosed
+        with stop_reading_on_interrupt(), _results_kept_until_exit():  # Ctrl-C ends the reading: what was read is still diagnosed
             result = run(files, options, progress, workers=workers, client=client)
         refuse_empty_interruption(result.capture)
         return Analysis(result)

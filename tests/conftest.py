@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -14,6 +15,15 @@ sys.path.insert(0, TESTS)
 #: Public captures with peers' ground truth (Zeek), outside the project: `../shared/corpus`.
 SHARED = os.environ.get("SMTPFLOW_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
 ZEEK_CORPUS = os.path.join(SHARED, "corpus", "zeek")
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_usual_between_tests():
+    """The command line freezes what its run made (``cli._results_kept_until_exit``): its
+    process ends soon after. The tests' process goes on, so that is undone after each test."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 def zeek_corpus_or_skip() -> str:

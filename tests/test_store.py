@@ -473,3 +473,23 @@ def test_damaged_compressed_captures_leave_no_reference_cycles(tmp_path, damage)
     result = analyzer.analyze(str(path))
     assert result.damage and result.records  # salvaged, and reported damaged
     assert _cycles_left_by(str(path)) == baseline
+
+
+def test_command_line_moves_the_run_out_of_the_collectors_sight(capsys):
+    """The smtpflow command freezes what the run made (its process ends after the output): the
+    first collection after the run must not go over every record and event. A notebook's
+    ``analyzer.analyze`` leaves the collector as it was."""
+    from analyzer.engine import run
+
+    path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
+    gc.unfreeze()
+    try:
+        run([path])
+        assert gc.get_freeze_count() == 0 and gc.isenabled()
+        assert main(["analyze", path, "--format", "jsonl"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) >= 6
+        assert gc.get_freeze_count() > 1000 and gc.isenabled()
+        # What the output made afterwards is still collected as usual.
+        assert gc.get_count()[0] < 1000
+    finally:
+        gc.unfreeze()
