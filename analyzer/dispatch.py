@@ -9,7 +9,9 @@ passing: it was a fifth of an all-SMTP capture's time as a Python loop.
 
 With a shard (``analyzer.parallel``), every packet is still decoded, so the statistics are whole,
 but only this shard's connections are followed; the other segments only advance the table's
-clock and checksum knowledge (``ConnectionTable.observe``), and DNS stays with shard 0.
+clock and checksum knowledge (``ConnectionTable.observe``). Every shard reads the DNS datagrams
+(its records need the names; shard 0's tracker also keeps the rows); DNS over TCP stays with
+shard 0, like its connections.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ def shard_of(src: bytes, sport: int, dst: bytes, dport: int, shards: int) -> int
 def dispatch(records: Iterable[Any], decode: Callable[..., Any], table: ConnectionTable, dns: DnsTracker, index: int,
              shards: int) -> int:
     """Run ``records`` through the layers (see the module docstring); returns how many there were."""
-    primary = index == 0
     count = 0
     last_expiry = 0
     for rec in records:
@@ -53,15 +54,13 @@ def dispatch(records: Iterable[Any], decode: Callable[..., Any], table: Connecti
             else:
                 table.tcp(pkt)
         elif isinstance(pkt, UdpDatagram):
-            if primary:
-                dns.udp(pkt)
-                if pkt.ts - last_expiry > DNS_EXPIRY_INTERVAL_NS:
-                    last_expiry = pkt.ts
-                    dns.expire(pkt.ts)
+            dns.udp(pkt)
+            if pkt.ts - last_expiry > DNS_EXPIRY_INTERVAL_NS:
+                last_expiry = pkt.ts
+                dns.expire(pkt.ts)
         elif isinstance(pkt, IcmpError):
             if pkt.q_proto == IPPROTO_UDP:
-                if primary:
-                    dns.icmp_unreachable(pkt)
+                dns.icmp_unreachable(pkt)
             elif shards == 1 or shard_of(pkt.q_src, pkt.q_sport, pkt.q_dst, pkt.q_dport, shards) == index:
                 table.icmp(pkt)
     return count

@@ -14,7 +14,7 @@ import gc
 import time
 from array import array
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .capture import STDIN, CaptureError, CaptureSet, expand_inputs, linktype_name
 from .capture.linktypes import SUPPORTED_LINKTYPES
@@ -24,7 +24,7 @@ from .decode.fastpath import Prefilter
 from .decode.packet import DecodeStats
 from .decode.udp import DNS_PORT
 from .diagnosis.microsoft import MicrosoftDirectory, UserEndpoint
-from .diagnosis.records import RecordBuilder, first_seen_key
+from .diagnosis.records import Built, RecordBuilder, collect, first_seen_key, merge_built
 from .diagnosis.resets import ServerTtls, add_server_reference
 from .diagnosis.store import EventsBySession, SessionStore, session_weight
 from .diagnosis.summary import Tally, summarize
@@ -109,7 +109,11 @@ class Engine:
         ports = None if options.ports is None else frozenset(options.ports) | {DNS_PORT}
         self.selector = Selector(ports, self.directory.networks, self.directory.dns_interest())
         self.decoder = Decoder(self.selector, verify_checksums=options.checksums != "off")
-        self.dns = DnsTracker(interesting=self.directory.is_interesting_name, rows=SessionStore(limit=DNS_ROWS_IN_MEMORY))
+        # A split run's other shards read DNS too, for the names their records need; shard 0
+        # keeps the rows (``analyzer.parallel``).
+        primary = shard is None or shard[0] == 0
+        self.dns = DnsTracker(interesting=self.directory.is_interesting_name,
+                              rows=SessionStore(limit=DNS_ROWS_IN_MEMORY) if primary else None, keep_rows=primary)
         table_bytes = None if options.table_memory_mb is None else options.table_memory_mb * 1024 * 1024
         self.table = ConnectionTable(self._finished, self._attach, options.checksums, table_bytes)
         #: Finished sessions' facts, waiting for ``result`` (spilled to disk past a limit),
@@ -235,11 +239,19 @@ class Engine:
         if end is not None:
             self.dns.finish(end)
 
-    def result(self, capture: dict[str, Any] | None = None, errors: list[str] | None = None, damage: list[str] | None = None) -> RunResult:
+    def build_records(self) -> Iterator[Built]:
+        """This engine's sessions, built in the records' order (``RecordBuilder.build_ordered``)."""
+        builder = RecordBuilder(self.directory, self.dns, self.decoder.stats.last_ts)
+        return builder.build_ordered(self.facts, self.server_ttls, self.first_seen)
+
+    def result(self, capture: dict[str, Any] | None = None, errors: list[str] | None = None, damage: list[str] | None = None,
+               built_elsewhere: Sequence[Iterable[Built]] = ()) -> RunResult:
+        """The run's result. ``built_elsewhere``: the sessions other shards built themselves
+        (``analyzer.parallel``), each in the records' order: merged with this engine's."""
         stats = self.decoder.stats
-        builder = RecordBuilder(self.directory, self.dns, stats.last_ts)
         tally = Tally()
-        built, by_session = builder.build_all(self.facts, self.server_ttls, self.first_seen, tally)
+        own = self.build_records()
+        built, by_session = collect(merge_built([own, *built_elsewhere]) if built_elsewhere else own, tally)
         records: Sequence[dict[str, Any]]
         events: Mapping[str, list[tuple[int, str, str, str]]]
         if built.spilled:
@@ -485,10 +497,11 @@ def _kept_share(path: str, options: Options) -> float:
 
 
 def run_serial(files: list[str], options: Options, progress: ProgressCallback | None = None,
-               shard: tuple[int, int] | None = None, others: Callable[[Engine], None] | None = None,
+               shard: tuple[int, int] | None = None, others: Callable[[Engine], Sequence[Iterable[Built]]] | None = None,
                stop: Any = None) -> RunResult:
     """One engine over the files. ``shard``: follow only that shard's connections, then let
-    ``others(engine)`` take in what the other shards found (``Engine.absorb``). After Ctrl-C
+    ``others(engine)`` take in what the other shards found (``Engine.absorb``), or return the
+    sessions they built themselves (``Engine.result``'s ``built_elsewhere``). After Ctrl-C
     (``capture.interrupt``) the reading stops after the latest time read so far; with a
     ``stop`` (``parallel.StopAgreement``'s member), after the latest any shard had read."""
     captures = CaptureSet(files, options.window)
@@ -509,7 +522,9 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
         stop.read_all(engine.decoder.stats.last_ts)
     engine.finish()
     if others is not None:
-        others(engine)
+        built_elsewhere = others(engine)
+    else:
+        built_elsewhere = ()
     capture_info = {
         "files": files,
         "formats": captures.formats,
@@ -529,7 +544,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
         message = f"{count} packet(s) with unsupported link type {lt} ({linktype_name(lt)}) were skipped"
         if message not in errors:
             errors.append(message)
-    result = engine.result(capture_info, errors, [d.describe() for d in captures.damage])
+    result = engine.result(capture_info, errors, [d.describe() for d in captures.damage], built_elsewhere)
     engine.close()
     return result
 

@@ -30,12 +30,15 @@ from .decode.fastpath import Prefilter
 from .decode.packet import DecodeStats
 from .capture.interrupt import STOP, held_off, shared_flag, start_worker, stop_reading_on_every_interrupt
 from .capture.window import EARLIEST
+from .diagnosis.jsontext import dump_record, load_record
+from .diagnosis.records import Built
+from .diagnosis.resets import merge_server_references
 from .engine import Engine, Options, RunResult, _unsupported_linktypes, interruption_info, window_info
 
 #: One kept record in a worker's result: ts_ns, linktype, wirelen, caplen, then the frame.
 KEPT = struct.Struct("<qHII")
-#: Session facts a shard process sends to the coordinator in one message.
-FACTS_PER_MESSAGE = 256
+#: Sessions (built, or their facts) a shard process sends to the coordinator in one message.
+SESSIONS_PER_MESSAGE = 256
 
 
 @dataclass
@@ -322,9 +325,15 @@ def can_shard() -> bool:
 
 def run_sharded(files: list[str], options: Options, shards: int, progress=None) -> RunResult:
     """Analyse the capture in ``shards`` processes, each following the TCP connections that
-    ``dispatch.shard_of`` gives it; this process (shard 0) also keeps DNS and builds the records from
-    everyone's sessions. Every process reads and decodes every packet, so the clock, the
-    statistics and the checksum knowledge are those of one engine: the results are identical."""
+    ``dispatch.shard_of`` gives it; this process (shard 0) also keeps DNS's rows. Every process
+    reads and decodes every packet, so the clock, the statistics, the checksum knowledge and
+    what DNS said of each address are those of one engine: the results are identical.
+
+    Once all have read the capture, they exchange their sessions' server TTLs (the records'
+    context: ``diagnosis.resets``), each builds its own sessions' records, and this process
+    merges them in the records' order as they come (:func:`~.diagnosis.records.merge_built`).
+    Where shard 0 read DNS over TCP (whose names only it knows), the others send their sessions'
+    facts instead and it builds every record."""
     import multiprocessing
     import warnings
 
@@ -336,44 +345,65 @@ def run_sharded(files: list[str], options: Options, shards: int, progress=None) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+): the child uses none of them
         for index in range(1, shards):
-            receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_shard_worker, args=(files, options, index, shards, sender, agreement.member(index)),
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_shard_worker, args=(files, options, index, shards, theirs, agreement.member(index)),
                                daemon=True, name=f"smtpflow-shard-{index}")
             proc.start()
-            sender.close()
-            workers.append((proc, receiver))
+            theirs.close()
+            workers.append((proc, mine))
 
-    def absorb_others(engine: Engine) -> None:
-        for proc, receiver in workers:
-            while True:
-                try:
-                    status, *payload = receiver.recv()
-                except EOFError:
-                    proc.join()
-                    raise RuntimeError(f"shard process {proc.name} ended without a result (exit code {proc.exitcode})") from None
-                if status == "facts":
-                    engine.absorb(payload[0], 0, [])
-                    continue
-                proc.join()
-                if status != "ok":
-                    raise RuntimeError(f"shard process {proc.name} failed: {payload[0]}")
-                created, orphan_icmp, evicted, evicted_for_memory, duplicate_frames = payload
-                engine.absorb((), created, orphan_icmp, evicted, evicted_for_memory, duplicate_frames)
-                break
+    def others(engine: Engine) -> list[Iterator[Built]]:
+        for proc, conn in workers:
+            refs, created, orphan_icmp, evicted, evicted_for_memory, duplicate_frames = _expect(proc, conn, "context")
+            merge_server_references(engine.server_ttls, refs)
+            engine.absorb((), created, orphan_icmp, evicted, evicted_for_memory, duplicate_frames)
+        if engine.dns.stats()["tcp_messages"]:  # names only this process learnt: it builds every record
+            for proc, conn in workers:
+                conn.send(("facts",))
+                while (facts := _expect(proc, conn, "facts", "done")) is not None:
+                    engine.absorb(facts[0], 0, [])
+            return []
+        for proc, conn in workers:
+            conn.send(("build", engine.server_ttls))
+        return [_built_by(proc, conn) for proc, conn in workers]
 
     try:
-        result = run_serial(files, options, progress, shard=(0, shards), others=absorb_others, stop=agreement.member(0))
+        result = run_serial(files, options, progress, shard=(0, shards), others=others, stop=agreement.member(0))
         result.capture["shards"] = shards
         return result
     finally:
-        for proc, receiver in workers:
-            receiver.close()
+        for proc, conn in workers:
+            conn.close()
             if proc.is_alive():
                 proc.terminate()
-                proc.join()
+            proc.join()
 
 
-def _shard_worker(files: list[str], options: Options, index: int, shards: int, sender, stop: StopMember) -> None:
+def _expect(proc, conn, status: str, end: str | None = None) -> Any:
+    """The next message from a shard: its payload when it is ``status``, None when it is
+    ``end``; a shard's failure or end is raised."""
+    try:
+        received, *payload = conn.recv()
+    except EOFError:
+        proc.join()
+        raise RuntimeError(f"shard process {proc.name} ended without a result (exit code {proc.exitcode})") from None
+    if received == status:
+        return payload
+    if received == end:
+        return None
+    if received == "error":
+        raise RuntimeError(f"shard process {proc.name} failed: {payload[0]}")
+    raise RuntimeError(f"shard process {proc.name} sent {received!r}, not {status!r}")  # pragma: no cover - a bug
+
+
+def _built_by(proc, conn) -> Iterator[Built]:
+    """A shard's sessions, built by it, in the records' order, as its messages come."""
+    while (batch := _expect(proc, conn, "built", "done")) is not None:
+        for record, events, weight in batch[0]:
+            yield load_record(record), events, weight
+
+
+def _shard_worker(files: list[str], options: Options, index: int, shards: int, conn, stop: StopMember) -> None:
     stop_reading_on_every_interrupt()  # Ctrl-C stops this shard's reading; the coordinator ends the run
     try:
         captures = CaptureSet(files, options.window)
@@ -383,17 +413,30 @@ def _shard_worker(files: list[str], options: Options, index: int, shards: int, s
             engine.feed(captures)
         stop.read_all(engine.decoder.stats.last_ts)
         engine.finish()
-        # Facts go in batches: the coordinator stores them as they come (spilling past its
-        # limit), so neither process ever holds one message with every session in it.
-        sessions = iter(engine.facts)
-        while batch := list(itertools.islice(sessions, FACTS_PER_MESSAGE)):
-            sender.send(("facts", batch))
         table = engine.table
-        payload: tuple = ("ok", table.created, table.orphan_icmp, table.evicted, table.evicted_for_memory,
-                          table.duplicate_frames)
+        conn.send(("context", engine.server_ttls, table.created, table.orphan_icmp, table.evicted, table.evicted_for_memory,
+                   table.duplicate_frames))
+        asked, *payload = conn.recv()
+        # Sessions go in batches, taken by the coordinator as it needs them (stored or merged
+        # as they come), so neither process ever holds one message with every session in it.
+        if asked == "build":
+            engine.server_ttls = payload[0]  # every shard's: the context of every record
+            built = engine.build_records()
+            while batch := [(dump_record(record), events, weight)
+                            for record, events, weight in itertools.islice(built, SESSIONS_PER_MESSAGE)]:
+                conn.send(("built", batch))
+        else:
+            sessions = iter(engine.facts)
+            while batch := list(itertools.islice(sessions, SESSIONS_PER_MESSAGE)):
+                conn.send(("facts", batch))
+        message: tuple = ("done",)
+    except (EOFError, BrokenPipeError):
+        return  # the coordinator is gone (it failed, or was interrupted): nobody to tell
     except BaseException as exc:  # noqa: BLE001 - reported by the coordinator
-        payload = ("error", f"{type(exc).__name__}: {exc}")
+        message = ("error", f"{type(exc).__name__}: {exc}")
     try:
-        sender.send(payload)
+        conn.send(message)
+    except OSError:
+        pass
     finally:
-        sender.close()
+        conn.close()

@@ -203,3 +203,51 @@ def test_workers_tell_the_progress_bar_of_each_file_read(tmp_path):
     assert [done for done, _total, _packets in calls] == [sum(sizes[: n + 1]) for n in range(len(files))]
     assert {total for _done, total, _packets in calls} == {sum(sizes)}
     assert calls[-1][2] == result.stats["packets"]
+
+
+def _dns_named_sessions(tmp_path, over_tcp: bool) -> str:
+    """Sessions to two servers in every shard, each named only by a DNS answer that came
+    before them: over UDP, or (``over_tcp``) over TCP, a connection only shard 0 follows."""
+    from scapy.all import DNS, DNSQR, DNSRR
+
+    t = 1_700_000_000.0
+    packets = []
+    answers = [("smtp.office365.com", "A", "52.96.10.7"), ("contoso-com.mail.protection.outlook.com", "A", "52.101.8.9")]
+    if over_tcp:
+        resolver = Conversation(cport=53000, server="192.0.2.53", sport=53, t=t).handshake()
+        for i, (name, rtype, data) in enumerate(answers):
+            query = bytes(DNS(id=i, rd=1, qd=[DNSQR(qname=name, qtype=rtype)]))
+            answer = bytes(DNS(id=i, qr=1, rd=1, ra=1, qd=[DNSQR(qname=name, qtype=rtype)],
+                               an=[DNSRR(rrname=name, type=rtype, ttl=60, rdata=data)]))
+            resolver.client_sends(len(query).to_bytes(2, "big") + query)
+            resolver.server_sends(len(answer).to_bytes(2, "big") + answer)
+        packets += resolver.close_by_client().packets
+    else:
+        for i, answer in enumerate(answers):
+            packets += dns_exchange(t + i * 0.1, answer[0], [answer], txid=i, sport=40000 + i)
+    for i in range(16):
+        server = answers[i % 2][2]
+        packets += plain_smtp_session(Conversation(cport=45000 + i, t=t + 1 + i * 0.5, server=server, sport=587)).packets
+    return str(write_pcap(tmp_path / ("tcp.pcap" if over_tcp else "udp.pcap"), frames(sorted(packets), 1)))
+
+
+@pytest.mark.parametrize("over_tcp", [False, True])
+def test_every_shard_builds_its_records_with_what_dns_said(tmp_path, monkeypatch, over_tcp):
+    """Shards build their own sessions' records, with every shard's server TTLs and the names
+    DNS gave (each reads the DNS datagrams). Names learnt over TCP only shard 0 knows: then the
+    others send their sessions' facts and it builds every record. The results are the serial
+    run's either way."""
+    from analyzer import parallel
+
+    if not parallel.can_shard():
+        pytest.skip("splitting one capture across processes needs fork")
+    path = _dns_named_sessions(tmp_path, over_tcp)
+    serial = analyzer.analyze(path)
+    names = {r["server_name"] for r in serial.records if r["server_port"] == 587}
+    assert names == {"smtp.office365.com", "contoso-com.mail.protection.outlook.com"}
+    built_by_shards = []
+    monkeypatch.setattr(parallel, "_built_by", lambda proc, conn, f=parallel._built_by: built_by_shards.append(proc.name) or f(proc, conn))
+    for shards in (2, 3):
+        built_by_shards.clear()
+        assert whole_result(analyzer.analyze(path, workers=shards)) == whole_result(serial), shards
+        assert len(built_by_shards) == (0 if over_tcp else shards - 1)

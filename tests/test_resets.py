@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from analyzer.diagnosis.resets import add_server_reference, classify_reset, server_ttl_counts
+from analyzer.diagnosis.resets import add_server_reference, classify_reset, merge_server_references, server_ttl_counts
 
 SERVER = bytes([52, 96, 1, 1])
 NS = 1_000_000_000
@@ -68,3 +68,22 @@ def test_a_server_with_one_ttl_costs_an_int_not_a_counter():
     assert sum(sys.getsizeof(value) for value in refs.values()) < 40 * len(refs)
     assert server_ttl_counts(refs, (7).to_bytes(4, "big")) == Counter({118: 2})
     assert server_ttl_counts(refs, b"\x00\x00\x00\x00\x00") == Counter()
+
+
+@pytest.mark.parametrize("ttls, counts, rst_ttl, rst_from, reference", CASES)
+@pytest.mark.parametrize("cut", [0, 1, 2, 3])
+def test_references_merged_from_another_process_equal_those_counted_in_one(ttls, counts, rst_ttl, rst_from, reference, cut):
+    """A split run's shards count their own sessions, then merge: the same counts, in the same
+    order of values (ties are broken by it), as one process counting them in that order."""
+    other_server = b"\x34\x60\x00\x02"
+    one: dict = {}
+    mine: dict = {}
+    theirs: dict = {}
+    for n, (synack, resp) in enumerate(ttls + [(64, None)]):
+        for refs in (one, mine if n < cut else theirs):
+            add_server_reference(refs, _session(synack, resp, server=SERVER if n < len(ttls) else other_server))
+    merge_server_references(mine, theirs)
+    assert mine == one
+    assert [list(server_ttl_counts(mine, server)) for server in one] == [list(server_ttl_counts(one, server)) for server in one]
+    for server, value in mine.items():  # one TTL: still the packed int
+        assert (type(value) is int) == (len(server_ttl_counts(mine, server)) == 1)

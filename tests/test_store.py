@@ -311,7 +311,7 @@ def test_cli_reports_an_unusable_spill_directory(monkeypatch, capsys, tmp_path):
 
 
 def test_a_split_capture_spills_in_every_process(monkeypatch):
-    """Shard processes send their facts in batches; the coordinator stores them as they come."""
+    """Shard processes send their sessions in batches; the coordinator stores them as they come."""
     from analyzer import parallel
 
     if not parallel.can_shard():
@@ -319,7 +319,7 @@ def test_a_split_capture_spills_in_every_process(monkeypatch):
     path = os.path.join(ROOT, "captures", "gateway-mixed.pcap")
     kept = analyzer.analyze(path)
     monkeypatch.setattr(store_module, "MAX_SESSIONS_IN_MEMORY", 2)
-    monkeypatch.setattr(parallel, "FACTS_PER_MESSAGE", 3)
+    monkeypatch.setattr(parallel, "SESSIONS_PER_MESSAGE", 3)
     split = analyzer.analyze(path, workers=2)
     assert split.capture.get("shards") == 2 and split.records.spilled
     assert canonical(split)[:3] == canonical(kept)[:3]

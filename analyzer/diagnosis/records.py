@@ -46,9 +46,10 @@ end_reason             why smtpflow stopped following it: closed, attempt_timeou
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Final
 
@@ -66,6 +67,10 @@ NS: Final = 1_000_000_000
 TLS_KEYS: Final = ("mode", "attempted", "established", "version", "client_max_version", "sni", "cipher", "alert", "alert_from")
 
 
+#: A built session: its record, ``(session id, its events in time order)``, its weight in a store.
+Built = tuple[dict[str, Any], tuple[str, list[Any]], int]
+
+
 def _seconds(ns: int | None, digits: int = 6) -> float | None:
     return None if ns is None else round(ns / NS, digits)
 
@@ -81,30 +86,31 @@ class RecordBuilder:
     def build_all(self, all_facts: Sequence[dict[str, Any]], refs: ServerTtls, first_seen: array | None = None,
                   tally: Tally | None = None) -> tuple[SessionStore, SessionStore]:
         """The records of all sessions in (first_seen, session_id) order, and in the same order
-        each session's ``(session id, events in time order)``. ``refs``: the sessions' server
-        TTLs, counted as they finished (:func:`~.resets.add_server_reference`).
+        each session's ``(session id, events in time order)`` (see :meth:`build_ordered`).
+        ``tally``: each record is also added to it, in that order (the capture's summary,
+        without reading the records again)."""
+        return collect(self.build_ordered(all_facts, refs, first_seen), tally)
+
+    def build_ordered(self, all_facts: Sequence[dict[str, Any]], refs: ServerTtls,
+                      first_seen: array | None = None) -> Iterator[Built]:
+        """Each session's record, its ``(session id, events in time order)`` and its weight (for
+        a store), in the records' order: (first_seen, session_id). ``refs``: the sessions'
+        server TTLs, counted as they finished (:func:`~.resets.add_server_reference`).
 
         ``first_seen``: each stored session's :func:`first_seen_key`, counted as it was stored
         (else read from the facts first). The facts are read once more, one session at a time,
         in the records' order (a :class:`SessionStore` reads runs of them at once): the stores
         spill to disk past their limit, so any number of sessions is built in bounded memory,
-        and nothing needs sorting afterwards. ``tally``: each record is also added to it, in
-        that order (the capture's summary, without reading the records again)."""
+        and nothing needs sorting afterwards."""
         if not isinstance(all_facts, SessionStore):
             all_facts = list(all_facts)  # live capture's deque of the latest: indexing it is slow
         if first_seen is None or len(first_seen) != len(all_facts):
             first_seen = array("d", (first_seen_key(facts) for facts in all_facts))
         order = session_order(first_seen, all_facts)
         ordered = all_facts.in_order(order) if isinstance(all_facts, SessionStore) else (all_facts[i] for i in order)
-        records, events = SessionStore(json_records=True), SessionStore()
         for facts in ordered:
             record = self.build(facts, refs)
-            weight = session_weight(facts.get("held_bytes", 0))
-            records.append(record, weight)
-            events.append((facts["uid"], sorted(facts["events"], key=itemgetter(0))), weight)
-            if tally is not None:
-                tally.add(record)
-        return records, events
+            yield record, (facts["uid"], sorted(facts["events"], key=itemgetter(0))), session_weight(facts.get("held_bytes", 0))
 
     def build(self, facts: dict[str, Any], refs: ServerTtls) -> dict[str, Any]:
         app = facts.get("app") or {}
@@ -197,6 +203,30 @@ class RecordBuilder:
         record["weirds"] = dict(facts.get("weirds") or {}) | ((smtp or {}).get("weirds") or {})
         record["end_reason"] = facts.get("end_reason")
         return record
+
+
+def collect(built: Iterable[Built], tally: Tally | None = None) -> tuple[SessionStore, SessionStore]:
+    """Built sessions into a store of records and one of ``(session id, events)``, each
+    record also added to ``tally``."""
+    records, events = SessionStore(json_records=True), SessionStore()
+    for record, session_events, weight in built:
+        records.append(record, weight)
+        events.append(session_events, weight)
+        if tally is not None:
+            tally.add(record)
+    return records, events
+
+
+def record_order(built: Built) -> tuple[float, str]:
+    """What the records are sorted by: first_seen, then session_id (:func:`session_order`)."""
+    record = built[0]
+    return record["first_seen"], record["session_id"]
+
+
+def merge_built(streams: Iterable[Iterable[Built]]) -> Iterator[Built]:
+    """Several processes' built sessions, each stream in the records' order, as one stream in
+    that order: what one process building all of them would give."""
+    return heapq.merge(*streams, key=record_order)
 
 
 def first_seen_key(facts: dict[str, Any]) -> float:

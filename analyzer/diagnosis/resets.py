@@ -46,6 +46,28 @@ def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
         counts[ttl] += 1
 
 
+def merge_server_references(refs: ServerTtls, other: ServerTtls) -> None:
+    """Add the counts of ``other`` (another process's sessions) to ``refs``: the same counts,
+    in the same order of values, as adding those sessions one by one after ``refs``' own."""
+    for server, counts in other.items():
+        if isinstance(counts, int):
+            counts = Counter({counts & 0xFF: counts >> 8})
+        mine = refs.get(server)
+        if mine is None:
+            refs[server] = counts if len(counts) > 1 else _packed(counts)
+            continue
+        if isinstance(mine, int):
+            mine = Counter({mine & 0xFF: mine >> 8})
+        mine.update(counts)
+        refs[server] = mine if len(mine) > 1 else _packed(mine)
+
+
+def _packed(counts: Counter) -> int:
+    """One TTL's count as ``add_server_reference`` keeps it."""
+    ttl, count = next(iter(counts.items()))
+    return count << 8 | ttl
+
+
 def _own_ttl(facts: dict[str, Any]) -> int | None:
     """The TTL of the server's own packets in this session: its SYN-ACK's, else the highest seen."""
     ttl = facts.get("synack_ttl")

@@ -196,11 +196,14 @@ class DnsTracker:
 
     ``interesting(qname)`` selects the transactions kept as rows (default: all); MX queries
     and failures are kept regardless, and a transaction is also interesting when any name
-    of its CNAME chain is (a local alias of smtp.office365.com, say).
+    of its CNAME chain is (a local alias of smtp.office365.com, say). ``keep_rows=False``: no
+    rows at all, only what the answers say of addresses (``names_for``): a split run's other
+    processes learn the names their sessions' records need, shard 0 keeps the rows.
     """
 
-    def __init__(self, interesting: Callable[[str], bool] | None = None, rows: Any = None) -> None:
+    def __init__(self, interesting: Callable[[str], bool] | None = None, rows: Any = None, keep_rows: bool = True) -> None:
         self._interesting = interesting
+        self._keep_rows = keep_rows
         self._verdicts: dict[str, bool] = {}  # question name -> interesting?
         # Tables that lose their oldest entries are OrderedDicts: a dict keeps the holes its
         # deleted first entries leave until it is resized, and finding its first live entry
@@ -563,6 +566,8 @@ class DnsTracker:
                     mx.append({"preference": data.preference, "exchange": data.exchange.lower()})
             mx.sort(key=lambda entry: (entry["preference"], entry["exchange"]))
             self._learn_answer(qname, chain, addresses, mx, msg, response_ts)
+        if not self._keep_rows:
+            return
         # Whether the row is kept is known before it is built (on a gateway most are not).
         failure = _failed(status, msg is not None and msg.rcode != RCODE_NOERROR)
         wanted = query.qtype == QTYPE_MX or self._wanted(chain or [qname])
