@@ -19,6 +19,7 @@ from rich.text import Text
 
 from ..diagnosis.summary import MAX_SHOWN_FINDINGS, more_findings
 from ..diagnosis.verdicts import failing_first, is_failing
+from .grid import Column, paragraph, print_table
 from .safe import printable
 
 OUTCOME_STYLES = {
@@ -153,58 +154,63 @@ def render_sessions(console: Console, records: Iterable[dict[str, Any]], only_fa
     return shown
 
 
+WIDE_COLUMNS = (
+    Column("#", justify="right", wrap=False),
+    Column("start (UTC)", wrap=False),
+    Column("client → server"),
+    Column("conn", wrap=False),
+    Column("outcome", wrap=False),
+    Column("verdict"),
+    Column("detail"),
+)
+NARROW_COLUMNS = (
+    Column("#", justify="right", wrap=False),
+    Column("session", ratio=2, overflow="ellipsis"),
+    Column("outcome and verdict", ratio=3, overflow="ellipsis"),
+)
+
+
 def _render_sessions_wide(console: Console, rows: list[tuple[int, dict[str, Any]]]) -> None:
-    table = Table(box=box.SIMPLE_HEAD, show_lines=False, header_style="bold")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("start (UTC)", no_wrap=True)
-    table.add_column("client → server", overflow="fold")
-    table.add_column("conn", no_wrap=True)
-    table.add_column("outcome", no_wrap=True)
-    table.add_column("verdict", overflow="fold")
-    table.add_column("detail", overflow="fold")
+    cells = []
     for index, rec in rows:
         server = f"{rec['server']}:{rec['server_port']}"
         if rec.get("server_name"):
             server = f"{rec['server_name']} ({server})"
-        who = Text.assemble(printable(f"{rec['client']}:{rec['client_port']}"), " → ", (printable(server), "bold"))
+        who = paragraph(printable(f"{rec['client']}:{rec['client_port']}"), " → ", (printable(server), "bold"))
         if rec.get("microsoft"):
-            who.append(" [MS]", style="blue")
+            who.append((" [MS]", "blue"))
         verdict = rec.get("verdict") or {}
-        table.add_row(
-            str(index),
-            _clock(rec.get("first_seen")),
-            who,
-            Text(f"{rec['conn_state']} {rec['history']}"),
-            Text(rec["outcome"], style=OUTCOME_STYLES.get(rec["outcome"], "")),
-            _t(verdict.get("title", "")),
-            _t(_detail(rec)),
-        )
-    console.print(table)
+        cells.append((
+            [[(str(index), "")]],
+            [[(_clock(rec.get("first_seen")), "")]],
+            [who],
+            [[(f"{rec['conn_state']} {rec['history']}", "")]],
+            [[(rec["outcome"], OUTCOME_STYLES.get(rec["outcome"], ""))]],
+            [[(printable(verdict.get("title", "")), "")]],
+            [[(printable(_detail(rec)), "")]],
+        ))
+    print_table(console, WIDE_COLUMNS, cells)
 
 
 def _render_sessions_narrow(console: Console, rows: list[tuple[int, dict[str, Any]]]) -> None:
     """A narrow terminal: who and when on the left, outcome, verdict and detail on the right."""
-    table = Table(box=box.SIMPLE_HEAD, show_lines=True, header_style="bold", expand=True)
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("session", ratio=2)
-    table.add_column("outcome and verdict", ratio=3)
+    cells = []
     for index, rec in rows:
         server = f"{rec['server']}:{rec['server_port']}"
         if rec.get("server_name"):
             server = f"{rec['server_name']} {server}"
-        who = Text.assemble(
-            printable(f"{rec['client']}:{rec['client_port']}"), " →\n", (printable(server), "bold"),
-            (" [MS]", "blue") if rec.get("microsoft") else "",
-            ("\n" + _clock(rec.get("first_seen")) + f"  {rec['conn_state']} {rec['history']}", "dim"),
-        )
+        who = [
+            paragraph(printable(f"{rec['client']}:{rec['client_port']}"), " →"),
+            paragraph((printable(server), "bold"), (" [MS]", "blue") if rec.get("microsoft") else ""),
+            paragraph((_clock(rec.get("first_seen")) + f"  {rec['conn_state']} {rec['history']}", "dim")),
+        ]
         verdict = rec.get("verdict") or {}
+        what = [paragraph((rec["outcome"], OUTCOME_STYLES.get(rec["outcome"], ""))), paragraph(printable(verdict.get("title", "")))]
         detail = _detail(rec)
-        what = Text.assemble(
-            (rec["outcome"], OUTCOME_STYLES.get(rec["outcome"], "")), "\n", printable(verdict.get("title", "")),
-            ("\n" + printable(detail), "dim") if detail else "",
-        )
-        table.add_row(str(index), who, what)
-    console.print(table)
+        if detail:
+            what.append(paragraph((printable(detail), "dim")))
+        cells.append(([[(str(index), "")]], who, what))
+    print_table(console, NARROW_COLUMNS, cells, expand=True, lines_between=True)
 
 
 def _detail(rec: dict[str, Any]) -> str:
