@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from operator import truediv
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
@@ -71,8 +72,28 @@ TLS_KEYS: Final = ("mode", "attempted", "established", "version", "client_max_ve
 Built = tuple[dict[str, Any], tuple[str, list[Any]], int]
 
 
-def _seconds(ns: int | None, digits: int = 6) -> float | None:
-    return None if ns is None else round(ns / NS, digits)
+#: Below 2**32 s (the year 2106) a time's float is good to 0.24 µs or better (see ``seconds``).
+PLAIN_SECONDS_BELOW_NS: Final = 2**32 * NS
+
+
+def _seconds(ns: int | None) -> float | None:
+    return None if ns is None else seconds(ns)
+
+
+def seconds(ns: int) -> float:
+    """``round(ns / NS, 6)``, the same float, without its cost where the answer is plain.
+
+    ``round(x, 6)`` writes ``x`` out in decimal to round it (a tenth of building a record).
+    The microseconds rounded from the integer, divided by a million, are the same float — the
+    one nearest that decimal — except where ``ns / NS`` lies close to the middle between two
+    microseconds: an epoch time's float is only good to about 0.24 µs, so its decimal may round
+    the other way. Those (and negative times) still go through ``round``."""
+    micros, rest = divmod(ns, 1000)
+    if 250 <= rest <= 750 or not 0 <= ns < PLAIN_SECONDS_BELOW_NS:
+        # Python's int division, correctly rounded: compiled, ``ns / NS`` would make ns a
+        # float first (an epoch time in ns has more digits than a float holds), rounding twice.
+        return round(truediv(ns, NS), 6)
+    return (micros + (rest > 500)) / 1_000_000
 
 
 class RecordBuilder:
@@ -167,7 +188,7 @@ class RecordBuilder:
             "server_name": server_name,
             "first_seen": _seconds(facts["first_ts"]),
             "last_seen": _seconds(facts["last_ts"]),
-            "duration": round((facts["last_ts"] - facts["first_ts"]) / NS, 6),
+            "duration": seconds(facts["last_ts"] - facts["first_ts"]),
             "conn_state": facts["conn_state"],
             "history": facts["history"],
             "syn_count": len(syn_times),
@@ -232,7 +253,7 @@ def merge_built(streams: Iterable[Iterable[Built]]) -> Iterator[Built]:
 def first_seen_key(facts: dict[str, Any]) -> float:
     """What the records are sorted by first: their ``first_seen`` (so equal for two sessions
     that began in the same microsecond, whose order the session id then decides)."""
-    return round(facts["first_ts"] / NS, 6)  # as _seconds, never None
+    return seconds(facts["first_ts"])  # as _seconds, never None
 
 
 def session_order(first_seen: array, all_facts: Sequence[dict[str, Any]]) -> list[int]:
