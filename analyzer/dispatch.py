@@ -2,7 +2,8 @@
 
 ``Engine.feed`` hands its records here. A record is either what a capture reader gives,
 ``(ts, linktype, buf, start, end, wirelen)``, decoded here by the Python decoder, or
-``(ts, packet)``, a packet the C scan has already decoded. TCP segments go to the connection
+``(ts, packet)``, a packet the C scan has already decoded, or ``(ts, src, checksum)``, what the
+C scan keeps of a segment another shard follows. TCP segments go to the connection
 table, DNS datagrams and ICMP errors about them to the DNS tracker, other ICMP errors to the
 table. Compiled, the loop calls the table and the tracker directly, without Python's argument
 passing: it was a fifth of an all-SMTP capture's time as a Python loop.
@@ -45,7 +46,11 @@ def dispatch(records: Iterable[Any], decode: Callable[..., Any], table: Connecti
     last_expiry = 0
     for rec in records:
         count += 1
-        pkt = decode(*rec) if len(rec) == 6 else rec[1]
+        size = len(rec)
+        if size == 3:  # a segment another shard follows, as the C scan hands it on: (ts, src, checksum)
+            table.observe_at(rec[0], rec[1], rec[2])
+            continue
+        pkt = decode(*rec) if size == 6 else rec[1]
         if pkt is None:
             continue
         if isinstance(pkt, TcpSegment):

@@ -199,8 +199,9 @@ class Engine:
     def prefilter(self) -> Prefilter:
         """The C scan for this engine's readers: it drops what the decoder would drop and
         builds the TCP segments and DNS datagrams it keeps itself (``feed`` takes both kinds
-        of record)."""
-        return Prefilter(self.selector, self.decoder.stats, build=True, verify_checksums=self.decoder.verify_checksums)
+        of record; with a shard, only those of its own connections)."""
+        return Prefilter(self.selector, self.decoder.stats, build=True, verify_checksums=self.decoder.verify_checksums,
+                         shard=self.shard)
 
     # -- the hot loop -------------------------------------------------------------------------
     def feed(self, records: Iterable[tuple]) -> None:

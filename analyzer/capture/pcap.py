@@ -208,8 +208,8 @@ class Windows:
         reader.records = count
         reader.bytes_read = base + new_pos
         for hit in hits:
-            if len(hit) == 2:
-                yield hit  # (ts, TcpSegment or UdpDatagram)
+            if len(hit) != 5:
+                yield hit  # (ts, TcpSegment or UdpDatagram), or another shard's (ts, src, checksum)
             else:
                 ts, lt, start, end, wirelen = hit
                 yield ts, lt, buf, start, end, wirelen

@@ -736,6 +736,27 @@ static PyObject *build_segment(const uint8_t *record, const Hit *it) {
     return seg == NULL ? NULL : Py_BuildValue("(LN)", it->ts, seg);
 }
 
+/* Which process of a split run follows a decoded segment's connection: dispatch.shard_of's
+ * rule (the same both ways; DNS over TCP stays with process 0). */
+static int shard_of_hit(const uint8_t *record, const Hit *it, int shards) {
+    const TcpFields *t = &it->tcp;
+    const uint8_t *ip = record + t->ip, *l4 = ip + t->l4;
+    unsigned long sport = be16(l4), dport = be16(l4 + 2);
+    if (sport == 53 || dport == 53) return 0;
+    int v6 = t->version == 6;
+    unsigned long src_last = v6 ? ip[8 + 15] : ip[12 + 3], dst_last = v6 ? ip[24 + 15] : ip[16 + 3];
+    return (int)((sport + dport + src_last + dst_last) % (unsigned long)shards);
+}
+
+/* A segment of a connection another process follows: only what ConnectionTable.observe_at
+ * reads, (ts, src, checksum) — no TcpSegment, no copy of its payload. */
+static PyObject *build_observed(const uint8_t *record, const Hit *it) {
+    const TcpFields *t = &it->tcp;
+    const uint8_t *ip = record + t->ip;
+    int v6 = t->version == 6;
+    return Py_BuildValue("(Ly#i)", it->ts, (const char *)(v6 ? ip + 8 : ip + 12), (Py_ssize_t)(v6 ? 16 : 4), t->checksum);
+}
+
 /* One scan call's state, shared by the pcap and the pcapng walk: the filter, what to do
  * with the records it keeps, its counters and its hits. */
 typedef struct {
@@ -748,6 +769,7 @@ typedef struct {
     long long stop;          /* a record at or after this ends the scan (ST_PAST) */
     Hits hits;
     int failed;           /* out of memory */
+    int shard_index, shard_count;  /* a split run's process (see conclude); count 1: not split */
 } Scan;
 
 /* Set up a scan from its filter blob, options and time window; -1 (with a Python error) for a
@@ -765,6 +787,20 @@ static int scan_start(Scan *s, Py_buffer *fview, int decode, Py_ssize_t max_kept
     s->since = since;
     s->until = until;
     s->stop = stop;
+    s->shard_index = 0;
+    s->shard_count = 1;
+    return 0;
+}
+
+/* A split run's process (shard_index of shard_count): the decoded segments of connections
+ * another process follows come back as (ts, src, checksum). -1 (a Python error) if impossible. */
+static int set_shard(Scan *s, int shard_index, int shard_count) {
+    if (shard_count < 1 || shard_index < 0 || shard_index >= shard_count) {
+        PyErr_SetString(PyExc_ValueError, "bad shard");
+        return -1;
+    }
+    s->shard_index = shard_index;
+    s->shard_count = shard_count;
     return 0;
 }
 
@@ -792,8 +828,9 @@ static int sift(Scan *s, int linktype, const uint8_t *buf, Py_ssize_t start, Py_
 }
 
 /* The scan's result, once the GIL is held again (and before the buffer is released):
- * (new position, [(ts, linktype, start, end, wirelen) or (ts, TcpSegment or UdpDatagram)...],
- * status, stats). Frees the hits. */
+ * (new position, [(ts, linktype, start, end, wirelen) or (ts, TcpSegment or UdpDatagram) or,
+ * for a segment another process of a split run follows, (ts, src, checksum)...], status, stats).
+ * Frees the hits. */
 static PyObject *conclude(Scan *s, const uint8_t *buf, Py_ssize_t pos, int status) {
     Hits *h = &s->hits;
     if (s->failed) { free(h->items); return PyErr_NoMemory(); }
@@ -801,7 +838,9 @@ static PyObject *conclude(Scan *s, const uint8_t *buf, Py_ssize_t pos, int statu
     if (list == NULL) { free(h->items); return NULL; }
     for (Py_ssize_t i = 0; i < h->n; i++) {
         Hit *it = &h->items[i];
-        PyObject *t = it->decoded == DECODED ? build_segment(buf + it->start, it)
+        PyObject *t = it->decoded == DECODED
+                        ? (s->shard_count > 1 && shard_of_hit(buf + it->start, it, s->shard_count) != s->shard_index
+                           ? build_observed(buf + it->start, it) : build_segment(buf + it->start, it))
                     : it->decoded == DECODED_UDP ? build_datagram(buf + it->start, it)
                     : Py_BuildValue("(LinnI)", it->ts, it->linktype, it->start, it->end, it->wirelen);
         if (t == NULL) { Py_DECREF(list); free(h->items); return NULL; }
@@ -835,7 +874,7 @@ static PyObject *conclude(Scan *s, const uint8_t *buf, Py_ssize_t pos, int statu
 #define ST_PAST 4        /* the record at pos is past the time window's stop: read no further */
 
 /* scan_pcap(buf, pos, big_endian, nano, header_len, linktype, max_len, filter[, limit, decode, max_kept,
- * since, until, stop]): records starting before limit (default: the whole buffer) are judged;
+ * since, until, stop, shard_index, shard_count]): records starting before limit (default: the whole buffer) are judged;
  * the scan stops early (ST_FULL) once max_kept records are kept, and (ST_PAST) at a record
  * stamped at or after stop. Records outside [since, until) are counted (S_OUTSIDE), nothing more. */
 static PyObject *scan_pcap(PyObject *self, PyObject *args) {
@@ -847,10 +886,11 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
     int decode = DECODE_NONE;
     Py_ssize_t max_kept = PY_SSIZE_T_MAX;
     long long since = LLONG_MIN, until = LLONG_MAX, stop = LLONG_MAX;
-    if (!PyArg_ParseTuple(args, "y*npiiiky*|ninLLL", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode,
-                          &max_kept, &since, &until, &stop)) return NULL;
+    int shard_index = 0, shard_count = 1;
+    if (!PyArg_ParseTuple(args, "y*npiiiky*|ninLLLii", &view, &pos, &big, &nano, &hlen, &linktype, &max_len, &fview, &limit, &decode,
+                          &max_kept, &since, &until, &stop, &shard_index, &shard_count)) return NULL;
     Scan scan;
-    if (scan_start(&scan, &fview, decode, max_kept, since, until, stop) < 0) {
+    if (scan_start(&scan, &fview, decode, max_kept, since, until, stop) < 0 || set_shard(&scan, shard_index, shard_count) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
         return NULL;
     }
@@ -881,7 +921,7 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args) {
 }
 
 /* scan_pcapng(buf, pos, big_endian, interfaces, filter[, limit, decode, max_kept, since, until,
- * stop]): as scan_pcap, over enhanced packet blocks; interfaces is a tuple of
+ * stop, shard_index, shard_count]): as scan_pcap, over enhanced packet blocks; interfaces is a tuple of
  * (linktype, kind, amount, offset_ns): kind 0 = multiply units by amount, 1 = divide by
  * amount, 2 = (units * 1e9) >> amount (binary resolution). Stops at any block but an EPB,
  * at the first block starting at or after the optional limit, and (ST_FULL) once max_kept
@@ -895,10 +935,11 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args) {
     int decode = DECODE_NONE;
     Py_ssize_t max_kept = PY_SSIZE_T_MAX;
     long long since = LLONG_MIN, until = LLONG_MAX, stop = LLONG_MAX;
-    if (!PyArg_ParseTuple(args, "y*npO!y*|ninLLL", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode, &max_kept,
-                          &since, &until, &stop)) return NULL;
+    int shard_index = 0, shard_count = 1;
+    if (!PyArg_ParseTuple(args, "y*npO!y*|ninLLLii", &view, &pos, &big, &PyTuple_Type, &ifaces, &fview, &limit, &decode, &max_kept,
+                          &since, &until, &stop, &shard_index, &shard_count)) return NULL;
     Scan scan;
-    if (scan_start(&scan, &fview, decode, max_kept, since, until, stop) < 0) {
+    if (scan_start(&scan, &fview, decode, max_kept, since, until, stop) < 0 || set_shard(&scan, shard_index, shard_count) < 0) {
         PyBuffer_Release(&view); PyBuffer_Release(&fview);
         return NULL;
     }

@@ -84,18 +84,23 @@ class Prefilter:
     With ``build`` (the engine's own runs) the plain TCP segments and DNS datagrams it
     keeps come back decoded, as ``(ts, TcpSegment)`` or ``(ts, UdpDatagram)`` pairs counted as
     the decoder would count them; other kept records stay ``(ts, linktype, start, end,
-    wirelen)`` for ``Decoder.decode``.
+    wirelen)`` for ``Decoder.decode``. With ``build`` and a ``shard`` (index, count: a split
+    run's process, ``analyzer.parallel``), a segment of a connection another process follows
+    (``dispatch.shard_of``) comes as ``(ts, src, checksum)``: all that process needs of it
+    (``ConnectionTable.observe_at``), without building a TcpSegment and copying its payload.
     ``verify_checksums`` is the decoder's setting of the same name.
     """
 
     available = _fastpath is not None and not DISABLED
 
-    def __init__(self, selector: Selector, stats: DecodeStats, build: bool = False, verify_checksums: bool = True) -> None:
+    def __init__(self, selector: Selector, stats: DecodeStats, build: bool = False, verify_checksums: bool = True,
+                 shard: tuple[int, int] | None = None) -> None:
         self.blob = filter_blob(selector)
         self.stats = stats
         self.decode = DECODE_NONE
         if build and SEGMENTS:
             self.decode = DECODE_PACKETS if verify_checksums else DECODE_PACKETS_NO_CHECKSUMS
+        self.shard = shard or (0, 1)
 
     def account(self, st: tuple) -> int:
         """Add a scan's counters to the statistics; return how many records it dropped.
@@ -129,7 +134,8 @@ class Prefilter:
     def pcap(self, buf: bytes, pos: int, big: bool, nano: bool, hlen: int, linktype: int, max_len: int,
              bounds: tuple[int, int, int] = ALL_TIME, limit: int = -1):
         """(new position, kept records (ts, linktype, start, end, wirelen) or decoded packets
-        (ts, TcpSegment | UdpDatagram), status, counters).
+        (ts, TcpSegment | UdpDatagram) or other processes' segments (ts, src, checksum), status,
+        counters).
 
         Records starting at or after ``limit`` (when given) are left for the next call, and so
         are those after the first ``MAX_KEPT`` kept (status ``capture.pcap.SCAN_FULL``); pass the counters
@@ -138,11 +144,12 @@ class Prefilter:
         at a record stamped ``stop`` or later (status ``capture.pcap.SCAN_PAST``)."""
         if limit < 0:
             limit = len(buf)
-        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit, self.decode, MAX_KEPT, *bounds)
+        return _fastpath.scan_pcap(buf, pos, big, nano, hlen, linktype, max_len, self.blob, limit, self.decode, MAX_KEPT, *bounds,
+                                   *self.shard)
 
     def pcapng(self, buf: bytes, pos: int, big: bool, interfaces: tuple, bounds: tuple[int, int, int] = ALL_TIME,
                limit: int = -1):
         """As ``pcap``, over a run of enhanced packet blocks."""
         if limit < 0:
             limit = len(buf)
-        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit, self.decode, MAX_KEPT, *bounds)
+        return _fastpath.scan_pcapng(buf, pos, big, interfaces, self.blob, limit, self.decode, MAX_KEPT, *bounds, *self.shard)

@@ -180,13 +180,16 @@ class ConnectionTable:
     def observe(self, seg: TcpSegment) -> None:
         """A segment of a connection another shard follows (see ``analyzer.parallel``): only
         keep the clock and what it shows of its sender's checksums, as a serial run would."""
-        ts = seg.ts
+        self.observe_at(seg.ts, seg.src, seg.checksum)
+
+    def observe_at(self, ts: int, src: bytes, checksum: int) -> None:
+        """``observe``, from what the C scan hands on of such a segment."""
         if ts > self.now:
             self.now = ts
             if ts >= self.next_sweep:
                 self.sweep(ts)
-        if seg.checksum == CHECKSUM_OK and len(self.good_checksum_hosts) < MAX_CHECKSUM_HOSTS:
-            self.good_checksum_hosts.add(seg.src)
+        if checksum == CHECKSUM_OK and len(self.good_checksum_hosts) < MAX_CHECKSUM_HOSTS:
+            self.good_checksum_hosts.add(src)
 
     def icmp(self, err: IcmpError) -> None:
         """Tie an ICMP error to the connection whose packet it quotes."""
