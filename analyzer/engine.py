@@ -522,10 +522,7 @@ def run_serial(files: list[str], options: Options, progress: ProgressCallback | 
     if stop is not None:
         stop.read_all(engine.decoder.stats.last_ts)
     engine.finish()
-    if others is not None:
-        built_elsewhere = others(engine)
-    else:
-        built_elsewhere = ()
+    built_elsewhere = others(engine) if others is not None else ()
     capture_info = {
         "files": files,
         "formats": captures.formats,

@@ -48,10 +48,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from operator import truediv
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from operator import itemgetter
+from operator import itemgetter, truediv
 from typing import Any, Final
 
 from ..decode.icmp import is_admin_prohibited
@@ -103,14 +102,6 @@ class RecordBuilder:
         self.directory = directory
         self.dns = dns
         self.capture_end = capture_end
-
-    def build_all(self, all_facts: Sequence[dict[str, Any]], refs: ServerTtls, first_seen: array | None = None,
-                  tally: Tally | None = None) -> tuple[SessionStore, SessionStore]:
-        """The records of all sessions in (first_seen, session_id) order, and in the same order
-        each session's ``(session id, events in time order)`` (see :meth:`build_ordered`).
-        ``tally``: each record is also added to it, in that order (the capture's summary,
-        without reading the records again)."""
-        return collect(self.build_ordered(all_facts, refs, first_seen), tally)
 
     def build_ordered(self, all_facts: Sequence[dict[str, Any]], refs: ServerTtls,
                       first_seen: array | None = None) -> Iterator[Built]:
