@@ -590,3 +590,17 @@ def test_the_live_function_stays_a_function_once_its_module_is_loaded():
         importlib.import_module(name)
     assert callable(analyzer.live) and analyzer.live.__name__ == "live"
     assert callable(analyzer.analyze)
+
+
+@pytest.mark.parametrize("text, width, shown", [
+    ("220 2.0.0 SMTP server ready", 40, "220 2.0.0 SMTP server ready"),  # fits: as it is
+    ("221 2.0.0 Service closing transmission channel", 40, "221 2.0.0 Service closing transmission …"),
+    ("221 2.0.0 Service closing transmission channel", 20, "221 2.0.0 Service …"),
+    ("250 " + "y" * 60, 40, "250 " + "y" * 35 + "…"),  # no word ends in the second half: cut
+    ("x" * 50, 10, "x" * 9 + "…"),
+    ("a" * 10, 10, "a" * 10),
+])
+def test_the_last_reply_is_shortened_after_a_whole_word(text, width, shown):
+    from analyzer.report.terminal import shortened
+
+    assert shortened(text, width) == shown and len(shortened(text, width)) <= width

@@ -213,6 +213,20 @@ def _render_sessions_narrow(console: Console, rows: list[tuple[int, dict[str, An
     print_table(console, NARROW_COLUMNS, cells, expand=True, lines_between=True)
 
 
+#: How much of the last reply a session's detail shows (its code, and the start of its text).
+LAST_REPLY_WIDTH = 40
+
+
+def shortened(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: cut after a whole word, if one ends in the
+    second half, and marked with an ellipsis: "221 2.0.0 Service closing transmission …", not
+    "221 2.0.0 Service closing transmission c"."""
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width)
+    return (text[:cut + 1] if cut >= width // 2 else text[:width - 1]) + "…"
+
+
 def _detail(rec: dict[str, Any]) -> str:
     parts = []
     if rec.get("syn_count", 0) > 1:
@@ -236,7 +250,7 @@ def _detail(rec: dict[str, Any]) -> str:
     if reply:
         parts.append(f"{reply['code']} {reply.get('enhanced') or ''}".strip())
     elif (rec.get("smtp") or {}).get("last_reply"):
-        parts.append("last: " + rec["smtp"]["last_reply"][:40])
+        parts.append("last: " + shortened(rec["smtp"]["last_reply"], LAST_REPLY_WIDTH))
     return "; ".join(parts)
 
 
