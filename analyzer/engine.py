@@ -94,8 +94,9 @@ class Engine:
     """One instance of each layer, fed capture records (see the module docstring).
 
     ``shard=(index, count)``: follow only the TCP connections ``dispatch.shard_of`` gives this index
-    (and, for index 0, DNS); ``analyzer.parallel.run_sharded`` runs one engine per shard over
-    the same capture and merges their sessions, with the results of a single engine.
+    (every index reads the DNS datagrams for the names; index 0 alone keeps DNS's rows);
+    ``analyzer.parallel.run_sharded`` runs one engine per shard over the same capture and
+    merges their sessions, with the results of a single engine.
     """
 
     def __init__(self, options: Options | None = None, shard: tuple[int, int] | None = None) -> None:

@@ -49,17 +49,10 @@ def add_server_reference(refs: ServerTtls, facts: dict[str, Any]) -> None:
 def merge_server_references(refs: ServerTtls, other: ServerTtls) -> None:
     """Add the counts of ``other`` (another process's sessions) to ``refs``: the same counts,
     in the same order of values, as adding those sessions one by one after ``refs``' own."""
-    for server, counts in other.items():
-        if isinstance(counts, int):
-            counts = Counter({counts & 0xFF: counts >> 8})
-        mine = refs.get(server)
-        if mine is None:
-            refs[server] = counts if len(counts) > 1 else _packed(counts)
-            continue
-        if isinstance(mine, int):
-            mine = Counter({mine & 0xFF: mine >> 8})
-        mine.update(counts)
-        refs[server] = mine if len(mine) > 1 else _packed(mine)
+    for server in other:
+        merged = server_ttl_counts(refs, server)  # refs' own Counter, or a new one
+        merged.update(server_ttl_counts(other, server))
+        refs[server] = merged if len(merged) > 1 else _packed(merged)
 
 
 def _packed(counts: Counter) -> int:

@@ -114,7 +114,7 @@ def _ranges_text(role: str | None, own_positions: tuple[int, ...]) -> str:
         return ""
     own = [nets[i] for i in own_positions]
     rest = sorted((n for n in nets if n not in own and n.version == 4), key=lambda n: n.prefixlen)
-    shown = list(own) + rest[: 6 - len(own)]
+    shown = own + rest[: 6 - len(own)]
     more = " …" if len(nets) > len(shown) else ""
     return f"{', '.join(map(str, shown))}{more} (endpoint ID {service.get('id')}, data version {load_facts()['endpoints'].get('version')})"
 

@@ -2,7 +2,8 @@
 
 Colour only on a terminal (rich decides; ``NO_COLOR`` is honoured). Every string from the
 wire goes through :func:`~analyzer.report.safe.printable` and into ``rich.text.Text``
-objects, so neither control sequences nor rich markup from a packet can reach the screen.
+objects (the sessions tables: the plain text of one, laid out by ``grid.py``), so neither
+control sequences nor rich markup from a packet can reach the screen.
 """
 
 from __future__ import annotations
