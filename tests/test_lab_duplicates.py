@@ -40,15 +40,23 @@ def test_a_router_captured_on_any_reads_like_one_interface(tmp_path):
     from tests.lab.netns import CLIENT_V4
     from tests.lab.scenarios import run_with_capture
 
-    both = tmp_path / "any.pcap"
-    run_with_capture("gateway-mixed", lambda topo: topo.capture(both, sll2=True), tmp_path / "any")
-    frames = rdpcap(str(both))
-    assert all(f.haslayer(CookedLinuxV2) for f in frames)
-    # The client-side interface (lan0) is where the client's first packet came in; its frames
-    # alone are the capture of one interface, of the very same traffic.
-    lan0 = next(f[CookedLinuxV2].ifindex for f in frames if f.haslayer(TCP) and f.src != f.dst and f["IP"].src == CLIENT_V4)
-    one = tmp_path / "lan0.pcap"
-    wrpcap(str(one), [f for f in frames if f[CookedLinuxV2].ifindex == lan0])
+    for attempt in range(3):
+        both = tmp_path / f"any-{attempt}.pcap"
+        run_with_capture("gateway-mixed", lambda topo: topo.capture(both, sll2=True), tmp_path / f"any-{attempt}")
+        frames = rdpcap(str(both))
+        assert all(f.haslayer(CookedLinuxV2) for f in frames)
+        # The client-side interface (lan0) is where the client's first packet came in; its frames
+        # alone are the capture of one interface, of the very same traffic.
+        lan0 = next(f[CookedLinuxV2].ifindex for f in frames if f.haslayer(TCP) and f.src != f.dst and f["IP"].src == CLIENT_V4)
+        one = tmp_path / f"lan0-{attempt}.pcap"
+        wrpcap(str(one), [f for f in frames if f[CookedLinuxV2].ifindex == lan0])
+        lan = analyzer.analyze(str(one))
+        anyif = analyzer.analyze(str(both))
+        # tcpdump on 'any' may lose one interface's copy of a packet on a busy machine: a gap in
+        # lan0's view that the other copy fills in the whole capture. Only that is recorded again;
+        # whatever else differs is judged below.
+        if not any(r["missed_bytes"] for r in lan.records) or any(r["missed_bytes"] for r in anyif.records):
+            break
 
     # The capture on any really holds the forwarded packets twice: once per interface (the
     # mail's: smtpflow follows those by default, not the web traffic next to it).
@@ -59,8 +67,6 @@ def test_a_router_captured_on_any_reads_like_one_interface(tmp_path):
     copies = sum(n - 1 for n in seen.values())
     assert copies > 0.4 * len(tcp)
 
-    lan = analyzer.analyze(str(one))
-    anyif = analyzer.analyze(str(both))
     assert len(lan.records) >= 5
     assert sorted(map(_view, anyif.records)) == sorted(map(_view, lan.records))
     assert anyif.stats["duplicate_frames"] == copies
